@@ -1,0 +1,316 @@
+//! Errors as data: what refused, why, and by how much.
+
+use std::fmt;
+
+use crate::{name::ScopeName, resource::Priority, resource::Resource};
+
+/// Everything that can go wrong in rcmgr.
+///
+/// A refusal by a limit is [`Error::LimitExceeded`]; its [`LimitExceeded`] payload says which
+/// scope asked, which scope refused, the resource and the numbers. `Display` prints go-libp2p's
+/// text, so logs grep the same in both worlds:
+/// `stream-9: peer:12D3Koo…: cannot reserve inbound stream: resource limit exceeded`.
+///
+/// ```
+/// use rcmgr::{ConcreteLimitConfig, Direction, Resource, ResourceManager};
+/// let mut limits = ConcreteLimitConfig::infinite();
+/// limits.peer_default.streams_inbound = 0;
+/// let rm = ResourceManager::new(limits);
+/// let peer = rcmgr::PeerId::random();
+/// let err = rm.open_stream(peer, Direction::Inbound).unwrap_err();
+/// assert!(err.is_resource_limit_exceeded() && err.is_temporary());
+/// let refusal = err.limit_exceeded().unwrap();
+/// assert_eq!(refusal.resource(), Resource::StreamsInbound);
+/// assert_eq!(refusal.refused_by().to_string(), format!("peer:{peer}"));
+/// assert_eq!(err.to_string(), format!("stream-1: peer:{peer}: cannot reserve inbound stream: resource limit exceeded"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A limit refused the reservation; nothing was reserved.
+    #[error(transparent)]
+    LimitExceeded(Box<LimitExceeded>),
+    /// The scope, or one the reservation had to pass through, is closed.
+    #[error(transparent)]
+    ScopeClosed(Box<ScopeClosed>),
+    /// `set_peer` on a connection that already has its peer.
+    #[error("connection scope already attached to a peer")]
+    ConnAlreadyAttached,
+    /// `set_protocol` on a stream that already has its protocol.
+    #[error("stream scope already attached to a protocol")]
+    StreamAlreadyAttachedToProtocol,
+    /// `set_service` on a stream that already has its service.
+    #[error("stream scope already attached to a service")]
+    StreamAlreadyAttachedToService,
+    /// `set_service` on a stream without a protocol.
+    #[error("stream scope not attached to a protocol")]
+    StreamNotAttachedToProtocol,
+}
+
+impl Error {
+    /// Whether a limit refused: what go's `errors.Is(err, network.ErrResourceLimitExceeded)`
+    /// answers.
+    ///
+    /// ```
+    /// assert!(!rcmgr::Error::ConnAlreadyAttached.is_resource_limit_exceeded());
+    /// ```
+    pub fn is_resource_limit_exceeded(&self) -> bool {
+        matches!(self, Error::LimitExceeded(_))
+    }
+
+    /// Whether trying again later may succeed: what go's `net.Error.Temporary()` answers. True
+    /// for limit refusals, false for misuse and closed scopes.
+    ///
+    /// ```
+    /// assert!(!rcmgr::Error::StreamNotAttachedToProtocol.is_temporary());
+    /// ```
+    pub fn is_temporary(&self) -> bool {
+        matches!(self, Error::LimitExceeded(_))
+    }
+
+    /// The details of a limit refusal.
+    ///
+    /// ```
+    /// assert!(rcmgr::Error::ConnAlreadyAttached.limit_exceeded().is_none());
+    /// ```
+    pub fn limit_exceeded(&self) -> Option<&LimitExceeded> {
+        match self {
+            Error::LimitExceeded(refusal) => Some(refusal),
+            _ => None,
+        }
+    }
+
+    /// The details of a refusal because a scope was closed.
+    ///
+    /// ```
+    /// assert!(rcmgr::Error::ConnAlreadyAttached.scope_closed().is_none());
+    /// ```
+    pub fn scope_closed(&self) -> Option<&ScopeClosed> {
+        match self {
+            Error::ScopeClosed(closed) => Some(closed),
+            _ => None,
+        }
+    }
+}
+
+/// A reservation refused by a limit. Nothing was reserved.
+///
+/// `scope()` is the scope the caller reserved on; `refused_by()` is the scope whose limit
+/// refused (the same scope, one of its constraining edges, or a span's owner). See [`Error`]
+/// for an example.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LimitExceeded {
+    scope: ScopeName,
+    edge: Option<ScopeName>,
+    resource: Resource,
+    current: u64,
+    attempted: u64,
+    limit: u64,
+    transfer: bool,
+}
+
+impl LimitExceeded {
+    pub(crate) fn new(
+        scope: ScopeName,
+        edge: Option<ScopeName>,
+        resource: Resource,
+        (current, attempted, limit): (u64, u64, u64),
+    ) -> Self {
+        LimitExceeded {
+            scope,
+            edge,
+            resource,
+            current,
+            attempted,
+            limit,
+            transfer: false,
+        }
+    }
+
+    /// Marks a refusal met while moving a scope's usage to a new parent (`set_peer`,
+    /// `set_protocol`, `set_service`): go words those with the parent's name alone.
+    pub(crate) fn in_transfer(mut self) -> Self {
+        self.transfer = true;
+        self
+    }
+
+    /// The scope the reservation was made on.
+    pub fn scope(&self) -> &ScopeName {
+        &self.scope
+    }
+
+    /// The constraining scope that refused, when it was not [`scope`](Self::scope) itself.
+    pub fn edge(&self) -> Option<&ScopeName> {
+        self.edge.as_ref()
+    }
+
+    /// The scope whose limit refused: the edge if there was one, else the scope itself.
+    pub fn refused_by(&self) -> &ScopeName {
+        self.edge.as_ref().unwrap_or(&self.scope)
+    }
+
+    /// The resource that was refused.
+    pub fn resource(&self) -> Resource {
+        self.resource
+    }
+
+    /// How much of the resource the refusing scope held.
+    pub fn current(&self) -> u64 {
+        self.current
+    }
+
+    /// How much was asked for.
+    pub fn attempted(&self) -> u64 {
+        self.attempted
+    }
+
+    /// The refusing scope's limit for the resource.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// The priority of a refused memory reservation.
+    pub fn priority(&self) -> Option<Priority> {
+        match self.resource {
+            Resource::Memory { priority } => Some(priority),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for LimitExceeded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.transfer {
+            write!(f, "{}: ", self.refused_by())?;
+        } else {
+            write_chain(f, &self.scope, self.edge.as_ref())?;
+        }
+        if let Some(what) = self.resource.reserve_phrase() {
+            write!(f, "cannot reserve {what}: ")?;
+        }
+        f.write_str("resource limit exceeded")
+    }
+}
+
+impl std::error::Error for LimitExceeded {}
+
+/// A reservation or transfer on a closed scope, or through one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScopeClosed {
+    scope: ScopeName,
+    closed: Option<ScopeName>,
+}
+
+impl ScopeClosed {
+    pub(crate) fn new(scope: ScopeName, closed: Option<ScopeName>) -> Self {
+        ScopeClosed { scope, closed }
+    }
+
+    /// The scope the caller used.
+    pub fn scope(&self) -> &ScopeName {
+        &self.scope
+    }
+
+    /// The closed scope: the one used, or the owner of a span that outlived it.
+    pub fn closed(&self) -> &ScopeName {
+        self.closed.as_ref().unwrap_or(&self.scope)
+    }
+}
+
+impl fmt::Display for ScopeClosed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_chain(f, &self.scope, self.closed.as_ref())?;
+        f.write_str("resource scope closed")
+    }
+}
+
+impl std::error::Error for ScopeClosed {}
+
+/// Writes the scope prefixes go puts before an error: every level of a span chain from
+/// `scope` down to `refused_by` (or down to the chain's root when `refused_by` is a constraining
+/// edge and not in the chain), then that edge, each followed by ": ".
+fn write_chain(
+    f: &mut fmt::Formatter<'_>,
+    scope: &ScopeName,
+    refused_by: Option<&ScopeName>,
+) -> fmt::Result {
+    let mut level = scope;
+    loop {
+        write!(f, "{level}: ")?;
+        if refused_by == Some(level) {
+            return Ok(());
+        }
+        match level.owner() {
+            Some(owner) if refused_by.is_some() => level = owner,
+            _ => break,
+        }
+    }
+    match refused_by {
+        Some(edge) => write!(f, "{edge}: "),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(owner: ScopeName, index: u64) -> ScopeName {
+        ScopeName::Span {
+            owner: Box::new(owner),
+            index,
+        }
+    }
+
+    fn memory_refusal(scope: ScopeName, edge: Option<ScopeName>) -> String {
+        let resource = Resource::Memory {
+            priority: Priority::HIGH,
+        };
+        LimitExceeded::new(scope, edge, resource, (1, 2, 3)).to_string()
+    }
+
+    #[test]
+    fn chains_print_every_span_level_like_go() {
+        let inner = span(span(ScopeName::Conn(3), 1), 2);
+        assert_eq!(
+            memory_refusal(inner.clone(), Some(ScopeName::Transient)),
+            "conn-3.span-1.span-2: conn-3.span-1: conn-3: transient: resource limit exceeded"
+        );
+        assert_eq!(
+            memory_refusal(inner.clone(), Some(span(ScopeName::Conn(3), 1))),
+            "conn-3.span-1.span-2: conn-3.span-1: resource limit exceeded"
+        );
+        assert_eq!(
+            memory_refusal(inner, None),
+            "conn-3.span-1.span-2: resource limit exceeded"
+        );
+    }
+
+    #[test]
+    fn transfers_are_worded_by_the_refusing_scope_alone() {
+        let peer = libp2p_identity::PeerId::random();
+        let refusal = LimitExceeded::new(
+            ScopeName::Conn(1),
+            Some(ScopeName::Peer(peer)),
+            Resource::ConnsInbound,
+            (8, 1, 8),
+        )
+        .in_transfer();
+        assert_eq!(
+            refusal.to_string(),
+            format!("peer:{peer}: cannot reserve inbound connection: resource limit exceeded")
+        );
+        assert_eq!(refusal.scope(), &ScopeName::Conn(1));
+    }
+
+    #[test]
+    fn closed_owner_is_named_after_the_span() {
+        let closed = ScopeClosed::new(span(ScopeName::Stream(4), 1), Some(ScopeName::Stream(4)));
+        assert_eq!(
+            closed.to_string(),
+            "stream-4.span-1: stream-4: resource scope closed"
+        );
+        let direct = ScopeClosed::new(ScopeName::Conn(2), None);
+        assert_eq!(direct.to_string(), "conn-2: resource scope closed");
+    }
+}

@@ -1,0 +1,173 @@
+//! [`LimitCell`]: a scope's cached copy of its limit, tagged with the generation of the limit
+//! snapshot it came from, or pinned by `set_limit`.
+//!
+//! The hot path compares the manager's generation (one atomic load) with the cell's tag and,
+//! when they match, reads the eight fields. When `set_limits` installs a new snapshot the
+//! generation moves on, the tags stop matching, and the next reservation on each scope
+//! re-resolves its limit once.
+//!
+//! # Synchronization
+//!
+//! The cell is a sequence lock built from atomics alone (no unsafe): `seq` is odd-marked
+//! (`WRITING`) while one writer stores the fields, and a reader accepts the fields only if
+//! `seq` read the same, unmarked value before and after it read them. The writer marks `seq`
+//! with a compare-and-swap (so writers exclude each other; a loser just uses the value it
+//! resolved), then `fence(Release)`, stores the fields, and stores the new `seq` with Release.
+//! The reader loads `seq` with Acquire, the fields, then `fence(Acquire)` and `seq` again: if
+//! any field it read came from a writer that started after the first `seq` load, the fences
+//! synchronize and the second load sees the mark or a later value, so the read is retried.
+//! This is the construction of Boehm, "Can seqlocks get along with programming language
+//! memory models?" (2012).
+
+use crate::{
+    limits::BaseLimit,
+    sync::{AtomicU64, Ordering, fence},
+};
+
+const WRITING: u64 = 1;
+const PINNED: u64 = 2;
+const TAG_SHIFT: u32 = 2;
+
+/// A cached [`BaseLimit`]; see the module docs.
+#[derive(Debug)]
+pub(crate) struct LimitCell {
+    seq: AtomicU64,
+    fields: [AtomicU64; 8],
+}
+
+impl LimitCell {
+    /// An empty cell: tag 0, which no generation matches (generations start at 1).
+    pub(crate) fn new() -> Self {
+        LimitCell {
+            seq: AtomicU64::new(0),
+            fields: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    /// The cached limit if the cell is pinned or tagged with `generation`.
+    #[inline]
+    pub(crate) fn get(&self, generation: u64) -> Option<BaseLimit> {
+        // Ordering: Acquire — pairs with the writer's Release store of `seq`, so the fields
+        // it stored before are visible to the loads below.
+        let before = self.seq.load(Ordering::Acquire);
+        let usable = before & PINNED != 0 || before >> TAG_SHIFT == generation;
+        if before & WRITING != 0 || !usable {
+            return None;
+        }
+        // Ordering: Relaxed — the seq checks around these loads decide whether they are used.
+        let limit = BaseLimit::from_array(std::array::from_fn(|i| {
+            self.fields[i].load(Ordering::Relaxed)
+        }));
+        // Ordering: Acquire fence — if a field load above read a writer's store, this
+        // synchronizes with that writer's Release fence, so the next load sees its mark.
+        fence(Ordering::Acquire);
+        // Ordering: Relaxed — ordered after the field loads by the fence above.
+        let after = self.seq.load(Ordering::Relaxed);
+        (before == after).then_some(limit)
+    }
+
+    /// Caches `limit` for `generation` unless the cell is pinned, already holds that or a
+    /// newer generation, or another thread is writing it (then that thread's value wins and
+    /// the caller just uses its own).
+    pub(crate) fn refresh(&self, generation: u64, limit: BaseLimit) {
+        // Ordering: Relaxed — only a hint; the compare-and-swap below decides.
+        let current = self.seq.load(Ordering::Relaxed);
+        if current & (WRITING | PINNED) != 0 || current >> TAG_SHIFT >= generation {
+            return;
+        }
+        self.write(current, generation << TAG_SHIFT, limit);
+    }
+
+    /// Pins `limit`: generations no longer change it.
+    pub(crate) fn pin(&self, limit: BaseLimit) {
+        // Ordering: Relaxed — the compare-and-swap in `write` decides; a failed attempt
+        // (another writer active) retries until this pin is stored.
+        let backoff = crate::sync::Backoff::new();
+        loop {
+            let current = self.seq.load(Ordering::Relaxed);
+            if current & WRITING == 0 && self.write(current, PINNED, limit) {
+                return;
+            }
+            backoff.snooze();
+        }
+    }
+
+    /// The writer side of the sequence lock; false if another writer got in first.
+    fn write(&self, expected: u64, new_seq: u64, limit: BaseLimit) -> bool {
+        // Ordering: Relaxed on the mark — the Release fence right after orders it before the
+        // field stores, which is what readers rely on.
+        if self
+            .seq
+            .compare_exchange(
+                expected,
+                expected | WRITING,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return false;
+        }
+        // Ordering: Release fence — a reader that sees any of the field stores below also sees
+        // the WRITING mark (see the module docs).
+        fence(Ordering::Release);
+        for (field, value) in self.fields.iter().zip(limit.as_array()) {
+            // Ordering: Relaxed — published by the Release store of `seq` below.
+            field.store(value, Ordering::Relaxed);
+        }
+        // Ordering: Release — publishes the fields to readers that Acquire-load this value.
+        self.seq.store(new_seq, Ordering::Release);
+        true
+    }
+}
+
+#[cfg(all(test, not(rcmgr_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_decide_freshness_and_pins_win() {
+        let cell = LimitCell::new();
+        assert_eq!(cell.get(1), None);
+        let a = BaseLimit {
+            streams: 3,
+            ..BaseLimit::unlimited()
+        };
+        cell.refresh(1, a);
+        assert_eq!(cell.get(1), Some(a));
+        assert_eq!(cell.get(2), None);
+        // An older generation never overwrites a newer one.
+        cell.refresh(2, BaseLimit::block_all());
+        cell.refresh(1, a);
+        assert_eq!(cell.get(2), Some(BaseLimit::block_all()));
+        // A pin holds whatever the generation, and refreshes leave it alone.
+        cell.pin(a);
+        cell.refresh(9, BaseLimit::block_all());
+        assert_eq!(cell.get(9), Some(a));
+    }
+
+    #[test]
+    fn readers_never_see_a_torn_limit() {
+        let cell = std::sync::Arc::new(LimitCell::new());
+        let uniform = |v: u64| BaseLimit::from_array([v; 8]);
+        std::thread::scope(|s| {
+            let writer = std::sync::Arc::clone(&cell);
+            s.spawn(move || {
+                for generation in 1..20_000u64 {
+                    writer.refresh(generation, uniform(generation));
+                }
+            });
+            for _ in 0..2 {
+                let reader = std::sync::Arc::clone(&cell);
+                s.spawn(move || {
+                    for generation in 1..20_000u64 {
+                        if let Some(limit) = reader.get(generation) {
+                            let fields = limit.as_array();
+                            assert!(fields.iter().all(|&f| f == fields[0]), "torn: {fields:?}");
+                        }
+                    }
+                });
+            }
+        });
+    }
+}

@@ -1,0 +1,454 @@
+//! [`ResourceManager`]: the entry point.
+
+use std::{collections::BTreeMap, fmt, time::Duration};
+
+use libp2p_identity::PeerId;
+use multiaddr::Multiaddr;
+
+use crate::{
+    error::Error,
+    handles::{
+        ConnectionScope, PeerScope, ProtocolScope, ServiceScope, StreamScope, SystemScope,
+        TransientScope,
+    },
+    limits::ConcreteLimitConfig,
+    registries,
+    resource::Direction,
+    scope::Root,
+    stat::ResourceManagerStat,
+    sync::Arc,
+};
+
+/// How often the background collector runs unless [`ResourceManagerBuilder::gc_interval`]
+/// says otherwise: go's one minute.
+pub const DEFAULT_GC_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Accounts every connection, stream, file descriptor and byte of buffer memory of a libp2p
+/// node in a graph of scopes, and refuses what would take any scope past its limit.
+///
+/// It is a cheap handle (`Clone` shares one manager) and every method takes `&self`: nothing
+/// on the reservation path takes a lock shared by the whole node.
+///
+/// ```
+/// use rcmgr::{ConcreteLimitConfig, Direction, Priority, ResourceManager, ResourceScope};
+/// let rm = ResourceManager::new(ConcreteLimitConfig::infinite());
+/// let peer = rcmgr::PeerId::random();
+///
+/// let mut conn = rm.open_connection(Direction::Inbound, true, &"/ip4/10.0.0.1/tcp/4001".parse()?)?;
+/// conn.set_peer(peer)?;
+///
+/// let mut stream = rm.open_stream(peer, Direction::Inbound)?;
+/// stream.set_protocol("/ipfs/ping/1.0.0")?;
+/// stream.reserve_memory(4096, Priority::HIGH)?;
+///
+/// let stat = rm.stat();
+/// assert_eq!(stat.peers[&peer].conns_inbound, 1);
+/// assert_eq!(stat.protocols["/ipfs/ping/1.0.0"].memory, 4096);
+/// drop((stream, conn));
+/// assert!(rm.system().stat().is_empty());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct ResourceManager {
+    core: Arc<Core>,
+}
+
+/// What the manager handles share. Dropping the last handle stops the collector and empties
+/// the registries, which breaks the reference cycle between them and the root (handles still
+/// alive keep working: their scopes stay valid, they are just no longer listed).
+struct Core {
+    root: Arc<Root>,
+    #[cfg(not(rcmgr_loom))]
+    collector: Option<collector::Collector>,
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        #[cfg(not(rcmgr_loom))]
+        drop(self.collector.take());
+        let registries = &self.root.registries;
+        registries.peers.clear();
+        registries.protocols.clear();
+        registries.services.clear();
+    }
+}
+
+impl fmt::Debug for ResourceManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResourceManager")
+            .field("system", &self.core.root.system.stat())
+            .field("transient", &self.core.root.transient.stat())
+            .field("peers", &self.core.root.registries.peers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResourceManager {
+    /// A manager that enforces `limits`, with the default options (a collector every
+    /// [`DEFAULT_GC_INTERVAL`]).
+    ///
+    /// ```
+    /// let rm = rcmgr::ResourceManager::new(rcmgr::ConcreteLimitConfig::infinite());
+    /// assert!(rm.list_peers().is_empty());
+    /// ```
+    pub fn new(limits: ConcreteLimitConfig) -> Self {
+        let root = Arc::new(Root::new(limits));
+        ResourceManager::from_root(root, Some(DEFAULT_GC_INTERVAL))
+    }
+
+    /// A builder for a manager with options.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let _rm = rcmgr::ResourceManager::builder(rcmgr::ConcreteLimitConfig::infinite())
+    ///     .gc_interval(Duration::from_secs(10))
+    ///     .build()?;
+    /// # Ok::<(), rcmgr::Error>(())
+    /// ```
+    pub fn builder(limits: ConcreteLimitConfig) -> ResourceManagerBuilder {
+        ResourceManagerBuilder {
+            limits,
+            gc_interval: Some(DEFAULT_GC_INTERVAL),
+        }
+    }
+
+    fn from_root(root: Arc<Root>, gc_interval: Option<Duration>) -> Self {
+        #[cfg(not(rcmgr_loom))]
+        let collector = gc_interval.map(|every| collector::Collector::start(&root, every));
+        #[cfg(rcmgr_loom)]
+        let _ = gc_interval;
+        ResourceManager {
+            core: Arc::new(Core {
+                root,
+                #[cfg(not(rcmgr_loom))]
+                collector,
+            }),
+        }
+    }
+
+    fn root(&self) -> &Arc<Root> {
+        &self.core.root
+    }
+
+    /// Opens a connection scope (go's `OpenConnection`): one connection in `direction`, and a
+    /// file descriptor if `use_fd`, reserved on the transient and system scopes. `endpoint`
+    /// is the remote address; it is kept for the address-based limits.
+    ///
+    /// The connection is released when the returned scope is dropped. On error nothing was
+    /// reserved.
+    ///
+    /// ```
+    /// use rcmgr::{ConcreteLimitConfig, Direction, ResourceManager};
+    /// let mut limits = ConcreteLimitConfig::infinite();
+    /// limits.transient.conns_inbound = 1;
+    /// let rm = ResourceManager::new(limits);
+    /// let endpoint = "/ip4/10.0.0.1/tcp/4001".parse()?;
+    /// let _first = rm.open_connection(Direction::Inbound, true, &endpoint)?;
+    /// let err = rm.open_connection(Direction::Inbound, true, &endpoint).unwrap_err();
+    /// assert_eq!(err.to_string(), "conn-2: transient: cannot reserve inbound connection: resource limit exceeded");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_connection(
+        &self,
+        direction: Direction,
+        use_fd: bool,
+        endpoint: &Multiaddr,
+    ) -> Result<ConnectionScope, Error> {
+        ConnectionScope::open(self.root(), direction, use_fd, endpoint)
+    }
+
+    /// Opens a stream scope for `peer` (go's `OpenStream`): one stream in `direction`,
+    /// reserved on the peer, transient and system scopes until its protocol is set.
+    ///
+    /// The stream is released when the returned scope is dropped. On error nothing was
+    /// reserved.
+    ///
+    /// ```
+    /// # use rcmgr::{ConcreteLimitConfig, Direction, ResourceManager, ResourceScope};
+    /// let rm = ResourceManager::new(ConcreteLimitConfig::infinite());
+    /// let peer = rcmgr::PeerId::random();
+    /// let _stream = rm.open_stream(peer, Direction::Outbound)?;
+    /// assert_eq!(rm.peer(&peer).stat().streams_outbound, 1);
+    /// assert_eq!(rm.transient().stat().streams_outbound, 1);
+    /// # Ok::<(), rcmgr::Error>(())
+    /// ```
+    pub fn open_stream(&self, peer: PeerId, direction: Direction) -> Result<StreamScope, Error> {
+        let root = self.root();
+        let peer_node = registries::peer(root, &peer);
+        StreamScope::open(peer, peer_node, root.next_stream_id(), direction)
+    }
+
+    /// The system scope.
+    ///
+    /// ```
+    /// # use rcmgr::ResourceScope;
+    /// let rm = rcmgr::ResourceManager::new(rcmgr::ConcreteLimitConfig::infinite());
+    /// assert!(rm.system().stat().is_empty());
+    /// ```
+    pub fn system(&self) -> SystemScope {
+        SystemScope::new(Arc::clone(self.root()))
+    }
+
+    /// The transient scope.
+    ///
+    /// ```
+    /// # use rcmgr::ResourceScope;
+    /// let rm = rcmgr::ResourceManager::new(rcmgr::ConcreteLimitConfig::infinite());
+    /// assert!(rm.transient().stat().is_empty());
+    /// ```
+    pub fn transient(&self) -> TransientScope {
+        TransientScope::new(Arc::clone(self.root()))
+    }
+
+    /// The scope of `peer`, created if it does not exist (as go's `ViewPeer` does). The view
+    /// keeps the scope from being collected while it is held.
+    ///
+    /// ```
+    /// let rm = rcmgr::ResourceManager::new(rcmgr::ConcreteLimitConfig::infinite());
+    /// let id = rcmgr::PeerId::random();
+    /// let _view = rm.peer(&id);
+    /// assert_eq!(rm.list_peers(), vec![id]);
+    /// ```
+    pub fn peer(&self, peer: &PeerId) -> PeerScope {
+        PeerScope::new(registries::peer(self.root(), peer), *peer)
+    }
+
+    /// The scope of `protocol`, created if it does not exist.
+    ///
+    /// ```
+    /// let rm = rcmgr::ResourceManager::new(rcmgr::ConcreteLimitConfig::infinite());
+    /// assert_eq!(rm.protocol("/x").protocol(), "/x");
+    /// ```
+    pub fn protocol(&self, protocol: &str) -> ProtocolScope {
+        ProtocolScope::new(registries::protocol(self.root(), protocol))
+    }
+
+    /// The scope of `service`, created if it does not exist.
+    ///
+    /// ```
+    /// let rm = rcmgr::ResourceManager::new(rcmgr::ConcreteLimitConfig::infinite());
+    /// assert_eq!(rm.service("s").service(), "s");
+    /// ```
+    pub fn service(&self, service: &str) -> ServiceScope {
+        ServiceScope::new(registries::service(self.root(), service))
+    }
+
+    /// A snapshot of every scope's usage (go's `ResourceManagerState.Stat`). Each scope is
+    /// read on its own, so the parts need not add up exactly while the node is busy.
+    ///
+    /// ```
+    /// # use rcmgr::{ConcreteLimitConfig, Direction, ResourceManager};
+    /// let rm = ResourceManager::new(ConcreteLimitConfig::infinite());
+    /// let peer = rcmgr::PeerId::random();
+    /// let _stream = rm.open_stream(peer, Direction::Inbound)?;
+    /// let stat = rm.stat();
+    /// assert_eq!(stat.transient.streams_inbound, 1);
+    /// assert_eq!(stat.peers[&peer].streams_inbound, 1);
+    /// # Ok::<(), rcmgr::Error>(())
+    /// ```
+    pub fn stat(&self) -> ResourceManagerStat {
+        let root = self.root();
+        let registries = &root.registries;
+        let mut stat = ResourceManagerStat::default();
+        registries.peers.for_each(|peer, node| {
+            stat.peers.insert(*peer, node.scope.stat());
+        });
+        registries.protocols.for_each(|name, node| {
+            stat.protocols.insert(name.to_string(), node.scope.stat());
+        });
+        registries.services.for_each(|name, node| {
+            stat.services.insert(name.to_string(), node.scope.stat());
+        });
+        stat.transient = root.transient.stat();
+        stat.system = root.system.stat();
+        stat
+    }
+
+    /// Every peer that has a scope now, ordered by the bytes of the peer ID (as go orders
+    /// them).
+    ///
+    /// ```
+    /// let rm = rcmgr::ResourceManager::new(rcmgr::ConcreteLimitConfig::infinite());
+    /// let (a, b) = (rcmgr::PeerId::random(), rcmgr::PeerId::random());
+    /// let _views = (rm.peer(&a), rm.peer(&b));
+    /// let mut expected = vec![a, b];
+    /// expected.sort_by_key(|p| p.to_bytes());
+    /// assert_eq!(rm.list_peers(), expected);
+    /// ```
+    pub fn list_peers(&self) -> Vec<PeerId> {
+        let mut peers = BTreeMap::new();
+        self.root().registries.peers.for_each(|peer, _| {
+            peers.insert(peer.to_bytes(), *peer);
+        });
+        peers.into_values().collect()
+    }
+
+    /// Every protocol that has a scope now, sorted.
+    ///
+    /// ```
+    /// let rm = rcmgr::ResourceManager::new(rcmgr::ConcreteLimitConfig::infinite());
+    /// let _views = (rm.protocol("/b"), rm.protocol("/a"));
+    /// assert_eq!(rm.list_protocols(), ["/a", "/b"]);
+    /// ```
+    pub fn list_protocols(&self) -> Vec<String> {
+        sorted_names(&self.root().registries.protocols)
+    }
+
+    /// Every service that has a scope now, sorted.
+    ///
+    /// ```
+    /// let rm = rcmgr::ResourceManager::new(rcmgr::ConcreteLimitConfig::infinite());
+    /// let _view = rm.service("libp2p.ping");
+    /// assert_eq!(rm.list_services(), ["libp2p.ping"]);
+    /// ```
+    pub fn list_services(&self) -> Vec<String> {
+        sorted_names(&self.root().registries.services)
+    }
+
+    /// The limits in force.
+    ///
+    /// ```
+    /// let rm = rcmgr::ResourceManager::new(rcmgr::ConcreteLimitConfig::infinite());
+    /// assert_eq!(rm.limits(), rcmgr::ConcreteLimitConfig::infinite());
+    /// ```
+    pub fn limits(&self) -> ConcreteLimitConfig {
+        (*self.root().limits()).clone()
+    }
+
+    /// Replaces the limits of every scope at once. The next reservation on each scope uses
+    /// the new limits; nothing already reserved is evicted, so a scope already above a
+    /// lowered limit refuses new reservations until its usage falls below it. Limits pinned
+    /// with [`ResourceScope::set_limit`](crate::ResourceScope::set_limit) stay pinned.
+    ///
+    /// ```
+    /// use rcmgr::{ConcreteLimitConfig, Direction, ResourceManager};
+    /// let rm = ResourceManager::new(ConcreteLimitConfig::infinite());
+    /// let peer = rcmgr::PeerId::random();
+    /// let _held = rm.open_stream(peer, Direction::Inbound)?;
+    /// let mut lower = ConcreteLimitConfig::infinite();
+    /// lower.system.streams = 1;
+    /// rm.set_limits(lower);
+    /// assert!(rm.open_stream(peer, Direction::Inbound).is_err());
+    /// # Ok::<(), rcmgr::Error>(())
+    /// ```
+    pub fn set_limits(&self, limits: ConcreteLimitConfig) {
+        self.root().set_limits(limits);
+    }
+
+    /// Runs one collection pass now (one also runs in the background). A peer or protocol
+    /// scope, or a per-peer scope within a protocol or service, is removed once two passes in
+    /// a row have found it unreferenced and holding nothing; a scope pinned with `set_limit`
+    /// is kept. Call it twice to remove everything that is idle now.
+    ///
+    /// ```
+    /// let rm = rcmgr::ResourceManager::new(rcmgr::ConcreteLimitConfig::infinite());
+    /// drop(rm.peer(&rcmgr::PeerId::random()));
+    /// rm.gc();
+    /// assert_eq!(rm.list_peers().len(), 1);
+    /// rm.gc();
+    /// assert!(rm.list_peers().is_empty());
+    /// ```
+    pub fn gc(&self) {
+        registries::collect(self.root());
+    }
+}
+
+fn sorted_names(
+    registry: &crate::sync::Registry<std::sync::Arc<str>, Arc<crate::scope::Node>>,
+) -> Vec<String> {
+    let mut names = Vec::new();
+    registry.for_each(|name, _| names.push(name.to_string()));
+    names.sort();
+    names
+}
+
+/// Options for a [`ResourceManager`]; see [`ResourceManager::builder`].
+#[derive(Debug)]
+#[must_use = "call build() to get the manager"]
+pub struct ResourceManagerBuilder {
+    limits: ConcreteLimitConfig,
+    gc_interval: Option<Duration>,
+}
+
+impl ResourceManagerBuilder {
+    /// How often the background collector runs. `Duration::ZERO` turns it off (call
+    /// [`ResourceManager::gc`] yourself then).
+    ///
+    /// ```
+    /// let _rm = rcmgr::ResourceManager::builder(rcmgr::ConcreteLimitConfig::infinite())
+    ///     .gc_interval(std::time::Duration::ZERO)
+    ///     .build()?;
+    /// # Ok::<(), rcmgr::Error>(())
+    /// ```
+    pub fn gc_interval(mut self, every: Duration) -> Self {
+        self.gc_interval = (!every.is_zero()).then_some(every);
+        self
+    }
+
+    /// Builds the manager.
+    pub fn build(self) -> Result<ResourceManager, Error> {
+        let root = Arc::new(Root::new(self.limits));
+        Ok(ResourceManager::from_root(root, self.gc_interval))
+    }
+}
+
+#[cfg(not(rcmgr_loom))]
+mod collector {
+    //! The background collector: a thread that runs a collection pass every interval and
+    //! stops as soon as the manager is dropped.
+
+    use std::{
+        sync::{Arc, Condvar, Mutex, Weak},
+        thread::JoinHandle,
+        time::Duration,
+    };
+
+    use crate::{registries, scope::Root};
+
+    pub(super) struct Collector {
+        stop: Arc<(Mutex<bool>, Condvar)>,
+        thread: Option<JoinHandle<()>>,
+    }
+
+    impl Collector {
+        pub(super) fn start(root: &Arc<Root>, every: Duration) -> Self {
+            let stop = Arc::new((Mutex::new(false), Condvar::new()));
+            let root: Weak<Root> = Arc::downgrade(root);
+            let signal = Arc::clone(&stop);
+            let thread = std::thread::Builder::new()
+                .name("rcmgr-gc".into())
+                .spawn(move || run(&root, &signal, every))
+                .ok();
+            Collector { stop, thread }
+        }
+    }
+
+    fn run(root: &Weak<Root>, stop: &(Mutex<bool>, Condvar), every: Duration) {
+        let (stopped, wake) = stop;
+        loop {
+            let guard = stopped.lock().unwrap_or_else(|e| e.into_inner());
+            // The flag is checked under the lock before waiting, so a stop signalled before
+            // this thread first waits is not missed.
+            let (guard, _) = wake
+                .wait_timeout_while(guard, every, |stopped| !*stopped)
+                .unwrap_or_else(|e| e.into_inner());
+            if *guard {
+                return;
+            }
+            drop(guard);
+            let Some(root) = root.upgrade() else { return };
+            registries::collect(&root);
+        }
+    }
+
+    impl Drop for Collector {
+        fn drop(&mut self) {
+            let (stopped, wake) = &*self.stop;
+            *stopped.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            wake.notify_all();
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+}

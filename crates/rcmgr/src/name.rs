@@ -1,0 +1,150 @@
+//! [`ScopeName`]: which scope, in go's naming scheme.
+
+use std::{fmt, sync::Arc};
+
+use libp2p_identity::PeerId;
+
+/// The name of a scope. `Display` prints go's names (`system`, `peer:<id>`,
+/// `protocol:<p>.peer:<id>`, `conn-7`, `stream-9`, `<owner>.span-<k>`, ...), so logs and
+/// dashboards read the same as go-libp2p's. Names are built on demand and cost nothing while
+/// the scope works.
+///
+/// ```
+/// use rcmgr::ScopeName;
+/// let name = ScopeName::Span { owner: Box::new(ScopeName::Conn(7)), index: 2 };
+/// assert_eq!(name.to_string(), "conn-7.span-2");
+/// assert!(name.is_span());
+/// assert_eq!(ScopeName::Protocol("/ipfs/ping/1.0.0".into()).to_string(), "protocol:/ipfs/ping/1.0.0");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ScopeName {
+    /// `system`.
+    System,
+    /// `transient`.
+    Transient,
+    /// `allowlistedSystem`.
+    AllowlistedSystem,
+    /// `allowlistedTransient`.
+    AllowlistedTransient,
+    /// `service:<name>`.
+    Service(Arc<str>),
+    /// `service:<name>.peer:<id>`.
+    ServicePeer {
+        /// The service.
+        service: Arc<str>,
+        /// The peer.
+        peer: PeerId,
+    },
+    /// `protocol:<id>`.
+    Protocol(Arc<str>),
+    /// `protocol:<id>.peer:<id>`.
+    ProtocolPeer {
+        /// The protocol.
+        protocol: Arc<str>,
+        /// The peer.
+        peer: PeerId,
+    },
+    /// `peer:<id>`.
+    Peer(PeerId),
+    /// `conn-<n>`.
+    Conn(u64),
+    /// `stream-<n>`.
+    Stream(u64),
+    /// `<owner>.span-<index>`.
+    Span {
+        /// The scope the span was begun on.
+        owner: Box<ScopeName>,
+        /// The span's number among its owner's spans, from 1.
+        index: u64,
+    },
+}
+
+impl ScopeName {
+    /// Whether this is a span (go's `IsSpan`).
+    ///
+    /// ```
+    /// assert!(!rcmgr::ScopeName::System.is_span());
+    /// ```
+    pub fn is_span(&self) -> bool {
+        matches!(self, ScopeName::Span { .. })
+    }
+
+    /// The peer this scope belongs to, for peer, service-peer and protocol-peer scopes.
+    ///
+    /// ```
+    /// let peer = rcmgr::PeerId::random();
+    /// assert_eq!(rcmgr::ScopeName::Peer(peer).peer(), Some(&peer));
+    /// ```
+    pub fn peer(&self) -> Option<&PeerId> {
+        match self {
+            ScopeName::Peer(peer)
+            | ScopeName::ServicePeer { peer, .. }
+            | ScopeName::ProtocolPeer { peer, .. } => Some(peer),
+            _ => None,
+        }
+    }
+
+    /// The protocol of a protocol or protocol-peer scope.
+    ///
+    /// ```
+    /// let name = rcmgr::ScopeName::Protocol("/x".into());
+    /// assert_eq!(name.protocol(), Some("/x"));
+    /// ```
+    pub fn protocol(&self) -> Option<&str> {
+        match self {
+            ScopeName::Protocol(protocol) | ScopeName::ProtocolPeer { protocol, .. } => {
+                Some(protocol)
+            }
+            _ => None,
+        }
+    }
+
+    /// The service of a service or service-peer scope.
+    ///
+    /// ```
+    /// let name = rcmgr::ScopeName::Service("libp2p.ping".into());
+    /// assert_eq!(name.service(), Some("libp2p.ping"));
+    /// ```
+    pub fn service(&self) -> Option<&str> {
+        match self {
+            ScopeName::Service(service) | ScopeName::ServicePeer { service, .. } => Some(service),
+            _ => None,
+        }
+    }
+
+    /// The owner of a span.
+    ///
+    /// ```
+    /// use rcmgr::ScopeName;
+    /// let span = ScopeName::Span { owner: Box::new(ScopeName::System), index: 1 };
+    /// assert_eq!(span.owner(), Some(&ScopeName::System));
+    /// ```
+    pub fn owner(&self) -> Option<&ScopeName> {
+        match self {
+            ScopeName::Span { owner, .. } => Some(owner),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ScopeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ScopeName::System => f.write_str("system"),
+            ScopeName::Transient => f.write_str("transient"),
+            ScopeName::AllowlistedSystem => f.write_str("allowlistedSystem"),
+            ScopeName::AllowlistedTransient => f.write_str("allowlistedTransient"),
+            ScopeName::Service(service) => write!(f, "service:{service}"),
+            ScopeName::ServicePeer { service, peer } => write!(f, "service:{service}.peer:{peer}"),
+            ScopeName::Protocol(protocol) => write!(f, "protocol:{protocol}"),
+            ScopeName::ProtocolPeer { protocol, peer } => {
+                write!(f, "protocol:{protocol}.peer:{peer}")
+            }
+            ScopeName::Peer(peer) => write!(f, "peer:{peer}"),
+            ScopeName::Conn(n) => write!(f, "conn-{n}"),
+            ScopeName::Stream(n) => write!(f, "stream-{n}"),
+            ScopeName::Span { owner, index } => write!(f, "{owner}.span-{index}"),
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The keyed scopes (peer, protocol, service, and the per-peer scopes inside protocols and
+//! services): lookup, and epoch-based collection of the idle ones.
+//!
+//! # References and collection
+//!
+//! A keyed scope lives in its registry as an `Arc<Node>`; every other `Arc` to it is a
+//! reference (a connection or stream that reports to it, a span on it, a view handle). A
+//! lookup clones the `Arc` while it holds the registry shard's guard, and collection removes
+//! an entry only under that shard's exclusive guard and only if the registry's `Arc` is the
+//! last one. So a scope with a reference is never removed, and a lookup can never get a scope
+//! that collection is removing: there is never more than one scope per key.
+//!
+//! Collection also leaves any scope that holds anything (memory included: go's quirk 6 is
+//! fixed), any scope pinned by `set_limit`, and any scope that was not already idle in the
+//! previous pass: an entry is removed only after two consecutive idle passes, and a lookup in
+//! between starts its count again.
+//!
+//! # Synchronization
+//!
+//! `Arc::strong_count` is a Relaxed load. When it reads 1, the `Release` decrement of the
+//! reference that was dropped last is what it read, so the `fence(Acquire)` that follows
+//! synchronizes with it: the counter updates made through that reference (its releases)
+//! happen-before the idle check that follows.
+
+use std::sync::Arc as NameArc;
+
+use libp2p_identity::PeerId;
+
+use crate::{
+    edges::{Edge, EdgeSet},
+    scope::{Kind, Links, Node, Root},
+    sync::{Arc, Ordering, Registry, fence},
+};
+
+/// The passes in a row an entry must be found idle before it is removed.
+const IDLE_PASSES_TO_COLLECT: u8 = 2;
+
+/// Marks a scope as in use for the collector (a lookup restarts its idle count).
+fn touch(node: &Node) {
+    // Ordering: Relaxed — a hint for the collector, which re-checks everything it relies on
+    // under the exclusive guard.
+    if node.scope.idle_passes.load(Ordering::Relaxed) != 0 {
+        node.scope.idle_passes.store(0, Ordering::Relaxed);
+    }
+}
+
+/// The scope of `peer`, created if needed.
+pub(crate) fn peer(root: &Arc<Root>, peer: &PeerId) -> Arc<Node> {
+    let node = root.registries.peers.get_or_insert_with(peer, || {
+        let node = Node::new(
+            Kind::Peer(*peer),
+            EdgeSet::of(&[Edge::System]),
+            Links::Leaf {
+                root: Arc::clone(root),
+            },
+        );
+        (*peer, Arc::new(node))
+    });
+    touch(&node);
+    node
+}
+
+/// The scope of `protocol`, created if needed.
+pub(crate) fn protocol(root: &Arc<Root>, protocol: &str) -> Arc<Node> {
+    group(root, &root.registries.protocols, protocol, Kind::Protocol)
+}
+
+/// The scope of `service`, created if needed.
+pub(crate) fn service(root: &Arc<Root>, service: &str) -> Arc<Node> {
+    group(root, &root.registries.services, service, Kind::Service)
+}
+
+fn group(
+    root: &Arc<Root>,
+    registry: &Registry<NameArc<str>, Arc<Node>>,
+    name: &str,
+    kind: fn(NameArc<str>) -> Kind,
+) -> Arc<Node> {
+    let node = registry.get_or_insert_with(name, || {
+        let key: NameArc<str> = NameArc::from(name);
+        let node = Node::new(
+            kind(NameArc::clone(&key)),
+            EdgeSet::of(&[Edge::System]),
+            Links::Group {
+                root: Arc::clone(root),
+                peers: Registry::new(),
+            },
+        );
+        (key, Arc::new(node))
+    });
+    touch(&node);
+    node
+}
+
+/// The scope of `peer` within a protocol or service scope, created if needed. It has no
+/// edges of its own: a stream reports to it and to the group separately, as in go.
+pub(crate) fn member(group: &Node, peer: &PeerId) -> Arc<Node> {
+    let member_kind = |name: &NameArc<str>| match &group.scope.kind {
+        Kind::Service(_) => Kind::ServicePeer(NameArc::clone(name), *peer),
+        _ => Kind::ProtocolPeer(NameArc::clone(name), *peer),
+    };
+    let (root, peers, name) = match (&group.links, &group.scope.kind) {
+        (Links::Group { root, peers }, Kind::Protocol(name) | Kind::Service(name)) => {
+            (root, peers, name)
+        }
+        // Only protocol and service scopes are groups; anything else gets a scope of its own
+        // that no registry holds, which keeps this total.
+        _ => {
+            let links = Links::Leaf {
+                root: Arc::clone(group.root()),
+            };
+            return Arc::new(Node::new(Kind::Peer(*peer), EdgeSet::NONE, links));
+        }
+    };
+    let node = peers.get_or_insert_with(peer, || {
+        let links = Links::Leaf {
+            root: Arc::clone(root),
+        };
+        (
+            *peer,
+            Arc::new(Node::new(member_kind(name), EdgeSet::NONE, links)),
+        )
+    });
+    touch(&node);
+    node
+}
+
+/// Whether nothing references a registry entry and it holds nothing. Call under a registry
+/// guard: only there is a reference count of 1 stable.
+fn is_idle(node: &Arc<Node>) -> bool {
+    if Arc::strong_count(node) != 1 {
+        return false;
+    }
+    // Ordering: Acquire fence — see the module docs: the last reference's releases are
+    // visible to the checks below.
+    fence(Ordering::Acquire);
+    let members_idle = match &node.links {
+        Links::Group { peers, .. } => peers.len() == 0,
+        _ => true,
+    };
+    // Ordering: Relaxed — `sticky` only ever goes from false to true, and a stale false can
+    // only be read for a scope pinned after this pass began.
+    members_idle && !node.scope.sticky.load(Ordering::Relaxed) && node.scope.counters.is_idle()
+}
+
+/// How many scopes one collection pass removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Collected {
+    pub(crate) peers: usize,
+    pub(crate) protocols: usize,
+    pub(crate) protocol_peers: usize,
+    pub(crate) service_peers: usize,
+}
+
+/// One collection pass over every registry. Service scopes themselves are kept, as in go;
+/// the per-peer scopes inside them are collected.
+pub(crate) fn collect(root: &Root) -> Collected {
+    let mut collected = Collected::default();
+    root.registries.services.for_each(|_, service| {
+        if let Links::Group { peers, .. } = &service.links {
+            collected.service_peers += sweep(peers);
+        }
+    });
+    root.registries.protocols.for_each(|_, protocol| {
+        if let Links::Group { peers, .. } = &protocol.links {
+            collected.protocol_peers += sweep(peers);
+        }
+    });
+    collected.protocols = sweep(&root.registries.protocols);
+    collected.peers = sweep(&root.registries.peers);
+    collected
+}
+
+/// One pass over one registry: counts idle passes under the shared guards, then removes the
+/// entries idle long enough, deciding again under the exclusive guard.
+fn sweep<K: std::hash::Hash + Eq + Clone>(registry: &Registry<K, Arc<Node>>) -> usize {
+    let mut ripe = Vec::new();
+    registry.for_each(|key, node| {
+        let passes = &node.scope.idle_passes;
+        // Ordering: Relaxed (both) — the count is a hint; removal re-checks idleness under
+        // the exclusive guard.
+        if is_idle(node) {
+            let seen = passes.load(Ordering::Relaxed).saturating_add(1);
+            passes.store(seen.min(IDLE_PASSES_TO_COLLECT), Ordering::Relaxed);
+            if seen >= IDLE_PASSES_TO_COLLECT {
+                ripe.push(key.clone());
+            }
+        } else {
+            passes.store(0, Ordering::Relaxed);
+        }
+    });
+    ripe.into_iter()
+        .filter(|key| {
+            registry.remove_if(key, |node| {
+                // Ordering: Relaxed — as above; a lookup since the scan reset the count.
+                is_idle(node)
+                    && node.scope.idle_passes.load(Ordering::Relaxed) >= IDLE_PASSES_TO_COLLECT
+            })
+        })
+        .count()
+}

@@ -1,0 +1,409 @@
+//! The scope graph: [`Scope`] (one scope's counters and limit), [`Node`] (a scope with the
+//! links to its parents), [`Root`] (the fixed scopes, the limits and the registries) and
+//! [`ScopeCtx`], the view of one scope that the accounting walks take.
+//!
+//! Ownership runs from children to parents: a stream holds its peer, protocol and service
+//! nodes; a span holds its owner; every node reaches the [`Root`]. The root's registries hold
+//! the peer, protocol and service nodes, which hold the root back; the manager breaks that
+//! cycle by clearing the registries when the last [`ResourceManager`](crate::ResourceManager)
+//! clone is dropped.
+
+use std::sync::Arc as NameArc;
+
+use libp2p_identity::PeerId;
+
+use crate::{
+    counters::Counters,
+    edges::{Edge, EdgeSet},
+    limit_cell::LimitCell,
+    limits::{BaseLimit, ConcreteLimitConfig, LimitKey},
+    name::ScopeName,
+    stat::ScopeStat,
+    sync::{
+        Arc, AtomicBool, AtomicU8, AtomicU64, CachePadded, LimitSlot, OnceSlot, Ordering, Registry,
+    },
+};
+
+/// What kind of scope this is, with what its name and limit need.
+#[derive(Debug)]
+pub(crate) enum Kind {
+    System,
+    Transient,
+    AllowlistedSystem,
+    AllowlistedTransient,
+    Service(NameArc<str>),
+    ServicePeer(NameArc<str>, PeerId),
+    Protocol(NameArc<str>),
+    ProtocolPeer(NameArc<str>, PeerId),
+    Peer(PeerId),
+    Conn(u64),
+    Stream(u64),
+    Span(u64),
+}
+
+/// One scope's accounting state: counters, limit cache and bookkeeping flags.
+#[derive(Debug)]
+pub(crate) struct Scope {
+    pub(crate) counters: CachePadded<Counters>,
+    pub(crate) limit: LimitCell,
+    pub(crate) kind: Kind,
+    /// The number the next span begun on this scope gets.
+    next_span: AtomicU64,
+    /// Set by `set_limit` on a registry scope: collection keeps it forever (go's "sticky").
+    pub(crate) sticky: AtomicBool,
+    /// Collection passes that found this registry scope idle in a row.
+    pub(crate) idle_passes: AtomicU8,
+}
+
+impl Scope {
+    pub(crate) fn new(kind: Kind, edges: EdgeSet) -> Self {
+        Scope {
+            counters: CachePadded::new(Counters::new(edges)),
+            limit: LimitCell::new(),
+            kind,
+            next_span: AtomicU64::new(1),
+            sticky: AtomicBool::new(false),
+            idle_passes: AtomicU8::new(0),
+        }
+    }
+
+    pub(crate) fn stat(&self) -> ScopeStat {
+        self.counters.stat()
+    }
+
+    pub(crate) fn next_span_index(&self) -> u64 {
+        // Ordering: Relaxed — a unique number is all that is needed; nothing is published.
+        self.next_span.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The configuration entry this scope's limit comes from, or `None` when it follows
+    /// another cache (connections, streams) or its owner (spans).
+    fn limit_key(&self) -> Option<LimitKey<'_>> {
+        Some(match &self.kind {
+            Kind::System => LimitKey::System,
+            Kind::Transient => LimitKey::Transient,
+            Kind::AllowlistedSystem => LimitKey::AllowlistedSystem,
+            Kind::AllowlistedTransient => LimitKey::AllowlistedTransient,
+            Kind::Service(name) => LimitKey::Service(name),
+            Kind::ServicePeer(name, _) => LimitKey::ServicePeer(name),
+            Kind::Protocol(name) => LimitKey::Protocol(name),
+            Kind::ProtocolPeer(name, _) => LimitKey::ProtocolPeer(name),
+            Kind::Peer(peer) => LimitKey::Peer(peer),
+            Kind::Conn(_) | Kind::Stream(_) | Kind::Span(_) => return None,
+        })
+    }
+}
+
+/// A protocol or service scope together with the per-peer scope a stream uses inside it.
+#[derive(Debug)]
+pub(crate) struct Attachment {
+    pub(crate) group: Arc<Node>,
+    pub(crate) peer: Arc<Node>,
+}
+
+/// How a non-fixed scope reaches its parents and the root.
+#[derive(Debug)]
+pub(crate) enum Links {
+    /// Peer, protocol-peer and service-peer scopes.
+    Leaf { root: Arc<Root> },
+    /// Protocol and service scopes, with their per-peer scopes.
+    Group {
+        root: Arc<Root>,
+        peers: Registry<PeerId, Arc<Node>>,
+    },
+    /// A connection; its peer is known after `set_peer`.
+    Conn {
+        root: Arc<Root>,
+        peer: OnceSlot<Arc<Node>>,
+    },
+    /// A stream; its protocol and service are known after `set_protocol` / `set_service`.
+    Stream {
+        peer: Arc<Node>,
+        protocol: OnceSlot<Attachment>,
+        service: OnceSlot<Attachment>,
+    },
+    /// A span: reservations pass through its owner.
+    Span { owner: ScopeRef },
+}
+
+/// A scope that is not one of the root's fixed scopes.
+#[derive(Debug)]
+pub(crate) struct Node {
+    pub(crate) scope: Scope,
+    pub(crate) links: Links,
+}
+
+impl Node {
+    pub(crate) fn new(kind: Kind, edges: EdgeSet, links: Links) -> Self {
+        Node {
+            scope: Scope::new(kind, edges),
+            links,
+        }
+    }
+
+    pub(crate) fn root(&self) -> &Arc<Root> {
+        match &self.links {
+            Links::Leaf { root } | Links::Group { root, .. } | Links::Conn { root, .. } => root,
+            Links::Stream { peer, .. } => peer.root(),
+            Links::Span { owner } => owner.root(),
+        }
+    }
+
+    pub(crate) fn ctx(&self) -> ScopeCtx<'_> {
+        ScopeCtx {
+            root: self.root(),
+            scope: &self.scope,
+            links: Some(&self.links),
+        }
+    }
+}
+
+/// The root's fixed scopes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fixed {
+    System,
+    Transient,
+    AllowlistedSystem,
+    AllowlistedTransient,
+}
+
+/// A shared reference to any scope, from which the root can be reached.
+#[derive(Clone, Debug)]
+pub(crate) enum ScopeRef {
+    Fixed(Arc<Root>, Fixed),
+    Node(Arc<Node>),
+}
+
+impl ScopeRef {
+    pub(crate) fn root(&self) -> &Arc<Root> {
+        match self {
+            ScopeRef::Fixed(root, _) => root,
+            ScopeRef::Node(node) => node.root(),
+        }
+    }
+
+    pub(crate) fn ctx(&self) -> ScopeCtx<'_> {
+        match self {
+            ScopeRef::Fixed(root, which) => ScopeCtx {
+                root,
+                scope: root.fixed(*which),
+                links: None,
+            },
+            ScopeRef::Node(node) => node.ctx(),
+        }
+    }
+}
+
+/// One scope as the accounting walks see it: the scope, the links to its parents (`None` for
+/// the fixed scopes, whose parents are fixed too) and the root.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ScopeCtx<'a> {
+    pub(crate) root: &'a Root,
+    pub(crate) scope: &'a Scope,
+    pub(crate) links: Option<&'a Links>,
+}
+
+impl<'a> ScopeCtx<'a> {
+    pub(crate) fn is(&self, other: &ScopeCtx<'_>) -> bool {
+        std::ptr::eq(self.scope, other.scope)
+    }
+
+    /// The owner of a span.
+    pub(crate) fn owner(&self) -> Option<ScopeCtx<'a>> {
+        match self.links {
+            Some(Links::Span { owner }) => Some(owner.ctx()),
+            _ => None,
+        }
+    }
+
+    /// The scope `levels` steps up the owner chain (fewer if the chain is shorter).
+    pub(crate) fn ancestor(mut self, levels: usize) -> ScopeCtx<'a> {
+        for _ in 0..levels {
+            match self.owner() {
+                Some(owner) => self = owner,
+                None => break,
+            }
+        }
+        self
+    }
+
+    /// The parent scope behind one edge. `None` only if the edge's slot has not been set,
+    /// which the transfer protocol never lets a reader see (the slot is set before the edge
+    /// set naming it is published).
+    pub(crate) fn edge(&self, edge: Edge) -> Option<ScopeCtx<'a>> {
+        let root = self.root;
+        let fixed = |which| {
+            Some(ScopeCtx {
+                root,
+                scope: root.fixed(which),
+                links: None,
+            })
+        };
+        let attached = |slot: &'a OnceSlot<Attachment>, group: bool| {
+            slot.get()
+                .map(|a| if group { a.group.ctx() } else { a.peer.ctx() })
+        };
+        match (edge, self.links) {
+            (Edge::System, _) => fixed(Fixed::System),
+            (Edge::Transient, _) => fixed(Fixed::Transient),
+            (Edge::AllowlistedSystem, _) => fixed(Fixed::AllowlistedSystem),
+            (Edge::AllowlistedTransient, _) => fixed(Fixed::AllowlistedTransient),
+            (Edge::Peer, Some(Links::Stream { peer, .. })) => Some(peer.ctx()),
+            (Edge::Peer, Some(Links::Conn { peer, .. })) => peer.get().map(|p| p.ctx()),
+            (Edge::Protocol, Some(Links::Stream { protocol, .. })) => attached(protocol, true),
+            (Edge::ProtocolPeer, Some(Links::Stream { protocol, .. })) => attached(protocol, false),
+            (Edge::Service, Some(Links::Stream { service, .. })) => attached(service, true),
+            (Edge::ServicePeer, Some(Links::Stream { service, .. })) => attached(service, false),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn name(&self) -> ScopeName {
+        match &self.scope.kind {
+            Kind::System => ScopeName::System,
+            Kind::Transient => ScopeName::Transient,
+            Kind::AllowlistedSystem => ScopeName::AllowlistedSystem,
+            Kind::AllowlistedTransient => ScopeName::AllowlistedTransient,
+            Kind::Service(name) => ScopeName::Service(NameArc::clone(name)),
+            Kind::ServicePeer(name, peer) => ScopeName::ServicePeer {
+                service: NameArc::clone(name),
+                peer: *peer,
+            },
+            Kind::Protocol(name) => ScopeName::Protocol(NameArc::clone(name)),
+            Kind::ProtocolPeer(name, peer) => ScopeName::ProtocolPeer {
+                protocol: NameArc::clone(name),
+                peer: *peer,
+            },
+            Kind::Peer(peer) => ScopeName::Peer(*peer),
+            Kind::Conn(n) => ScopeName::Conn(*n),
+            Kind::Stream(n) => ScopeName::Stream(*n),
+            Kind::Span(index) => ScopeName::Span {
+                owner: Box::new(self.owner().map_or(ScopeName::System, |o| o.name())),
+                index: *index,
+            },
+        }
+    }
+
+    /// The limit in force for this scope now.
+    #[inline]
+    pub(crate) fn limit(&self) -> BaseLimit {
+        let generation = self.root.generation();
+        if let Some(limit) = self.scope.limit.get(generation) {
+            return limit;
+        }
+        match (self.scope.limit_key(), &self.scope.kind) {
+            (Some(key), _) => self.root.resolve(&self.scope.limit, key, generation),
+            (None, Kind::Conn(_)) => {
+                self.root
+                    .resolve(&self.root.conn_limit, LimitKey::Conn, generation)
+            }
+            (None, Kind::Stream(_)) => {
+                self.root
+                    .resolve(&self.root.stream_limit, LimitKey::Stream, generation)
+            }
+            // A span follows its owner's limit unless `set_limit` pinned its own.
+            (None, _) => self.owner().map_or(BaseLimit::block_all(), |o| o.limit()),
+        }
+    }
+}
+
+/// Registries of the scopes that are looked up by key.
+#[derive(Debug)]
+pub(crate) struct Registries {
+    pub(crate) peers: Registry<PeerId, Arc<Node>>,
+    pub(crate) protocols: Registry<NameArc<str>, Arc<Node>>,
+    pub(crate) services: Registry<NameArc<str>, Arc<Node>>,
+}
+
+/// What every scope can reach: the fixed scopes, the limits, the id counters and the
+/// registries.
+#[derive(Debug)]
+pub(crate) struct Root {
+    pub(crate) system: Scope,
+    pub(crate) transient: Scope,
+    pub(crate) allowlisted_system: Scope,
+    pub(crate) allowlisted_transient: Scope,
+    /// The cached limit of every connection scope that has not pinned its own.
+    conn_limit: LimitCell,
+    /// The cached limit of every stream scope that has not pinned its own.
+    stream_limit: LimitCell,
+    limits: LimitSlot<ConcreteLimitConfig>,
+    /// Bumped after every limit swap; scopes compare their cache tag with it.
+    generation: CachePadded<AtomicU64>,
+    next_conn: CachePadded<AtomicU64>,
+    next_stream: CachePadded<AtomicU64>,
+    pub(crate) registries: Registries,
+}
+
+impl Root {
+    pub(crate) fn new(limits: ConcreteLimitConfig) -> Self {
+        let system = EdgeSet::of(&[Edge::System]);
+        let allowlisted_system = EdgeSet::of(&[Edge::AllowlistedSystem]);
+        Root {
+            system: Scope::new(Kind::System, EdgeSet::NONE),
+            transient: Scope::new(Kind::Transient, system),
+            allowlisted_system: Scope::new(Kind::AllowlistedSystem, EdgeSet::NONE),
+            allowlisted_transient: Scope::new(Kind::AllowlistedTransient, allowlisted_system),
+            conn_limit: LimitCell::new(),
+            stream_limit: LimitCell::new(),
+            limits: LimitSlot::new(Arc::new(limits)),
+            generation: CachePadded::new(AtomicU64::new(1)),
+            next_conn: CachePadded::new(AtomicU64::new(1)),
+            next_stream: CachePadded::new(AtomicU64::new(1)),
+            registries: Registries {
+                peers: Registry::new(),
+                protocols: Registry::new(),
+                services: Registry::new(),
+            },
+        }
+    }
+
+    pub(crate) fn fixed(&self, which: Fixed) -> &Scope {
+        match which {
+            Fixed::System => &self.system,
+            Fixed::Transient => &self.transient,
+            Fixed::AllowlistedSystem => &self.allowlisted_system,
+            Fixed::AllowlistedTransient => &self.allowlisted_transient,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn generation(&self) -> u64 {
+        // Ordering: Acquire — pairs with the Release increment in `set_limits`, so a scope that
+        // sees the new generation also sees the snapshot stored before it.
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Resolves `key` in the current snapshot and caches the result in `cell`.
+    #[cold]
+    fn resolve(&self, cell: &LimitCell, key: LimitKey<'_>, generation: u64) -> BaseLimit {
+        if let Some(limit) = cell.get(generation) {
+            return limit;
+        }
+        let limit = self.limits.with(|limits| limits.resolve(key));
+        cell.refresh(generation, limit);
+        limit
+    }
+
+    pub(crate) fn limits(&self) -> Arc<ConcreteLimitConfig> {
+        self.limits.load_full()
+    }
+
+    /// Installs a new limit snapshot: one store, then one generation bump.
+    pub(crate) fn set_limits(&self, limits: ConcreteLimitConfig) {
+        self.limits.store(Arc::new(limits));
+        // Ordering: Release — publishes the store above to every `generation()` Acquire load
+        // that reads the new value.
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    pub(crate) fn next_conn_id(&self) -> u64 {
+        // Ordering: Relaxed — a unique number is all that is needed.
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn next_stream_id(&self) -> u64 {
+        // Ordering: Relaxed — a unique number is all that is needed.
+        self.next_stream.fetch_add(1, Ordering::Relaxed)
+    }
+}

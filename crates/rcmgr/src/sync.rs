@@ -1,0 +1,301 @@
+//! The one door through which atomics, shared pointers and the concurrent containers enter the
+//! engine.
+//!
+//! Normal builds use `std`, `portable-atomic` (64-bit atomics on every target, lock-free where
+//! the hardware allows), `arc-swap` and `dashmap`. Under `RUSTFLAGS="--cfg rcmgr_loom"` every
+//! item here maps to a [loom] type instead, so the model checker sees each atomic access. loom
+//! cannot see inside `arc-swap` or `dashmap`, so those two are replaced by loom-visible stand-ins
+//! with the same small API ([`LimitSlot`], [`Registry`]); [`OnceSlot`] likewise stands in for
+//! `std::sync::OnceLock`.
+//!
+//! No other module names `std::sync::atomic`, `portable_atomic`, `arc_swap` or `dashmap`.
+//!
+//! [loom]: https://docs.rs/loom
+
+use std::{borrow::Borrow, fmt, hash::Hash};
+
+#[cfg(not(rcmgr_loom))]
+pub(crate) use std::sync::Arc;
+#[cfg(not(rcmgr_loom))]
+pub(crate) use std::sync::atomic::{Ordering, fence};
+
+#[cfg(not(rcmgr_loom))]
+pub(crate) use portable_atomic::{AtomicBool, AtomicU8, AtomicU64};
+
+#[cfg(rcmgr_loom)]
+pub(crate) use loom::sync::Arc;
+#[cfg(rcmgr_loom)]
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering, fence};
+
+pub(crate) use crossbeam_utils::CachePadded;
+
+/// Waits politely in a retry loop: spins, then yields. Under loom it yields to the scheduler so
+/// the model explores the other threads.
+#[derive(Debug, Default)]
+pub(crate) struct Backoff {
+    #[cfg(not(rcmgr_loom))]
+    inner: crossbeam_utils::Backoff,
+}
+
+impl Backoff {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// Backs off after a lost compare-and-swap: the other thread made progress.
+    #[inline]
+    pub(crate) fn spin(&self) {
+        #[cfg(not(rcmgr_loom))]
+        self.inner.spin();
+        #[cfg(rcmgr_loom)]
+        loom::thread::yield_now();
+    }
+
+    /// Waits for another thread to finish a short critical step (a transfer in progress).
+    #[inline]
+    pub(crate) fn snooze(&self) {
+        #[cfg(not(rcmgr_loom))]
+        self.inner.snooze();
+        #[cfg(rcmgr_loom)]
+        loom::thread::yield_now();
+    }
+}
+
+/// The slot that holds the active limit snapshot: an `ArcSwap` in normal builds, a loom
+/// `RwLock<Arc<T>>` under loom.
+pub(crate) struct LimitSlot<T> {
+    #[cfg(not(rcmgr_loom))]
+    inner: arc_swap::ArcSwap<T>,
+    #[cfg(rcmgr_loom)]
+    inner: loom::sync::RwLock<Arc<T>>,
+}
+
+impl<T> LimitSlot<T> {
+    pub(crate) fn new(value: Arc<T>) -> Self {
+        Self {
+            #[cfg(not(rcmgr_loom))]
+            inner: arc_swap::ArcSwap::new(value),
+            #[cfg(rcmgr_loom)]
+            inner: loom::sync::RwLock::new(value),
+        }
+    }
+
+    /// Runs `f` on the current value without taking a reference count in normal builds
+    /// (arc-swap's thread-local debt slots), so concurrent readers do not contend.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&T) -> R) -> R {
+        #[cfg(not(rcmgr_loom))]
+        {
+            f(&self.inner.load())
+        }
+        #[cfg(rcmgr_loom)]
+        {
+            let current = Arc::clone(&self.inner.read().unwrap_or_else(|e| e.into_inner()));
+            f(&current)
+        }
+    }
+
+    pub(crate) fn load_full(&self) -> Arc<T> {
+        #[cfg(not(rcmgr_loom))]
+        {
+            self.inner.load_full()
+        }
+        #[cfg(rcmgr_loom)]
+        {
+            Arc::clone(&self.inner.read().unwrap_or_else(|e| e.into_inner()))
+        }
+    }
+
+    pub(crate) fn store(&self, value: Arc<T>) {
+        #[cfg(not(rcmgr_loom))]
+        self.inner.store(value);
+        #[cfg(rcmgr_loom)]
+        {
+            *self.inner.write().unwrap_or_else(|e| e.into_inner()) = value;
+        }
+    }
+}
+
+impl<T> fmt::Debug for LimitSlot<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LimitSlot").finish_non_exhaustive()
+    }
+}
+
+/// A value written at most once and read without locking: `std::sync::OnceLock` in normal
+/// builds. Under loom a loom-visible flag publishes the value so the model sees the
+/// release/acquire pair (the std cell behind it is never contended there: loom runs one thread
+/// at a time).
+pub(crate) struct OnceSlot<T> {
+    value: std::sync::OnceLock<T>,
+    #[cfg(rcmgr_loom)]
+    published: AtomicBool,
+}
+
+impl<T> OnceSlot<T> {
+    pub(crate) fn new() -> Self {
+        Self {
+            value: std::sync::OnceLock::new(),
+            #[cfg(rcmgr_loom)]
+            published: AtomicBool::new(false),
+        }
+    }
+
+    /// The value, once [`set`](Self::set) has returned on some thread that happens-before this
+    /// call.
+    #[inline]
+    pub(crate) fn get(&self) -> Option<&T> {
+        #[cfg(rcmgr_loom)]
+        {
+            // Ordering: Acquire pairs with the Release in `set`, as OnceLock's own get does.
+            if !self.published.load(Ordering::Acquire) {
+                return None;
+            }
+        }
+        self.value.get()
+    }
+
+    /// Stores the value; gives it back if the slot was already written.
+    pub(crate) fn set(&self, value: T) -> Result<(), T> {
+        self.value.set(value)?;
+        #[cfg(rcmgr_loom)]
+        {
+            // Ordering: Release publishes the value written just above to `get`'s Acquire.
+            self.published.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for OnceSlot<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("OnceSlot").field(&self.get()).finish()
+    }
+}
+
+/// A concurrent map from keys to shared scopes: a sharded `DashMap` with std's DoS-resistant
+/// `RandomState` hasher in normal builds (peers choose their own IDs, so the hash must not be
+/// predictable), a loom `Mutex<HashMap>` under loom.
+///
+/// Every access runs while the shard guard is held, so a value cloned out of the map in
+/// [`get_or_insert_with`](Self::get_or_insert_with) is a reference taken under that guard, and
+/// [`remove_if`](Self::remove_if) decides under the exclusive guard: the two cannot interleave.
+pub(crate) struct Registry<K, V> {
+    #[cfg(not(rcmgr_loom))]
+    map: dashmap::DashMap<K, V, std::hash::RandomState>,
+    #[cfg(rcmgr_loom)]
+    map: loom::sync::Mutex<std::collections::HashMap<K, V>>,
+}
+
+impl<K: Hash + Eq, V: Clone> Registry<K, V> {
+    pub(crate) fn new() -> Self {
+        Self {
+            #[cfg(not(rcmgr_loom))]
+            map: dashmap::DashMap::with_hasher(std::hash::RandomState::new()),
+            #[cfg(rcmgr_loom)]
+            map: loom::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// A clone of the value under `key`, taken while the shard guard is held.
+    pub(crate) fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        #[cfg(not(rcmgr_loom))]
+        {
+            self.map.get(key).map(|entry| entry.value().clone())
+        }
+        #[cfg(rcmgr_loom)]
+        {
+            self.lock().get(key).cloned()
+        }
+    }
+
+    /// The value under `key`, inserting `make()` first if there is none. The clone is taken
+    /// under the shard guard, so the entry cannot be removed in between.
+    pub(crate) fn get_or_insert_with<Q>(&self, key: &Q, make: impl FnOnce() -> (K, V)) -> V
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        if let Some(found) = self.get(key) {
+            return found;
+        }
+        let (owned_key, value) = make();
+        #[cfg(not(rcmgr_loom))]
+        {
+            self.map.entry(owned_key).or_insert(value).value().clone()
+        }
+        #[cfg(rcmgr_loom)]
+        {
+            self.lock().entry(owned_key).or_insert(value).clone()
+        }
+    }
+
+    /// Removes the entry under `key` if `condition` holds for it, deciding under the exclusive
+    /// shard guard. Returns whether it was removed.
+    pub(crate) fn remove_if<Q>(&self, key: &Q, condition: impl FnOnce(&V) -> bool) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        #[cfg(not(rcmgr_loom))]
+        {
+            self.map
+                .remove_if(key, |_, value| condition(value))
+                .is_some()
+        }
+        #[cfg(rcmgr_loom)]
+        {
+            let mut map = self.lock();
+            match map.get(key) {
+                Some(value) if condition(value) => map.remove(key).is_some(),
+                _ => false,
+            }
+        }
+    }
+
+    /// Calls `visit` on every entry, one shard at a time under its shared guard (lookups of
+    /// existing entries go on meanwhile).
+    pub(crate) fn for_each(&self, mut visit: impl FnMut(&K, &V)) {
+        #[cfg(not(rcmgr_loom))]
+        for entry in self.map.iter() {
+            visit(entry.key(), entry.value());
+        }
+        #[cfg(rcmgr_loom)]
+        for (key, value) in self.lock().iter() {
+            visit(key, value);
+        }
+    }
+
+    /// Drops every entry.
+    pub(crate) fn clear(&self) {
+        #[cfg(not(rcmgr_loom))]
+        self.map.clear();
+        #[cfg(rcmgr_loom)]
+        self.lock().clear();
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        #[cfg(not(rcmgr_loom))]
+        {
+            self.map.len()
+        }
+        #[cfg(rcmgr_loom)]
+        {
+            self.lock().len()
+        }
+    }
+
+    #[cfg(rcmgr_loom)]
+    fn lock(&self) -> loom::sync::MutexGuard<'_, std::collections::HashMap<K, V>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl<K, V> fmt::Debug for Registry<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,673 @@
+//! The accounting walks: reserving along a scope's edges and owner chain, releasing, closing,
+//! and moving a scope's usage to new parents (the transfers behind `set_peer`,
+//! `set_protocol` and `set_service`).
+//!
+//! # The reservation protocol
+//!
+//! A reservation on a scope with edges `e1..en` (a "DAG scope": everything but spans):
+//!
+//! 1. checks the scope's own limit without committing (go checks it first, so a refusal
+//!    names the same scope go would name);
+//! 2. loads the scope's memory word and reads its edge set from it;
+//! 3. commits to `e1..en` in go's walk order, each with its own check-and-add; a refusal drops
+//!    the [`Rollback`] guard, which releases the edges already taken in reverse order;
+//! 4. commits to the scope's own word last, with a compare-and-swap that also checks the scope
+//!    is still open and still has the edge set of step 2. If a transfer or close got there
+//!    first, the edges are rolled back and the walk starts again (or fails, if closed).
+//!
+//! Committing the own word last makes it the point at which the reservation "happens" with
+//! respect to the scope's close and transfers, which swap that same word: a reservation that
+//! got in before is in their snapshot (and its edges already hold it), one that did not sees
+//! the new state and undoes its edge commits. A reservation on a span commits its owner chain
+//! the same way, from the DAG scope at its root up to the span itself.
+//!
+//! A release subtracts from the scope's own word (reading the edge set in the same
+//! compare-and-swap) and then from those edges; on a span it continues into the owner. A
+//! closed scope stops the release: its close already released everything it held from its
+//! parents.
+//!
+//! # Synchronization
+//!
+//! Parent counters are updated with Relaxed operations: they publish nothing, and each limit
+//! is checked against its own word's modification order. The own word of a scope that can be
+//! closed or moved is updated with AcqRel/Acquire so that a child's edge commits, made before
+//! its own-word commit (Release), are ordered before the edge releases of a close or transfer
+//! that swapped the word after it (Acquire). docs/memory-ordering.md spells this out.
+
+use crate::{
+    counters::{
+        self, ConnsWord, Hit, MemoryWord, StreamsWord, Underflow, add_conns, add_memory,
+        add_streams, sub_conns, sub_memory, sub_streams,
+    },
+    edges::EdgeSet,
+    error::{Error, LimitExceeded, ScopeClosed},
+    limits::BaseLimit,
+    resource::Priority,
+    scope::ScopeCtx,
+    stat::ScopeStat,
+    sync::{AtomicU64, Backoff, Ordering},
+};
+
+/// An amount of resources to reserve on, or release from, one scope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Amount {
+    Memory {
+        size: u64,
+        priority: Priority,
+    },
+    Streams {
+        inbound: u64,
+        outbound: u64,
+    },
+    Conns {
+        inbound: u64,
+        outbound: u64,
+        fd: u64,
+    },
+    /// Everything a scope holds, moved at once by a transfer (go's `ReserveForChild`).
+    Stat(ScopeStat),
+}
+
+/// Why a scope refused.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Why {
+    Limit(Hit),
+    Closed,
+}
+
+/// A refusal, and the scope that made it.
+#[derive(Debug)]
+pub(crate) struct Refusal<'a> {
+    pub(crate) by: ScopeCtx<'a>,
+    pub(crate) why: Why,
+}
+
+impl Refusal<'_> {
+    fn limit(by: ScopeCtx<'_>, hit: Hit) -> Refusal<'_> {
+        Refusal {
+            by,
+            why: Why::Limit(hit),
+        }
+    }
+
+    fn closed(by: ScopeCtx<'_>) -> Refusal<'_> {
+        Refusal {
+            by,
+            why: Why::Closed,
+        }
+    }
+
+    /// The public error for a reservation the caller made on `asked`.
+    pub(crate) fn into_error(self, asked: ScopeCtx<'_>) -> Error {
+        let by = (!self.by.is(&asked)).then(|| self.by.name());
+        match self.why {
+            Why::Limit(hit) => Error::LimitExceeded(Box::new(LimitExceeded::new(
+                asked.name(),
+                by,
+                hit.resource,
+                (hit.current, hit.attempted, hit.limit),
+            ))),
+            Why::Closed => Error::ScopeClosed(Box::new(ScopeClosed::new(asked.name(), by))),
+        }
+    }
+
+    /// The public error for a transfer of `moving` refused by its new parent: go words it
+    /// with the parent's name alone.
+    pub(crate) fn into_transfer_error(self, moving: ScopeCtx<'_>) -> Error {
+        match self.why {
+            Why::Limit(hit) => Error::LimitExceeded(Box::new(
+                LimitExceeded::new(
+                    moving.name(),
+                    Some(self.by.name()),
+                    hit.resource,
+                    (hit.current, hit.attempted, hit.limit),
+                )
+                .in_transfer(),
+            )),
+            Why::Closed => self.into_error(moving),
+        }
+    }
+}
+
+/// Releases the edges taken so far, in reverse walk order, unless [`keep`](Self::keep) is
+/// called: on a refusal, an early return or a panic alike.
+struct Rollback<'a> {
+    at: ScopeCtx<'a>,
+    edges: EdgeSet,
+    amount: Amount,
+    taken: usize,
+}
+
+impl Rollback<'_> {
+    fn keep(mut self) {
+        self.taken = 0;
+    }
+}
+
+impl Drop for Rollback<'_> {
+    fn drop(&mut self) {
+        for edge in self.edges.first(self.taken).iter().rev() {
+            if let Some(parent) = self.at.edge(edge) {
+                give_back(parent, self.amount);
+            }
+        }
+    }
+}
+
+/// Reserves `amount` on `at` alone, against its own limit only (go's `*ForChild`). Used for
+/// parents, and for the stream and connection counts of a scope being opened (which only its
+/// own handle can touch).
+fn take<'a>(at: ScopeCtx<'a>, amount: Amount) -> Result<(), Refusal<'a>> {
+    let limit = at.limit();
+    let counters = &at.scope.counters;
+    let refused = |hit| Refusal::limit(at, hit);
+    match amount {
+        Amount::Memory { size, priority } => take_memory(at, size, priority, &limit),
+        Amount::Streams { inbound, outbound } => add_to(&counters.streams, false, |cur| {
+            add_streams(StreamsWord(cur), inbound, outbound, &limit).map(|w| w.0)
+        })
+        .map_err(refused),
+        Amount::Conns {
+            inbound,
+            outbound,
+            fd,
+        } => add_to(&counters.conns, false, |cur| {
+            add_conns(ConnsWord(cur), inbound, outbound, fd, &limit).map(|w| w.0)
+        })
+        .map_err(refused),
+        Amount::Stat(stat) => take_stat(at, stat, &limit),
+    }
+}
+
+/// Adds to a stream or connection word with the check-and-add loop; when `check_only` (the
+/// amount is zero) it only checks, so the cache line is not written for nothing.
+fn add_to(
+    word: &AtomicU64,
+    check_only: bool,
+    next: impl FnMut(u64) -> Result<u64, Hit>,
+) -> Result<(), Hit> {
+    let mut next = next;
+    if check_only {
+        // Ordering: Relaxed — a count; the check is on this word alone.
+        next(word.load(Ordering::Relaxed)).map(drop)
+    } else {
+        // Ordering: Relaxed — a count; the check is on this word alone.
+        counters::update(word, Ordering::Relaxed, next).map(drop)
+    }
+}
+
+/// Adds memory to a parent with its own check, or only checks when `size` is zero.
+fn take_memory<'a>(
+    at: ScopeCtx<'a>,
+    size: u64,
+    priority: Priority,
+    limit: &BaseLimit,
+) -> Result<(), Refusal<'a>> {
+    let memory = &at.scope.counters.memory;
+    let next = |cur| {
+        let word = MemoryWord(cur);
+        if word.is_closed() {
+            return Err(Refusal::closed(at));
+        }
+        add_memory(word.used(), size, priority, limit.memory)
+            .map(|used| word.with_used(used).0)
+            .map_err(|hit| Refusal::limit(at, hit))
+    };
+    if size == 0 {
+        // Ordering: Relaxed — a parent's memory count; nothing is published through it.
+        return next(memory.load(Ordering::Relaxed)).map(drop);
+    }
+    // Ordering: Relaxed — a parent's memory count; nothing is published through it.
+    counters::update(memory, Ordering::Relaxed, next).map(drop)
+}
+
+/// go's `ReserveForChild`: memory at priority ALWAYS, then streams, then connections, each
+/// checked even when its amount is zero (a lowered limit then refuses the move); a later
+/// refusal gives back what the earlier steps took.
+fn take_stat<'a>(at: ScopeCtx<'a>, stat: ScopeStat, limit: &BaseLimit) -> Result<(), Refusal<'a>> {
+    let counters = &at.scope.counters;
+    let (streams_in, streams_out) = (stat.streams_inbound.into(), stat.streams_outbound.into());
+    let (conns_in, conns_out) = (stat.conns_inbound.into(), stat.conns_outbound.into());
+    let fd = stat.fd.into();
+    take_memory(at, stat.memory, Priority::ALWAYS, limit)?;
+    let memory = Amount::Memory {
+        size: stat.memory,
+        priority: Priority::ALWAYS,
+    };
+    let streams = add_to(&counters.streams, stat.streams() == 0, |cur| {
+        add_streams(StreamsWord(cur), streams_in, streams_out, limit).map(|w| w.0)
+    });
+    if let Err(hit) = streams {
+        give_back(at, memory);
+        return Err(Refusal::limit(at, hit));
+    }
+    let conns = add_to(&counters.conns, stat.conns() == 0 && fd == 0, |cur| {
+        add_conns(ConnsWord(cur), conns_in, conns_out, fd, limit).map(|w| w.0)
+    });
+    if let Err(hit) = conns {
+        give_back(at, memory);
+        let streams = Amount::Streams {
+            inbound: streams_in,
+            outbound: streams_out,
+        };
+        give_back(at, streams);
+        return Err(Refusal::limit(at, hit));
+    }
+    Ok(())
+}
+
+/// Releases `amount` from `at` alone (go's `ReleaseForChild`): counts clamp at zero, with go's
+/// warning.
+fn give_back(at: ScopeCtx<'_>, amount: Amount) {
+    let counters = &at.scope.counters;
+    let mut underflow = Underflow::default();
+    match amount {
+        Amount::Memory { size: 0, .. } => {}
+        Amount::Memory { size, .. } => {
+            // Ordering: Relaxed — a parent's memory count; nothing is published through it.
+            let _ = counters::update(&counters.memory, Ordering::Relaxed, |cur| {
+                let word = MemoryWord(cur);
+                if word.is_closed() {
+                    return Err(());
+                }
+                Ok(word
+                    .with_used(sub_memory(word.used(), size, &mut underflow))
+                    .0)
+            });
+        }
+        Amount::Streams {
+            inbound: 0,
+            outbound: 0,
+        } => {}
+        Amount::Streams { inbound, outbound } => {
+            // Ordering: Relaxed — a count.
+            let _ = counters::update(&counters.streams, Ordering::Relaxed, |cur| {
+                Ok::<_, ()>(sub_streams(StreamsWord(cur), inbound, outbound, &mut underflow).0)
+            });
+        }
+        Amount::Conns {
+            inbound: 0,
+            outbound: 0,
+            fd: 0,
+        } => {}
+        Amount::Conns {
+            inbound,
+            outbound,
+            fd,
+        } => {
+            // Ordering: Relaxed — a count.
+            let _ = counters::update(&counters.conns, Ordering::Relaxed, |cur| {
+                Ok::<_, ()>(sub_conns(ConnsWord(cur), inbound, outbound, fd, &mut underflow).0)
+            });
+        }
+        Amount::Stat(stat) => {
+            let priority = Priority::ALWAYS;
+            give_back(
+                at,
+                Amount::Memory {
+                    size: stat.memory,
+                    priority,
+                },
+            );
+            give_back(
+                at,
+                Amount::Streams {
+                    inbound: stat.streams_inbound.into(),
+                    outbound: stat.streams_outbound.into(),
+                },
+            );
+            give_back(
+                at,
+                Amount::Conns {
+                    inbound: stat.conns_inbound.into(),
+                    outbound: stat.conns_outbound.into(),
+                    fd: stat.fd.into(),
+                },
+            );
+        }
+    }
+    if underflow != Underflow::default() {
+        underflow.report(&at.name());
+    }
+}
+
+/// Checks `amount` against `at`'s own limit without committing it.
+fn precheck<'a>(at: ScopeCtx<'a>, amount: Amount) -> Result<(), Refusal<'a>> {
+    let counters = &at.scope.counters;
+    // Ordering: Acquire on the memory word — a closed flag seen here is acted on at once.
+    let word = MemoryWord(counters.memory.load(Ordering::Acquire));
+    if word.is_closed() {
+        return Err(Refusal::closed(at));
+    }
+    let limit = at.limit();
+    let result = match amount {
+        Amount::Memory { size, priority } => {
+            add_memory(word.used(), size, priority, limit.memory).map(drop)
+        }
+        Amount::Streams { inbound, outbound } => {
+            // Ordering: Relaxed — a count, checked again when committed.
+            let streams = StreamsWord(counters.streams.load(Ordering::Relaxed));
+            add_streams(streams, inbound, outbound, &limit).map(drop)
+        }
+        Amount::Conns {
+            inbound,
+            outbound,
+            fd,
+        } => {
+            // Ordering: Relaxed — a count, checked again when committed.
+            let conns = ConnsWord(counters.conns.load(Ordering::Relaxed));
+            add_conns(conns, inbound, outbound, fd, &limit).map(drop)
+        }
+        Amount::Stat(_) => Ok(()),
+    };
+    result.map_err(|hit| Refusal::limit(at, hit))
+}
+
+/// Why committing to a scope's own word did not happen.
+enum OwnCommit<'a> {
+    /// The scope began or finished a transfer since its edges were read: start again.
+    Moved,
+    Refused(Refusal<'a>),
+}
+
+/// Commits `amount` to `at`'s own word, provided `at` is open and still has `edges`.
+fn commit_own<'a>(at: ScopeCtx<'a>, amount: Amount, edges: EdgeSet) -> Result<(), OwnCommit<'a>> {
+    let Amount::Memory { size, priority } = amount else {
+        // Stream and connection counts are committed to a scope only while it is being
+        // opened, when no other thread can reach it: no state to check.
+        return take(at, amount).map_err(OwnCommit::Refused);
+    };
+    let limit = at.limit();
+    // Ordering: AcqRel — Release: the edge commits made before this one are ordered before
+    // the releases of a close or transfer that swaps this word later (its Acquire). Acquire:
+    // symmetric with those swaps, so a commit that follows a transfer sees its new slots.
+    counters::update(&at.scope.counters.memory, Ordering::AcqRel, |cur| {
+        let word = MemoryWord(cur);
+        if word.is_closed() {
+            return Err(OwnCommit::Refused(Refusal::closed(at)));
+        }
+        if word.is_transferring() || word.edges() != edges {
+            return Err(OwnCommit::Moved);
+        }
+        add_memory(word.used(), size, priority, limit.memory)
+            .map(|used| word.with_used(used).0)
+            .map_err(|hit| OwnCommit::Refused(Refusal::limit(at, hit)))
+    })
+    .map(drop)
+}
+
+/// Reserves `amount` on a scope with edges (not a span): its own limit first, then its edges
+/// in walk order, then its own word (see the module docs).
+pub(crate) fn reserve_dag<'a>(at: ScopeCtx<'a>, amount: Amount) -> Result<(), Refusal<'a>> {
+    precheck(at, amount)?;
+    let backoff = Backoff::new();
+    loop {
+        // Ordering: Acquire — pairs with the Release that ended the scope's last transfer, so
+        // the slots its edge set names are visible below.
+        let word = MemoryWord(at.scope.counters.memory.load(Ordering::Acquire));
+        if word.is_closed() {
+            return Err(Refusal::closed(at));
+        }
+        if word.is_transferring() {
+            backoff.snooze();
+            continue;
+        }
+        let edges = word.edges();
+        let mut taken = Rollback {
+            at,
+            edges,
+            amount,
+            taken: 0,
+        };
+        for edge in edges.iter() {
+            if let Some(parent) = at.edge(edge) {
+                take(parent, amount)?;
+            }
+            taken.taken += 1;
+        }
+        match commit_own(at, amount, edges) {
+            Ok(()) => {
+                taken.keep();
+                return Ok(());
+            }
+            Err(OwnCommit::Moved) => {
+                drop(taken);
+                backoff.snooze();
+            }
+            Err(OwnCommit::Refused(refusal)) => return Err(refusal),
+        }
+    }
+}
+
+/// Reserves memory on any scope: each span level's own limit is checked first, as go does,
+/// then the scope at the root of the owner chain is reserved with its edges, then each span
+/// level from there up to `at`.
+pub(crate) fn reserve_memory<'a>(
+    at: ScopeCtx<'a>,
+    size: u64,
+    priority: Priority,
+) -> Result<(), Refusal<'a>> {
+    let amount = Amount::Memory { size, priority };
+    let mut depth = 0;
+    let mut dag = at;
+    while let Some(owner) = dag.owner() {
+        precheck(dag, amount)?;
+        dag = owner;
+        depth += 1;
+    }
+    reserve_dag(dag, amount)?;
+    for level in (0..depth).rev() {
+        let span = at.ancestor(level);
+        let backoff = Backoff::new();
+        loop {
+            match commit_own(span, amount, EdgeSet::NONE) {
+                Ok(()) => break,
+                // Spans never move; kept total rather than assumed.
+                Err(OwnCommit::Moved) => backoff.snooze(),
+                Err(OwnCommit::Refused(refusal)) => {
+                    release_memory(at.ancestor(level + 1), size);
+                    return Err(refusal);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Releases memory from any scope, then from its owner chain and the edges at its root. Stops
+/// at a closed scope, whose close already released what it held.
+pub(crate) fn release_memory(at: ScopeCtx<'_>, size: u64) {
+    if size == 0 {
+        return;
+    }
+    let mut level = at;
+    loop {
+        let Some(edges) = release_own_memory(level, size) else {
+            return;
+        };
+        match level.owner() {
+            Some(owner) => level = owner,
+            None => {
+                let amount = Amount::Memory {
+                    size,
+                    priority: Priority::ALWAYS,
+                };
+                for edge in edges.iter() {
+                    if let Some(parent) = level.edge(edge) {
+                        give_back(parent, amount);
+                    }
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Subtracts from a scope's own memory word; returns the edges the memory was held on, or
+/// `None` if the scope is closed. Waits out a transfer in progress: only when it ends is it
+/// known which parents hold the memory.
+fn release_own_memory(at: ScopeCtx<'_>, size: u64) -> Option<EdgeSet> {
+    enum Busy {
+        Closed,
+        Transferring,
+    }
+    let backoff = Backoff::new();
+    loop {
+        let mut underflow = Underflow::default();
+        // Ordering: AcqRel — as for commits: this release's edge updates must come after the
+        // commits it undoes and be seen by a later close or transfer (Release/Acquire on this
+        // word).
+        let result = counters::update(&at.scope.counters.memory, Ordering::AcqRel, |cur| {
+            let word = MemoryWord(cur);
+            if word.is_closed() {
+                return Err(Busy::Closed);
+            }
+            if word.is_transferring() {
+                return Err(Busy::Transferring);
+            }
+            Ok(word
+                .with_used(sub_memory(word.used(), size, &mut underflow))
+                .0)
+        });
+        match result {
+            Ok(previous) => {
+                if underflow != Underflow::default() {
+                    underflow.report(&at.name());
+                }
+                return Some(MemoryWord(previous).edges());
+            }
+            Err(Busy::Closed) => return None,
+            Err(Busy::Transferring) => backoff.snooze(),
+        }
+    }
+}
+
+/// Closes a scope: marks it closed, zeroes it and releases everything it held from its
+/// parents (go's `Done`). Returns what it held, or `None` if it was already closed.
+pub(crate) fn close(at: ScopeCtx<'_>) -> Option<ScopeStat> {
+    let counters = &at.scope.counters;
+    // Ordering: Acquire — every child commit that got in before this swap (Release) is in
+    // the snapshot, and its edge commits are ordered before the releases below.
+    let word = MemoryWord(
+        counters
+            .memory
+            .swap(MemoryWord::closed().0, Ordering::Acquire),
+    );
+    if word.is_closed() {
+        return None;
+    }
+    // Ordering: Relaxed — only this scope's own handle writes its stream and connection counts.
+    let streams = StreamsWord(counters.streams.swap(0, Ordering::Relaxed));
+    let conns = ConnsWord(counters.conns.swap(0, Ordering::Relaxed));
+    let stat = ScopeStat {
+        memory: word.used(),
+        streams_inbound: streams.inbound() as u32,
+        streams_outbound: streams.outbound() as u32,
+        conns_inbound: conns.inbound() as u32,
+        conns_outbound: conns.outbound() as u32,
+        fd: conns.fd() as u32,
+    };
+    match at.owner() {
+        Some(owner) => release_memory(owner, stat.memory),
+        None => {
+            for edge in word.edges().iter() {
+                if let Some(parent) = at.edge(edge) {
+                    give_back(parent, Amount::Stat(stat));
+                }
+            }
+        }
+    }
+    Some(stat)
+}
+
+/// A transfer in progress on a connection or stream scope: while it exists no child can
+/// commit to or release from the scope, so `stat` stays exact. It must end with
+/// [`finish`](Self::finish); dropping it (on an early return) restores the old edges.
+pub(crate) struct Transfer<'a> {
+    at: ScopeCtx<'a>,
+    pub(crate) edges: EdgeSet,
+    pub(crate) stat: ScopeStat,
+    finished: bool,
+}
+
+impl<'a> Transfer<'a> {
+    /// Freezes the scope's usage for a transfer. Fails if the scope is closed.
+    pub(crate) fn begin(at: ScopeCtx<'a>) -> Result<Self, Refusal<'a>> {
+        // Ordering: AcqRel — Acquire: child commits before the mark are ordered before this
+        // transfer's releases from the old edges. Release: nothing needs it, kept symmetric.
+        let previous = counters::update(&at.scope.counters.memory, Ordering::AcqRel, |cur| {
+            let word = MemoryWord(cur);
+            if word.is_closed() {
+                return Err(Refusal::closed(at));
+            }
+            Ok(word.with_transferring(true).0)
+        })?;
+        let word = MemoryWord(previous);
+        // Ordering: Relaxed — only the scope's own handle, which is running this transfer,
+        // writes its stream and connection counts.
+        let streams = StreamsWord(at.scope.counters.streams.load(Ordering::Relaxed));
+        let conns = ConnsWord(at.scope.counters.conns.load(Ordering::Relaxed));
+        Ok(Transfer {
+            at,
+            edges: word.edges(),
+            stat: ScopeStat {
+                memory: word.used(),
+                streams_inbound: streams.inbound() as u32,
+                streams_outbound: streams.outbound() as u32,
+                conns_inbound: conns.inbound() as u32,
+                conns_outbound: conns.outbound() as u32,
+                fd: conns.fd() as u32,
+            },
+            finished: false,
+        })
+    }
+
+    /// The scope being moved.
+    pub(crate) fn scope(&self) -> ScopeCtx<'a> {
+        self.at
+    }
+
+    /// Reserves the frozen usage on a new parent (go's `ReserveForChild`).
+    pub(crate) fn take<'b>(&self, parent: ScopeCtx<'b>) -> Result<(), Refusal<'b>> {
+        take(parent, Amount::Stat(self.stat))
+    }
+
+    /// Releases the frozen usage from a parent (go's `ReleaseForChild`).
+    pub(crate) fn give_back(&self, parent: ScopeCtx<'_>) {
+        give_back(parent, Amount::Stat(self.stat));
+    }
+
+    /// Ends the transfer with the scope reporting to `edges` from now on. Any slot the new
+    /// edges name must be set before this call.
+    pub(crate) fn finish(mut self, edges: EdgeSet) {
+        self.end(edges);
+    }
+
+    fn end(&mut self, edges: EdgeSet) {
+        self.finished = true;
+        // Ordering: Release — publishes the slots set before this call to children that
+        // Acquire-load the word and read them. No other thread writes the word while the
+        // transfer mark is set, so the loop runs once.
+        let _ = counters::update(&self.at.scope.counters.memory, Ordering::Release, |cur| {
+            Ok::<_, ()>(MemoryWord(cur).with_transferring(false).with_edges(edges).0)
+        });
+    }
+}
+
+impl Drop for Transfer<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            let edges = self.edges;
+            self.end(edges);
+        }
+    }
+}
+
+impl std::fmt::Debug for Transfer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transfer")
+            .field("edges", &self.edges)
+            .field("stat", &self.stat)
+            .finish()
+    }
+}
