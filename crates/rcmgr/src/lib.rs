@@ -82,3 +82,8 @@ pub use multiaddr::Multiaddr;
 pub use name::ScopeName;
 pub use resource::{Direction, Priority, Resource};
 pub use stat::{ResourceManagerStat, ScopeStat};
+
+/// The README's examples, compiled and run as doctests so they stay true.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -134,13 +134,12 @@ fn is_idle(node: &Arc<Node>) -> bool {
     // Ordering: Acquire fence — see the module docs: the last reference's releases are
     // visible to the checks below.
     fence(Ordering::Acquire);
-    let members_idle = match &node.links {
-        Links::Group { peers, .. } => peers.len() == 0,
-        _ => true,
-    };
+    // A protocol or service scope's per-peer scopes need no check of their own: only streams
+    // reach them, and every such stream also holds the protocol or service scope, so when it is
+    // unreferenced they are too (and they go with it).
     // Ordering: Relaxed — `sticky` only ever goes from false to true, and a stale false can
     // only be read for a scope pinned after this pass began.
-    members_idle && !node.scope.sticky.load(Ordering::Relaxed) && node.scope.counters.is_idle()
+    !node.scope.sticky.load(Ordering::Relaxed) && node.scope.counters.is_idle()
 }
 
 /// How many scopes one collection pass removed.
