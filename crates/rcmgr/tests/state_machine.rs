@@ -194,7 +194,6 @@ fn a_node_lifecycle_keeps_every_scope_exact() {
             ],
             protocols: vec![("/chat/1", stat(1, 0, 0, 0, 0, 4096))],
             services: vec![("chat", stat(1, 0, 0, 0, 0, 4096))],
-            ..Expected::default()
         },
     );
     drop(second);
