@@ -1671,3 +1671,41 @@ fn sweep<K: Ord, V: Collectable>(entries: &mut BTreeMap<K, V>) {
         *passes < IDLE_PASSES_TO_COLLECT
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reference is shared across threads by the benchmarks: handles dropped anywhere
+    /// take the one lock and leave nothing behind.
+    #[test]
+    fn threads_share_it_and_leave_nothing_behind() {
+        let mut limits = ConcreteLimitConfig::infinite();
+        limits.peer_default.streams = 3;
+        let rm = ReferenceManager::new(limits);
+        let peers: Vec<PeerId> = (0..3).map(|_| PeerId::random()).collect();
+        std::thread::scope(|s| {
+            for worker in 0..4 {
+                let (rm, peers) = (&rm, &peers);
+                s.spawn(move || {
+                    for round in 0..500 {
+                        let peer = peers[(worker + round) % peers.len()];
+                        let Ok(mut stream) = rm.open_stream(peer, Direction::Inbound) else {
+                            continue;
+                        };
+                        let _ = stream.set_protocol("/x");
+                        if let Ok(span) = stream.begin_span() {
+                            let _ = span.reserve_memory(64, Priority::HIGH);
+                            let _guard = rm.peer(&peer).reserve_memory_guard(8, Priority::LOW);
+                        }
+                    }
+                });
+            }
+        });
+        let stat = rm.stat();
+        assert!(stat.system.is_empty() && stat.peers.values().all(ScopeStat::is_empty));
+        rm.gc();
+        rm.gc();
+        assert!(rm.list_peers().is_empty() && rm.list_protocols().is_empty());
+    }
+}
