@@ -63,6 +63,8 @@ mod limit_cell;
 pub mod limits;
 mod manager;
 mod name;
+#[cfg(feature = "reference")]
+pub mod reference;
 mod registries;
 mod resource;
 mod scope;

@@ -11,9 +11,11 @@
 //! that collection is removing: there is never more than one scope per key.
 //!
 //! Collection also leaves any scope that holds anything (memory included: go's quirk 6 is
-//! fixed), any scope pinned by `set_limit`, and any scope that was not already idle in the
-//! previous pass: an entry is removed only after two consecutive idle passes, and a lookup in
-//! between starts its count again.
+//! fixed), any scope pinned by `set_limit`, any protocol with a per-peer scope that is not
+//! idle, and any scope that was not already idle in the previous pass: an entry is removed
+//! only after two consecutive idle passes, and a lookup in between starts its count again.
+//! A protocol and its idle per-peer scopes count their idle passes together, so two passes
+//! remove both.
 //!
 //! # Synchronization
 //!
@@ -134,12 +136,21 @@ fn is_idle(node: &Arc<Node>) -> bool {
     // Ordering: Acquire fence — see the module docs: the last reference's releases are
     // visible to the checks below.
     fence(Ordering::Acquire);
-    // A protocol or service scope's per-peer scopes need no check of their own: only streams
-    // reach them, and every such stream also holds the protocol or service scope, so when it is
-    // unreferenced they are too (and they go with it).
+    // A group's per-peer scopes are idle too when nothing references the group: a stream
+    // holds both, and a member is looked up only through a reference to its group. Counting
+    // the group idle in the same pass as its members (rather than only once they are gone)
+    // lets two passes remove both, as `ResourceManager::gc` promises.
+    let members_idle = match &node.links {
+        Links::Group { peers, .. } => {
+            let mut idle = true;
+            peers.for_each(|_, member| idle &= is_idle(member));
+            idle
+        }
+        _ => true,
+    };
     // Ordering: Relaxed — `sticky` only ever goes from false to true, and a stale false can
     // only be read for a scope pinned after this pass began.
-    !node.scope.sticky.load(Ordering::Relaxed) && node.scope.counters.is_idle()
+    members_idle && !node.scope.sticky.load(Ordering::Relaxed) && node.scope.counters.is_idle()
 }
 
 /// How many scopes one collection pass removed.
@@ -197,4 +208,25 @@ fn sweep<K: std::hash::Hash + Eq + Clone>(registry: &Registry<K, Arc<Node>>) -> 
             })
         })
         .count()
+}
+
+#[cfg(all(test, not(rcmgr_loom)))]
+mod tests {
+    use crate::{ConcreteLimitConfig, Direction, ResourceManager};
+
+    #[test]
+    fn two_passes_collect_a_protocol_with_its_per_peer_scopes() {
+        let rm = ResourceManager::builder(ConcreteLimitConfig::infinite())
+            .gc_interval(std::time::Duration::ZERO)
+            .build()
+            .expect("builds");
+        let peer = libp2p_identity::PeerId::random();
+        let mut stream = rm.open_stream(peer, Direction::Inbound).expect("unlimited");
+        stream.set_protocol("/x").expect("unlimited");
+        drop(stream);
+        rm.gc();
+        assert_eq!(rm.list_protocols(), ["/x"], "one idle pass is not enough");
+        rm.gc();
+        assert!(rm.list_protocols().is_empty() && rm.list_peers().is_empty());
+    }
 }
