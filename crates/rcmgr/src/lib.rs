@@ -76,7 +76,9 @@ pub use handles::{
     StreamScope, SystemScope, TransientScope,
 };
 pub use libp2p_identity::PeerId;
-pub use limits::{BaseLimit, ConcreteLimitConfig};
+pub use limits::{
+    BaseLimit, BaseLimitIncrease, ConcreteLimitConfig, ScalingLimit, ScalingLimitConfig,
+};
 pub use manager::{DEFAULT_GC_INTERVAL, ResourceManager, ResourceManagerBuilder};
 pub use multiaddr::Multiaddr;
 pub use name::ScopeName;
