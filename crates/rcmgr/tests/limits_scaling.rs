@@ -9,6 +9,122 @@ use rcmgr::{
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 
+/// go's golden file `limit_config_test_default.json`: `DefaultLimits` scaled to 8 GiB and
+/// 16384 file descriptors, written as a partial configuration with two-space indentation.
+/// The numbers are the reference's table for `Scale(8 GiB, 16384)` (section 9.4).
+const GOLDEN_DEFAULT_8_GIB: &str = r#"{
+  "System": {
+    "Streams": 18432,
+    "StreamsInbound": 9216,
+    "StreamsOutbound": 18432,
+    "Conns": 1152,
+    "ConnsInbound": 576,
+    "ConnsOutbound": 1152,
+    "FD": 16384,
+    "Memory": "8724152320"
+  },
+  "Transient": {
+    "Streams": 2304,
+    "StreamsInbound": 1152,
+    "StreamsOutbound": 2304,
+    "Conns": 320,
+    "ConnsInbound": 160,
+    "ConnsOutbound": 320,
+    "FD": 4096,
+    "Memory": "1107296256"
+  },
+  "AllowlistedSystem": {
+    "Streams": 18432,
+    "StreamsInbound": 9216,
+    "StreamsOutbound": 18432,
+    "Conns": 1152,
+    "ConnsInbound": 576,
+    "ConnsOutbound": 1152,
+    "FD": 16384,
+    "Memory": "8724152320"
+  },
+  "AllowlistedTransient": {
+    "Streams": 2304,
+    "StreamsInbound": 1152,
+    "StreamsOutbound": 2304,
+    "Conns": 320,
+    "ConnsInbound": 160,
+    "ConnsOutbound": 320,
+    "FD": 4096,
+    "Memory": "1107296256"
+  },
+  "ServiceDefault": {
+    "Streams": 20480,
+    "StreamsInbound": 5120,
+    "StreamsOutbound": 20480,
+    "Conns": "blockAll",
+    "ConnsInbound": "blockAll",
+    "ConnsOutbound": "blockAll",
+    "FD": "blockAll",
+    "Memory": "1140850688"
+  },
+  "ServicePeerDefault": {
+    "Streams": 320,
+    "StreamsInbound": 160,
+    "StreamsOutbound": 320,
+    "Conns": "blockAll",
+    "ConnsInbound": "blockAll",
+    "ConnsOutbound": "blockAll",
+    "FD": "blockAll",
+    "Memory": "50331648"
+  },
+  "ProtocolDefault": {
+    "Streams": 6144,
+    "StreamsInbound": 2560,
+    "StreamsOutbound": 6144,
+    "Conns": "blockAll",
+    "ConnsInbound": "blockAll",
+    "ConnsOutbound": "blockAll",
+    "FD": "blockAll",
+    "Memory": "1442840576"
+  },
+  "ProtocolPeerDefault": {
+    "Streams": 384,
+    "StreamsInbound": 96,
+    "StreamsOutbound": 192,
+    "Conns": "blockAll",
+    "ConnsInbound": "blockAll",
+    "ConnsOutbound": "blockAll",
+    "FD": "blockAll",
+    "Memory": "16777248"
+  },
+  "PeerDefault": {
+    "Streams": 2560,
+    "StreamsInbound": 1280,
+    "StreamsOutbound": 2560,
+    "Conns": 8,
+    "ConnsInbound": 8,
+    "ConnsOutbound": 8,
+    "FD": 256,
+    "Memory": "1140850688"
+  },
+  "Conn": {
+    "Streams": "blockAll",
+    "StreamsInbound": "blockAll",
+    "StreamsOutbound": "blockAll",
+    "Conns": 1,
+    "ConnsInbound": 1,
+    "ConnsOutbound": 1,
+    "FD": 1,
+    "Memory": "33554432"
+  },
+  "Stream": {
+    "Streams": 1,
+    "StreamsInbound": 1,
+    "StreamsOutbound": 1,
+    "Conns": "blockAll",
+    "ConnsInbound": "blockAll",
+    "ConnsOutbound": "blockAll",
+    "FD": "blockAll",
+    "Memory": "16777216"
+  }
+}"#;
+
 /// A limit written as the reference tables give it: streams and conns `[inbound, outbound,
 /// total]`.
 fn limit(streams: [u64; 3], conns: [u64; 3], fd: u64, memory: u64) -> BaseLimit {
@@ -33,6 +149,25 @@ fn fields(limit: &BaseLimit) -> [u64; 8] {
         limit.fd,
         limit.memory,
     ]
+}
+
+#[test]
+fn default_limits_at_8_gib_and_16384_fds_equal_gos_golden_file_byte_for_byte() {
+    let limits = ScalingLimitConfig::default().scale(8 * GIB, 16384);
+    assert_eq!(limits.to_partial().to_json_pretty(), GOLDEN_DEFAULT_8_GIB);
+}
+
+#[test]
+#[allow(clippy::print_stderr, reason = "a skipped check says why")]
+fn gos_own_golden_file_matches_when_it_is_beside_the_checkout() {
+    let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/reference/go-limit-files/limit_config_test_default.json");
+    let Ok(expected) = std::fs::read_to_string(&golden) else {
+        eprintln!("skipped: {} is not here", golden.display());
+        return;
+    };
+    let limits = ScalingLimitConfig::default().scale(8 * GIB, 16384);
+    assert_eq!(limits.to_partial().to_json_pretty(), expected);
 }
 
 #[test]
