@@ -95,10 +95,8 @@ impl PartialLimitConfig {
     /// # Ok::<(), rcmgr::Error>(())
     /// ```
     pub fn from_json_reader(reader: impl Read) -> Result<Self, Error> {
-        let reader = BufReader::new(reader);
-        Ok(parse_document(serde_json::Deserializer::from_reader(
-            reader,
-        ))?)
+        let deserializer = serde_json::Deserializer::from_reader(BufReader::new(reader));
+        Ok(parse_document(deserializer)?)
     }
 
     /// Reads a limits file, as [`from_json_str`](Self::from_json_str) does; errors name the
@@ -120,8 +118,8 @@ impl PartialLimitConfig {
         let path = path.as_ref();
         let in_file = |error: ConfigError| Error::from(error.in_file(path.to_path_buf()));
         let file = File::open(path).map_err(|error| in_file(io_error(&error)))?;
-        let reader = BufReader::new(file);
-        parse_document(serde_json::Deserializer::from_reader(reader)).map_err(in_file)
+        let deserializer = serde_json::Deserializer::from_reader(BufReader::new(file));
+        parse_document(deserializer).map_err(in_file)
     }
 
     /// This configuration as compact JSON, byte for byte what go's `json.Marshal(&config)`
