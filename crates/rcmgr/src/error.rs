@@ -1,6 +1,6 @@
 //! Errors as data: what refused, why, and by how much.
 
-use std::fmt;
+use std::{fmt, path::PathBuf};
 
 use crate::{name::ScopeName, resource::Priority, resource::Resource};
 
@@ -45,6 +45,9 @@ pub enum Error {
     /// `set_service` on a stream without a protocol.
     #[error("stream scope not attached to a protocol")]
     StreamNotAttachedToProtocol,
+    /// A limits configuration could not be read or understood; nothing was applied.
+    #[error(transparent)]
+    Config(Box<ConfigError>),
 }
 
 impl Error {
@@ -88,6 +91,19 @@ impl Error {
     pub fn scope_closed(&self) -> Option<&ScopeClosed> {
         match self {
             Error::ScopeClosed(closed) => Some(closed),
+            _ => None,
+        }
+    }
+
+    /// The details of a limits configuration that could not be read or understood.
+    ///
+    /// ```
+    /// let err = rcmgr::PartialLimitConfig::from_json_str(r#"{"System": {"FD": "many"}}"#).unwrap_err();
+    /// assert_eq!(err.config().unwrap().path(), "System.FD");
+    /// ```
+    pub fn config(&self) -> Option<&ConfigError> {
+        match self {
+            Error::Config(config) => Some(config),
             _ => None,
         }
     }
@@ -225,6 +241,141 @@ impl fmt::Display for ScopeClosed {
 }
 
 impl std::error::Error for ScopeClosed {}
+
+/// A limits configuration that could not be read or understood. Nothing was built or applied.
+///
+/// It says where: the file (when it came from one), the field path within the JSON document
+/// (for example `System.Memory`, or `Protocol["/ipfs/id/1.0.0"].StreamsInbound`; map keys that
+/// are not plain words are quoted in brackets), and the line and column (both from 1) where the
+/// problem was found: the end of the offending value or the character just after it.
+/// `Display` puts it together:
+/// `limits configuration at System.FD (line 1, column 24): unknown limit "many", expected …`.
+///
+/// ```
+/// use rcmgr::{ConfigErrorKind, PartialLimitConfig};
+/// let err = PartialLimitConfig::from_json_str("{\n  \"System\": {\"Conns\": 1.5}\n}").unwrap_err();
+/// let config = err.config().unwrap();
+/// assert_eq!(config.kind(), ConfigErrorKind::InvalidValue);
+/// assert_eq!((config.path(), config.line(), config.column()), ("System.Conns", 2, 25));
+/// assert!(err.to_string().starts_with("limits configuration at System.Conns (line 2, column 25): "));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    file: Option<PathBuf>,
+    path: String,
+    line: usize,
+    column: usize,
+    kind: ConfigErrorKind,
+    message: String,
+}
+
+/// What kind of problem a [`ConfigError`] is.
+///
+/// ```
+/// use rcmgr::{ConfigErrorKind, PartialLimitConfig};
+/// let kind = |json| PartialLimitConfig::from_json_str(json).unwrap_err().config().unwrap().kind();
+/// assert_eq!(kind("{\"System\": {\"FD\": -3}}"), ConfigErrorKind::InvalidValue);
+/// assert_eq!(kind("{\"System\": {"), ConfigErrorKind::UnexpectedEof);
+/// assert_eq!(kind("{} {}"), ConfigErrorKind::TrailingCharacters);
+/// assert_eq!(kind("{System: {}}"), ConfigErrorKind::Syntax);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConfigErrorKind {
+    /// The file or reader could not be read.
+    Io(std::io::ErrorKind),
+    /// The text is not JSON.
+    Syntax,
+    /// The JSON is valid but a value is not what that field takes: a wrong type, a number out
+    /// of range, a negative count, a bad peer ID.
+    InvalidValue,
+    /// The text ends before the JSON value does.
+    UnexpectedEof,
+    /// Something other than whitespace follows the JSON value.
+    TrailingCharacters,
+}
+
+impl ConfigError {
+    pub(crate) fn new(kind: ConfigErrorKind, message: String) -> Self {
+        ConfigError {
+            file: None,
+            path: String::new(),
+            line: 0,
+            column: 0,
+            kind,
+            message,
+        }
+    }
+
+    /// Sets where in the document the problem is.
+    pub(crate) fn at(mut self, path: String, line: usize, column: usize) -> Self {
+        self.path = path;
+        self.line = line;
+        self.column = column;
+        self
+    }
+
+    /// Sets the file the document came from.
+    pub(crate) fn in_file(mut self, file: PathBuf) -> Self {
+        self.file = Some(file);
+        self
+    }
+
+    /// The file the configuration was read from, if it came from one.
+    pub fn file(&self) -> Option<&std::path::Path> {
+        self.file.as_deref()
+    }
+
+    /// The path of the offending field, for example `System.Memory`; empty when the problem is
+    /// the document as a whole.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The line where the problem was found, from 1; 0 when there is no position (I/O errors).
+    pub fn line(&self) -> usize {
+        self.line
+    }
+
+    /// The column where the problem was found, from 1; 0 when there is no position.
+    pub fn column(&self) -> usize {
+        self.column
+    }
+
+    /// What kind of problem it is.
+    pub fn kind(&self) -> ConfigErrorKind {
+        self.kind
+    }
+
+    /// What is wrong, without the location.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.file {
+            Some(file) => write!(f, "limits file {}", file.display())?,
+            None => f.write_str("limits configuration")?,
+        }
+        if !self.path.is_empty() {
+            write!(f, " at {}", self.path)?;
+        }
+        if self.line > 0 {
+            write!(f, " (line {}, column {})", self.line, self.column)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl From<ConfigError> for Error {
+    fn from(error: ConfigError) -> Self {
+        Error::Config(Box::new(error))
+    }
+}
 
 /// Writes the scope prefixes go puts before an error: every level of a span chain from
 /// `scope` down to `refused_by` (or down to the chain's root when `refused_by` is a constraining

@@ -72,13 +72,16 @@ mod stat;
 mod sync;
 mod walk;
 
-pub use error::{Error, LimitExceeded, ScopeClosed};
+pub use error::{ConfigError, ConfigErrorKind, Error, LimitExceeded, ScopeClosed};
 pub use handles::{
     ConnectionScope, MemoryGuard, PeerScope, ProtocolScope, ResourceScope, ServiceScope, Span,
     StreamScope, SystemScope, TransientScope,
 };
 pub use libp2p_identity::PeerId;
-pub use limits::{BaseLimit, ConcreteLimitConfig};
+pub use limits::{
+    BaseLimit, BaseLimitIncrease, ConcreteLimitConfig, LimitVal, PartialLimitConfig,
+    ResourceLimits, ScalingLimit, ScalingLimitConfig,
+};
 pub use manager::{DEFAULT_GC_INTERVAL, ResourceManager, ResourceManagerBuilder};
 pub use multiaddr::Multiaddr;
 pub use name::ScopeName;

@@ -83,6 +83,23 @@ impl fmt::Debug for ResourceManager {
     }
 }
 
+/// The manager go-libp2p builds by default (go's `DefaultResourceManager`): go's default
+/// limits plus go-libp2p's limits for its own services and protocols, scaled to this machine
+/// (see [`ScalingLimitConfig::autoscale`](crate::ScalingLimitConfig::autoscale)).
+///
+/// ```
+/// let rm = rcmgr::ResourceManager::default();
+/// assert!(rm.list_peers().is_empty());
+/// ```
+impl Default for ResourceManager {
+    fn default() -> Self {
+        let limits = crate::limits::ScalingLimitConfig::default()
+            .with_libp2p_defaults()
+            .autoscale();
+        ResourceManager::new(limits)
+    }
+}
+
 impl ResourceManager {
     /// A manager that enforces `limits`, with the default options (a collector every
     /// [`DEFAULT_GC_INTERVAL`]).

@@ -1,11 +1,40 @@
-//! Limits: what each scope may hold.
+//! Limits: what each scope may hold, how limits grow with the machine, and go's JSON limit
+//! files.
 //!
-//! [`BaseLimit`] is one scope's limit; [`ConcreteLimitConfig`] holds the limit of every scope a
-//! [`ResourceManager`](crate::ResourceManager) enforces.
+//! - [`BaseLimit`] is one scope's limit; [`ConcreteLimitConfig`] holds the limit of every scope
+//!   a [`ResourceManager`](crate::ResourceManager) enforces.
+//! - [`ScalingLimitConfig`] gives each scope a base and a [`BaseLimitIncrease`];
+//!   [`scale`](ScalingLimitConfig::scale) and [`autoscale`](ScalingLimitConfig::autoscale) turn
+//!   it into a `ConcreteLimitConfig` with go-libp2p's arithmetic. Its `default()` is go's
+//!   `DefaultLimits` and [`with_libp2p_defaults`](ScalingLimitConfig::with_libp2p_defaults)
+//!   adds go-libp2p's limits for its own protocols.
+//! - [`PartialLimitConfig`] is what a limits file holds: [`ResourceLimits`] of [`LimitVal`]s
+//!   that may be left to defaults. It reads and writes go-libp2p's and kubo's JSON files
+//!   unchanged and [`build`](PartialLimitConfig::build)s on any defaults.
+//!
+//! ```
+//! use rcmgr::{PartialLimitConfig, ResourceManager, ScalingLimitConfig};
+//! let defaults = ScalingLimitConfig::default().with_libp2p_defaults().scale(4 << 30, 8192);
+//! let from_file = PartialLimitConfig::from_json_str(r#"{"System": {"ConnsInbound": 256}}"#)?;
+//! let limits = from_file.build(&defaults);
+//! assert_eq!(limits.system.conns_inbound, 256);
+//! let rm = ResourceManager::new(limits);
+//! # drop(rm);
+//! # Ok::<(), rcmgr::Error>(())
+//! ```
 
+mod autoscale;
 mod base;
 mod concrete;
+mod defaults;
+mod increase;
+mod json;
+mod partial;
+mod scaling;
 
 pub use base::BaseLimit;
 pub use concrete::ConcreteLimitConfig;
 pub(crate) use concrete::LimitKey;
+pub use increase::BaseLimitIncrease;
+pub use partial::{LimitVal, PartialLimitConfig, ResourceLimits};
+pub use scaling::{ScalingLimit, ScalingLimitConfig};
