@@ -62,6 +62,15 @@ use rcmgr::{BaseLimit, ConcreteLimitConfig, Multiaddr, PeerId, ResourceManager, 
 /// The preemption bound used when `LOOM_MAX_PREEMPTIONS` is not set.
 pub const DEFAULT_PREEMPTION_BOUND: usize = 2;
 
+/// The most branch points (atomic operations, lock acquisitions, thread switches) one
+/// execution may pass before loom gives up on it, when `LOOM_MAX_BRANCHES` is not set.
+///
+/// loom's own default (1,000) is meant to catch spin loops that never let another thread
+/// run; a model here is a few public calls, but each one is dozens of atomic operations
+/// (every limit check reads a seqlock of ten words), and a model that checks every counter
+/// at the end passes 1,000 without spinning anywhere.
+pub const DEFAULT_MAX_BRANCHES: usize = 10_000;
+
 /// The preemption bound for this run: `LOOM_MAX_PREEMPTIONS`, or
 /// [`DEFAULT_PREEMPTION_BOUND`].
 ///
@@ -78,8 +87,9 @@ pub fn preemption_bound() -> usize {
     }
 }
 
-/// Runs `model` under loom with the [`preemption_bound`] of this run (every other loom
-/// setting comes from its usual environment variables) and returns how many executions
+/// Runs `model` under loom with the [`preemption_bound`] of this run and, unless
+/// `LOOM_MAX_BRANCHES` says otherwise, [`DEFAULT_MAX_BRANCHES`] (every other loom setting
+/// comes from its usual environment variables) and returns how many executions
 /// loom explored. The count goes to the test's output too (`--nocapture` shows it).
 ///
 /// # Panics
@@ -95,6 +105,9 @@ pub fn check(model: impl Fn() + Sync + Send + 'static) -> usize {
     let bound = preemption_bound();
     let mut builder = loom::model::Builder::new();
     builder.preemption_bound = Some(bound);
+    if std::env::var_os("LOOM_MAX_BRANCHES").is_none() {
+        builder.max_branches = DEFAULT_MAX_BRANCHES;
+    }
     builder.check(move || {
         // Ordering: Relaxed — a std counter outside the model, read after `check` returns
         // on this same thread; loom runs every execution on it.
