@@ -11,8 +11,9 @@
 //! The cell is a sequence lock built from atomics alone (no unsafe): `seq` is odd-marked
 //! (`WRITING`) while one writer stores the fields, and a reader accepts the fields only if
 //! `seq` read the same, unmarked value before and after it read them. The writer marks `seq`
-//! with a compare-and-swap (so writers exclude each other; a loser just uses the value it
-//! resolved), then `fence(Release)`, stores the fields, and stores the new `seq` with Release.
+//! with an Acquire compare-and-swap (so writers exclude each other, and each one's field
+//! stores come after the previous writer's; a loser just uses the value it resolved), then
+//! `fence(Release)`, stores the fields, and stores the new `seq` with Release.
 //! The reader loads `seq` with Acquire, the fields, then `fence(Acquire)` and `seq` again: if
 //! any field it read came from a writer that started after the first `seq` load, the fences
 //! synchronize and the second load sees the mark or a later value, so the read is retried.
@@ -94,14 +95,20 @@ impl LimitCell {
 
     /// The writer side of the sequence lock; false if another writer got in first.
     fn write(&self, expected: u64, new_seq: u64, limit: BaseLimit) -> bool {
-        // Ordering: Relaxed on the mark — the Release fence right after orders it before the
-        // field stores, which is what readers rely on.
+        // Ordering: Acquire on success — pairs with the previous writer's Release store of
+        // `seq`, so its field stores happen-before ours and precede them in every field's
+        // modification order. With Relaxed here (found by loom: `loom_tests` below and
+        // loom-tests' `set_limit_racing_a_cache_refresh_keeps_the_pinned_limit`), a refresh
+        // that finished just before a pin could have its field stores ordered after the
+        // pin's: readers then found the pinned `seq` over the refresh's fields, or a mix of
+        // both. The Release fence right after orders the mark before our field stores, which
+        // readers rely on; a failed attempt reads nothing (Relaxed).
         if self
             .seq
             .compare_exchange(
                 expected,
                 expected | WRITING,
-                Ordering::Relaxed,
+                Ordering::Acquire,
                 Ordering::Relaxed,
             )
             .is_err()
