@@ -111,3 +111,58 @@ fn set_limits_during_a_reservation_applies_the_old_or_the_new_limit_never_a_mix(
         "reserved under the old limit",
     ]);
 }
+
+/// `set_limit` pins a peer scope's limit to 50 bytes while a reservation of 60 bytes on the
+/// same scope re-resolves the scope's cached limit (a `set_limits` just bumped the
+/// generation), writing the unlimited limit of the new snapshot into the same cache.
+///
+/// Once `set_limit` has returned, the scope's limit is the pinned one, whatever the refresh
+/// did: the reservation either got in before the pin (60 bytes held, and nothing more
+/// admitted) or is refused by it.
+#[test]
+fn set_limit_racing_a_cache_refresh_keeps_the_pinned_limit() {
+    let outcomes = Outcomes::new();
+    let record = outcomes.clone();
+    check(move || {
+        let rm = manager(ConcreteLimitConfig::infinite());
+        let id = peer(1);
+        let view = rm.peer(&id);
+        assert_eq!(
+            view.limit(),
+            BaseLimit::unlimited(),
+            "the cache holds generation 1"
+        );
+        // A new snapshot: the next limit check on the peer scope refreshes its cache.
+        rm.set_limits(ConcreteLimitConfig::infinite());
+        let pinned = BaseLimit {
+            memory: 50,
+            ..BaseLimit::unlimited()
+        };
+
+        let reserver = {
+            let view = view.clone();
+            thread::spawn(move || view.reserve_memory(60, Priority::ALWAYS).is_ok())
+        };
+        view.set_limit(pinned);
+        assert_eq!(view.limit(), pinned, "right after the pin");
+        let reserved = reserver.join().expect("the reserving thread finished");
+
+        assert_eq!(view.limit(), pinned, "after the race");
+        if reserved {
+            record.record("reserved before the pin");
+            assert_eq!(view.stat().memory, 60);
+            assert!(view.reserve_memory(1, Priority::ALWAYS).is_err());
+            view.release_memory(60);
+        } else {
+            record.record("refused by the pin");
+            assert_eq!(view.stat().memory, 0);
+            view.reserve_memory(50, Priority::ALWAYS)
+                .expect("the pinned limit admits 50 bytes");
+            assert!(view.reserve_memory(1, Priority::ALWAYS).is_err());
+            view.release_memory(50);
+        }
+        drop(view);
+        assert_all_released(&rm);
+    });
+    outcomes.assert_exactly(&["refused by the pin", "reserved before the pin"]);
+}
