@@ -162,3 +162,118 @@ fn collection_racing_open_stream_keeps_one_scope_per_peer() {
         "the old scope was kept",
     ]);
 }
+
+/// Two lookups race to create the scope of a peer that has none yet (two `open_stream`s):
+/// both streams must count on the one scope the registry keeps.
+///
+/// A stream of another peer, opened and collected first, fills the limit caches of the
+/// stream, transient and system scopes, so that the race is about the registry and the new
+/// peer scope (whose cache both threads then fill at once) rather than every cache at once,
+/// which multiplies the executions by almost two hundred without checking anything more.
+#[test]
+fn two_lookups_racing_to_create_a_peer_scope_share_one() {
+    check(|| {
+        let rm = manager(ConcreteLimitConfig::infinite());
+        drop(
+            rm.open_stream(peer(2), Direction::Inbound)
+                .expect("streams are unlimited"),
+        );
+        rm.gc();
+        rm.gc();
+        assert!(rm.list_peers().is_empty(), "the warm-up peer was collected");
+        let id = peer(1);
+        let opener = {
+            let rm = rm.clone();
+            thread::spawn(move || {
+                rm.open_stream(id, Direction::Inbound)
+                    .expect("streams are unlimited")
+            })
+        };
+        let outbound = rm
+            .open_stream(id, Direction::Outbound)
+            .expect("streams are unlimited");
+        let inbound = opener.join().expect("the opening thread finished");
+
+        let both = ScopeStat {
+            streams_inbound: 1,
+            streams_outbound: 1,
+            ..ScopeStat::default()
+        };
+        assert_eq!(listed(&rm, &id), Some(both), "the registry's peer scope");
+        assert_eq!(
+            inbound.peer_scope().stat(),
+            both,
+            "the inbound stream's peer"
+        );
+        assert_eq!(
+            outbound.peer_scope().stat(),
+            both,
+            "the outbound stream's peer"
+        );
+        drop((inbound, outbound));
+        assert_all_released(&rm);
+    });
+}
+
+/// A collection pass that would remove an idle protocol-peer scope races `set_protocol`
+/// attaching a stream of that peer to the protocol. The protocol admits one inbound stream
+/// per peer, so whichever scope the stream was attached to, it must be the one the registry
+/// keeps: a second stream of the peer is refused by it.
+#[test]
+fn collection_racing_set_protocol_keeps_the_protocol_peer_scope_in_use() {
+    const PROTOCOL: &str = "/loom/1.0.0";
+    check(|| {
+        let mut limits = ConcreteLimitConfig::infinite();
+        limits.protocol_peer.insert(
+            PROTOCOL.to_owned(),
+            rcmgr::BaseLimit {
+                streams_inbound: 1,
+                ..rcmgr::BaseLimit::unlimited()
+            },
+        );
+        let rm = manager(limits);
+        let id = peer(1);
+        // Create the protocol and protocol-peer scopes, leave them idle, and let one pass
+        // see the protocol-peer scope idle: the next pass would remove it.
+        let mut earlier = rm
+            .open_stream(id, Direction::Inbound)
+            .expect("streams are unlimited");
+        earlier
+            .set_protocol(PROTOCOL)
+            .expect("the protocol admits one stream per peer");
+        drop(earlier);
+        let mut stream = rm
+            .open_stream(id, Direction::Inbound)
+            .expect("streams are unlimited");
+        rm.gc();
+
+        let collector = {
+            let rm = rm.clone();
+            thread::spawn(move || rm.gc())
+        };
+        stream
+            .set_protocol(PROTOCOL)
+            .expect("no other stream of the peer is attached");
+        collector.join().expect("the collecting thread finished");
+
+        let mut second = rm
+            .open_stream(id, Direction::Inbound)
+            .expect("streams are unlimited");
+        let refused = second
+            .set_protocol(PROTOCOL)
+            .expect_err("the protocol-peer scope already holds the first stream");
+        let refusal = refused
+            .limit_exceeded()
+            .expect("a limit refused, not a closed scope");
+        assert_eq!(
+            refusal.refused_by(),
+            &ScopeName::ProtocolPeer {
+                protocol: PROTOCOL.into(),
+                peer: id
+            }
+        );
+        assert_eq!(rm.protocol(PROTOCOL).stat().streams_inbound, 1, "protocol");
+        drop((second, stream));
+        assert_all_released(&rm);
+    });
+}

@@ -221,3 +221,60 @@ fn a_refused_set_peer_racing_a_reservation_leaves_the_connection_in_transient() 
         assert_all_released(&rm);
     });
 }
+
+/// `set_service` adds a stream's service scopes (a transfer that keeps the old edges and
+/// adds two) while a span of the stream reserves 10 bytes and releases 4 on another thread.
+/// Afterwards the service holds the stream and the 6 bytes, like every other scope above
+/// the stream; dropping the span and then the stream releases everything.
+#[test]
+fn set_service_racing_a_reservation_through_a_span_of_the_stream() {
+    const PROTOCOL: &str = "/loom/1.0.0";
+    const SERVICE: &str = "loom.service";
+    check(|| {
+        let rm = manager(ConcreteLimitConfig::infinite());
+        let id = peer(1);
+        let mut stream = rm
+            .open_stream(id, Direction::Inbound)
+            .expect("streams are unlimited");
+        stream
+            .set_protocol(PROTOCOL)
+            .expect("the protocol scopes are unlimited");
+        let span = stream.begin_span().expect("the stream is open");
+
+        let racer = thread::spawn(move || {
+            span.reserve_memory(RESERVED, Priority::ALWAYS)
+                .expect("limits are infinite and the stream stays open");
+            span.release_memory(RELEASED);
+            span
+        });
+        stream
+            .set_service(SERVICE)
+            .expect("the service scopes are unlimited");
+        let span = racer.join().expect("the racing thread finished");
+
+        let one_stream = ScopeStat {
+            streams_inbound: 1,
+            memory: KEPT,
+            ..ScopeStat::default()
+        };
+        for (scope, held) in [
+            ("stream", stream.stat()),
+            ("peer", rm.peer(&id).stat()),
+            ("protocol", rm.protocol(PROTOCOL).stat()),
+            ("service", rm.service(SERVICE).stat()),
+            ("system", rm.system().stat()),
+        ] {
+            assert_eq!(held, one_stream, "{scope}");
+        }
+        assert_eq!(rm.transient().stat(), ScopeStat::default(), "transient");
+
+        drop(span);
+        assert_eq!(
+            rm.service(SERVICE).stat().memory,
+            0,
+            "service after the span"
+        );
+        drop(stream);
+        assert_all_released(&rm);
+    });
+}
