@@ -11,13 +11,13 @@
 //!
 //! The models, one `#[test]` each:
 //!
-//! | file | race |
+//! | file | races |
 //! |---|---|
-//! | `tests/reservations.rs` | two reservations on a shared parent near its limit; a refusal at a later edge and its rollback |
-//! | `tests/transfers.rs` | `set_peer` / `set_protocol` against a reservation made through a span of the same connection / stream |
-//! | `tests/limits.rs` | `set_limits` during a reservation |
-//! | `tests/collection.rs` | `gc` against a lookup of the same peer |
-//! | `tests/spans.rs` | a span used and dropped while its owner is dropped on another thread |
+//! | `tests/reservations.rs` | two reservations on a shared parent near its limit (one fits, or both); a refusal at a later edge, and the rollback of the edges before it, against a reservation on one of those edges |
+//! | `tests/transfers.rs` | `set_peer`, a refused `set_peer`, `set_protocol` and `set_service` against a reservation and release made through a span of the same connection or stream |
+//! | `tests/limits.rs` | `set_limits` during a reservation; `set_limit` (a pin) against the refresh of the same scope's limit cache |
+//! | `tests/collection.rs` | `gc` against a lookup that reserves through the peer's view, against `open_stream`, and against `set_protocol`; two lookups creating the same peer's scope |
+//! | `tests/spans.rs` | a span reserving, releasing and dropped while its owner (a stream, or another span) is dropped |
 //!
 //! The seqlock that caches each scope's limit has its own models next to it, in
 //! `crates/rcmgr/src/limit_cell.rs` (`mod loom_tests`).
@@ -25,9 +25,12 @@
 //! # Running the models
 //!
 //! The engine maps its atomics to loom only under the `rcmgr_loom` cfg, and every file in
-//! `tests/` starts with `#![cfg(rcmgr_loom)]`, so a normal `cargo test --workspace` compiles
-//! them to nothing. Run them with the cfg set, in release mode (loom is slow in debug), and in
-//! a target directory of their own so the cfg change does not rebuild the normal one:
+//! `tests/` is `#![cfg(rcmgr_loom)]` (its first attribute, right after its doc comment: an
+//! attribute after a false crate-level `cfg` is dropped with the crate, so a doc comment
+//! placed after it would leave the empty crate undocumented and warn), so a normal
+//! `cargo test --workspace` compiles them to nothing. Run them with the cfg set, in release
+//! mode (loom is slow in debug), and in a target directory of their own so the cfg change does
+//! not rebuild the normal one:
 //!
 //! ```text
 //! RUSTFLAGS="--cfg rcmgr_loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom \

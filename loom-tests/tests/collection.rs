@@ -1,16 +1,16 @@
-#![cfg(rcmgr_loom)]
 //! Collection racing lookups: `gc` removes a peer scope only after two idle passes in a row,
 //! only under the registry's exclusive guard, and only if nothing references it and it holds
 //! nothing, while `rm.peer(..)` and `open_stream` take their reference under the same guard.
 //! So there is never more than one scope for a peer, and no scope that still holds something
 //! is ever dropped from the registry (which would leave its usage counted in the system
 //! scope with no peer scope to show or release it).
+#![cfg(rcmgr_loom)]
 
 use loom::thread;
 use loom_tests::{Outcomes, assert_all_released, check, manager, peer};
 use rcmgr::{
-    ConcreteLimitConfig, Direction, PeerId, Priority, ResourceManager, ResourceScope, ScopeName,
-    ScopeStat,
+    BaseLimit, ConcreteLimitConfig, Direction, PeerId, Priority, ResourceManager, ResourceScope,
+    ScopeName, ScopeStat,
 };
 
 /// A manager whose registry holds an idle scope for `id` that one collection pass has already
@@ -226,9 +226,9 @@ fn collection_racing_set_protocol_keeps_the_protocol_peer_scope_in_use() {
         let mut limits = ConcreteLimitConfig::infinite();
         limits.protocol_peer.insert(
             PROTOCOL.to_owned(),
-            rcmgr::BaseLimit {
+            BaseLimit {
                 streams_inbound: 1,
-                ..rcmgr::BaseLimit::unlimited()
+                ..BaseLimit::unlimited()
             },
         );
         let rm = manager(limits);

@@ -1,7 +1,7 @@
-#![cfg(rcmgr_loom)]
 //! Limit swaps racing reservations: `set_limits` installs a new snapshot and bumps the
 //! generation while another thread reserves; each scope re-resolves its cached limit
 //! (`LimitCell`) when it sees the new generation.
+#![cfg(rcmgr_loom)]
 
 use loom::thread;
 use loom_tests::{Outcomes, assert_all_released, assert_within, check, manager, peer};

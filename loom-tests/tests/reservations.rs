@@ -1,6 +1,6 @@
-#![cfg(rcmgr_loom)]
 //! Reservations racing on shared parents: the check-and-add on each edge, and the rollback
 //! of the edges already taken when a later edge refuses.
+#![cfg(rcmgr_loom)]
 
 use loom::thread;
 use loom_tests::{

@@ -1,4 +1,3 @@
-#![cfg(rcmgr_loom)]
 //! Spans outliving their owners: the owner (a stream, or a span) is dropped on one thread
 //! while a span begun on it reserves, releases and is dropped on another.
 //!
@@ -6,10 +5,13 @@
 //! span's own release then stops at the closed owner. Nothing may be released twice: each
 //! model keeps a reservation of its own alive on the same scopes meanwhile, so a double
 //! release would show as those scopes falling below it.
+#![cfg(rcmgr_loom)]
 
 use loom::thread;
 use loom_tests::{Outcomes, assert_all_released, check, manager, peer};
-use rcmgr::{ConcreteLimitConfig, Direction, Priority, ResourceManager, ResourceScope};
+use rcmgr::{
+    ConcreteLimitConfig, Direction, PeerId, Priority, ResourceManager, ResourceScope, ScopeStat,
+};
 
 /// The bytes held throughout by a reservation that no thread of the race touches.
 const BACKGROUND: u64 = 7;
@@ -17,7 +19,7 @@ const BACKGROUND: u64 = 7;
 /// Asserts that the system, the transient scope and the peer scope hold at least the
 /// background reservation (a double release would take them below it).
 #[track_caller]
-fn assert_background_held(rm: &ResourceManager, id: &rcmgr::PeerId) {
+fn assert_background_held(rm: &ResourceManager, id: &PeerId) {
     for (scope, held) in [
         ("system", rm.system().stat().memory),
         ("transient", rm.transient().stat().memory),
@@ -71,10 +73,10 @@ fn a_span_used_and_dropped_while_its_stream_is_dropped_releases_nothing_twice() 
         assert_background_held(&rm, &id);
         dropper.join().expect("the dropping thread finished");
 
-        let held = rcmgr::ScopeStat {
+        let held = ScopeStat {
             streams_outbound: 1,
             memory: BACKGROUND,
-            ..rcmgr::ScopeStat::default()
+            ..ScopeStat::default()
         };
         assert_eq!(rm.system().stat(), held, "system");
         assert_eq!(rm.transient().stat(), held, "transient");

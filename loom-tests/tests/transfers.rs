@@ -1,4 +1,3 @@
-#![cfg(rcmgr_loom)]
 //! Transfers racing reservations: `set_peer` on a connection and `set_protocol` on a stream
 //! move everything the scope holds to new parents while a span of that same connection or
 //! stream reserves and releases memory on another thread (the `Transfer` protocol of the
@@ -6,6 +5,7 @@
 //!
 //! Whichever way the race goes, the span's memory must end up on exactly the parents the
 //! scope reports to after the transfer, and nowhere else.
+#![cfg(rcmgr_loom)]
 
 use loom::thread;
 use loom_tests::{
