@@ -11,8 +11,9 @@
 //! The cell is a sequence lock built from atomics alone (no unsafe): `seq` is odd-marked
 //! (`WRITING`) while one writer stores the fields, and a reader accepts the fields only if
 //! `seq` read the same, unmarked value before and after it read them. The writer marks `seq`
-//! with a compare-and-swap (so writers exclude each other; a loser just uses the value it
-//! resolved), then `fence(Release)`, stores the fields, and stores the new `seq` with Release.
+//! with an Acquire compare-and-swap (so writers exclude each other, and each one's field
+//! stores come after the previous writer's; a loser just uses the value it resolved), then
+//! `fence(Release)`, stores the fields, and stores the new `seq` with Release.
 //! The reader loads `seq` with Acquire, the fields, then `fence(Acquire)` and `seq` again: if
 //! any field it read came from a writer that started after the first `seq` load, the fences
 //! synchronize and the second load sees the mark or a later value, so the read is retried.
@@ -94,14 +95,20 @@ impl LimitCell {
 
     /// The writer side of the sequence lock; false if another writer got in first.
     fn write(&self, expected: u64, new_seq: u64, limit: BaseLimit) -> bool {
-        // Ordering: Relaxed on the mark — the Release fence right after orders it before the
-        // field stores, which is what readers rely on.
+        // Ordering: Acquire on success — pairs with the previous writer's Release store of
+        // `seq`, so its field stores happen-before ours and precede them in every field's
+        // modification order. With Relaxed here (found by loom: `loom_tests` below and
+        // loom-tests' `set_limit_racing_a_cache_refresh_keeps_the_pinned_limit`), a refresh
+        // that finished just before a pin could have its field stores ordered after the
+        // pin's: readers then found the pinned `seq` over the refresh's fields, or a mix of
+        // both. The Release fence right after orders the mark before our field stores, which
+        // readers rely on; a failed attempt reads nothing (Relaxed).
         if self
             .seq
             .compare_exchange(
                 expected,
                 expected | WRITING,
-                Ordering::Relaxed,
+                Ordering::Acquire,
                 Ordering::Relaxed,
             )
             .is_err()
@@ -169,5 +176,199 @@ mod tests {
                 });
             }
         });
+    }
+}
+
+#[cfg(all(test, rcmgr_loom))]
+mod loom_tests {
+    //! Loom models of the sequence lock: a reader racing a writer never accepts a torn limit,
+    //! a pin wins over a racing refresh, and racing refreshes never move the cell back to an
+    //! older generation. Run with
+    //! `RUSTFLAGS="--cfg rcmgr_loom" cargo test -p rcmgr --release --lib loom_tests`.
+
+    use std::{
+        collections::BTreeSet,
+        sync::{Arc as StdArc, Mutex},
+    };
+
+    use loom::{sync::Arc, thread};
+
+    use super::*;
+
+    /// Runs `model` under loom, bounded by `LOOM_MAX_PREEMPTIONS` (2 when unset).
+    fn check(model: impl Fn() + Sync + Send + 'static) {
+        let bound = match std::env::var("LOOM_MAX_PREEMPTIONS") {
+            Ok(value) => value
+                .trim()
+                .parse()
+                .expect("LOOM_MAX_PREEMPTIONS must be a whole number"),
+            Err(_) => 2,
+        };
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(bound);
+        builder.check(model);
+    }
+
+    /// The outcomes reached across all executions of a model (outside the model: loom does
+    /// not see this lock, and runs one thread at a time, so it is never contended).
+    #[derive(Clone, Default)]
+    struct Outcomes(StdArc<Mutex<BTreeSet<&'static str>>>);
+
+    impl Outcomes {
+        fn record(&self, outcome: &'static str) {
+            self.0
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert(outcome);
+        }
+
+        #[track_caller]
+        fn assert_exactly(&self, expected: &[&'static str]) {
+            let seen = self
+                .0
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone();
+            assert_eq!(seen, expected.iter().copied().collect::<BTreeSet<_>>());
+        }
+    }
+
+    /// A limit whose eight fields all hold `value`: a read that mixes two writes shows as
+    /// fields that differ.
+    fn uniform(value: u64) -> BaseLimit {
+        BaseLimit::from_array([value; 8])
+    }
+
+    /// Reads the cell for `generation` and classifies the result, failing on a torn limit or
+    /// on a value that does not belong to the generation asked for.
+    #[track_caller]
+    fn read(cell: &LimitCell, generation: u64, allowed: &[u64]) -> &'static str {
+        match cell.get(generation) {
+            None => "retry",
+            Some(limit) => {
+                let fields = limit.as_array();
+                assert!(
+                    fields.iter().all(|&field| field == fields[0]),
+                    "torn limit: {fields:?}"
+                );
+                assert!(
+                    allowed.contains(&fields[0]),
+                    "generation {generation} read {} (allowed: {allowed:?})",
+                    fields[0]
+                );
+                "whole"
+            }
+        }
+    }
+
+    /// A writer refreshes the cell from generation 1 to generation 2 while a reader asks for
+    /// both: each read is either refused (the reader retries, as `Root::resolve` does) or a
+    /// whole limit of the generation asked for.
+    #[test]
+    fn a_reader_racing_a_refresh_never_accepts_a_torn_limit() {
+        let outcomes = Outcomes::default();
+        let record = outcomes.clone();
+        check(move || {
+            let cell = Arc::new(LimitCell::new());
+            cell.refresh(1, uniform(1));
+            let writer = {
+                let cell = Arc::clone(&cell);
+                thread::spawn(move || cell.refresh(2, uniform(2)))
+            };
+            let old = read(&cell, 1, &[1]);
+            let new = read(&cell, 2, &[2]);
+            record.record(match (old, new) {
+                ("whole", "whole") => "read generation 1, then 2",
+                ("whole", _) => "read generation 1 only",
+                (_, "whole") => "read generation 2 only",
+                _ => "read neither",
+            });
+            writer.join().expect("the writer finished");
+            assert_eq!(cell.get(2), Some(uniform(2)));
+            assert_eq!(cell.get(1), None, "generation 1 is stale now");
+        });
+        // "read neither" needs the reader to run both reads inside the writer's critical
+        // section, which loom reaches as well.
+        outcomes.assert_exactly(&[
+            "read generation 1 only",
+            "read generation 1, then 2",
+            "read generation 2 only",
+            "read neither",
+        ]);
+    }
+
+    /// `set_limit` pins the cell while a refresh to generation 2 is racing it and a reader
+    /// reads generation 2: the reader sees a whole limit (the refresh's or the pin's) or
+    /// retries, and once the pin has returned the cell holds the pinned limit for every
+    /// generation, whatever the refresh did.
+    #[test]
+    fn a_pin_racing_a_refresh_wins_and_readers_never_see_a_mix() {
+        let outcomes = Outcomes::default();
+        let record = outcomes.clone();
+        check(move || {
+            let pinned = uniform(9);
+            let cell = Arc::new(LimitCell::new());
+            cell.refresh(1, uniform(1));
+            let refresher = {
+                let cell = Arc::clone(&cell);
+                thread::spawn(move || cell.refresh(2, uniform(2)))
+            };
+            let reader = {
+                let cell = Arc::clone(&cell);
+                let record = record.clone();
+                thread::spawn(move || {
+                    if let Some(limit) = cell.get(2) {
+                        record.record(if limit == uniform(2) {
+                            "reader saw the refresh"
+                        } else {
+                            "reader saw the pin"
+                        });
+                    }
+                    let _ = read(&cell, 2, &[2, 9]);
+                })
+            };
+            cell.pin(pinned);
+            assert_eq!(cell.get(1), Some(pinned));
+            assert_eq!(cell.get(2), Some(pinned));
+            refresher.join().expect("the refresher finished");
+            reader.join().expect("the reader finished");
+            assert_eq!(cell.get(3), Some(pinned));
+        });
+        outcomes.assert_exactly(&["reader saw the pin", "reader saw the refresh"]);
+    }
+
+    /// Two refreshes race, to generations 2 and 3. The cell never goes back to an older
+    /// generation and never mixes the two: right after its own refresh, the writer of
+    /// generation 3 reads generation 3 whole, or (when it found the other writer in its
+    /// critical section and gave up, its caller then using the limit it resolved) retries or
+    /// reads generation 2 whole; once both are done the cell holds one of them whole.
+    #[test]
+    fn racing_refreshes_never_move_the_cell_back_or_mix_them() {
+        let outcomes = Outcomes::default();
+        let record = outcomes.clone();
+        check(move || {
+            let cell = Arc::new(LimitCell::new());
+            cell.refresh(1, uniform(1));
+            let older = {
+                let cell = Arc::clone(&cell);
+                thread::spawn(move || cell.refresh(2, uniform(2)))
+            };
+            cell.refresh(3, uniform(3));
+            let _ = read(&cell, 3, &[3]);
+            let _ = read(&cell, 2, &[2]);
+            older.join().expect("the other writer finished");
+            match (cell.get(3), cell.get(2)) {
+                (Some(limit), None) => {
+                    assert_eq!(limit, uniform(3));
+                    record.record("ended on generation 3");
+                }
+                (None, Some(limit)) => {
+                    assert_eq!(limit, uniform(2));
+                    record.record("ended on generation 2");
+                }
+                other => panic!("the cell holds no whole generation: {other:?}"),
+            }
+        });
+        outcomes.assert_exactly(&["ended on generation 2", "ended on generation 3"]);
     }
 }
