@@ -305,6 +305,12 @@ pub(crate) struct Underflow {
 }
 
 impl Underflow {
+    /// Whether any counter was clamped.
+    #[inline]
+    pub(crate) fn any(self) -> bool {
+        self != Underflow::default()
+    }
+
     /// Logs one warning per counter that was clamped, with go's messages.
     pub(crate) fn report(self, scope: &dyn std::fmt::Display) {
         let messages = [

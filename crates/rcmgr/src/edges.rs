@@ -80,13 +80,44 @@ impl EdgeSet {
     }
 
     /// The edges in go's walk order.
-    pub(crate) fn iter(self) -> impl DoubleEndedIterator<Item = Edge> + Clone {
-        Edge::ALL.into_iter().filter(move |e| self.contains(*e))
+    #[inline]
+    pub(crate) fn iter(self) -> EdgeIter {
+        EdgeIter(self.0)
     }
 
     /// The first `n` edges in walk order.
     pub(crate) fn first(self, n: usize) -> EdgeSet {
         self.iter().take(n).fold(EdgeSet::NONE, EdgeSet::with)
+    }
+}
+
+/// The edges of a set in walk order (lowest bit first), from either end.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EdgeIter(u16);
+
+impl Iterator for EdgeIter {
+    type Item = Edge;
+
+    #[inline]
+    fn next(&mut self) -> Option<Edge> {
+        if self.0 == 0 {
+            return None;
+        }
+        let index = self.0.trailing_zeros() as usize;
+        self.0 &= self.0 - 1;
+        Edge::ALL.get(index).copied()
+    }
+}
+
+impl DoubleEndedIterator for EdgeIter {
+    #[inline]
+    fn next_back(&mut self) -> Option<Edge> {
+        if self.0 == 0 {
+            return None;
+        }
+        let index = (u16::BITS - 1 - self.0.leading_zeros()) as usize;
+        self.0 &= !(1 << index);
+        Edge::ALL.get(index).copied()
     }
 }
 

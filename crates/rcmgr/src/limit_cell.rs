@@ -28,6 +28,8 @@ use crate::{
 const WRITING: u64 = 1;
 const PINNED: u64 = 2;
 const TAG_SHIFT: u32 = 2;
+/// Where `memory` sits in `BaseLimit::as_array` order.
+const MEMORY: usize = 7;
 
 /// A cached [`BaseLimit`]; see the module docs.
 #[derive(Debug)]
@@ -45,9 +47,40 @@ impl LimitCell {
         }
     }
 
+    /// A cell that already holds `limit` for `generation`: a new scope starts with the limit
+    /// in force, so its first reservation takes the fast path.
+    pub(crate) fn preset(generation: u64, limit: BaseLimit) -> Self {
+        LimitCell {
+            seq: AtomicU64::new(generation << TAG_SHIFT),
+            fields: limit.as_array().map(AtomicU64::new),
+        }
+    }
+
     /// The cached limit if the cell is pinned or tagged with `generation`.
     #[inline]
     pub(crate) fn get(&self, generation: u64) -> Option<BaseLimit> {
+        self.read(generation, |fields| {
+            BaseLimit::from_array(std::array::from_fn(|i| {
+                // Ordering: Relaxed — the seq checks around the read decide whether it is used.
+                fields[i].load(Ordering::Relaxed)
+            }))
+        })
+    }
+
+    /// The cached memory limit alone, on the same terms as [`get`](Self::get): memory
+    /// reservations, the most frequent, read one field instead of eight.
+    #[inline]
+    pub(crate) fn memory(&self, generation: u64) -> Option<u64> {
+        self.read(generation, |fields| {
+            // Ordering: Relaxed — the seq checks around the read decide whether it is used.
+            fields[MEMORY].load(Ordering::Relaxed)
+        })
+    }
+
+    /// The reader side of the sequence lock: runs `load` on the fields between two reads of
+    /// `seq`, and keeps the result only if the cell was usable and unchanged throughout.
+    #[inline]
+    fn read<R>(&self, generation: u64, load: impl FnOnce(&[AtomicU64; 8]) -> R) -> Option<R> {
         // Ordering: Acquire — pairs with the writer's Release store of `seq`, so the fields
         // it stored before are visible to the loads below.
         let before = self.seq.load(Ordering::Acquire);
@@ -55,16 +88,13 @@ impl LimitCell {
         if before & WRITING != 0 || !usable {
             return None;
         }
-        // Ordering: Relaxed — the seq checks around these loads decide whether they are used.
-        let limit = BaseLimit::from_array(std::array::from_fn(|i| {
-            self.fields[i].load(Ordering::Relaxed)
-        }));
+        let value = load(&self.fields);
         // Ordering: Acquire fence — if a field load above read a writer's store, this
         // synchronizes with that writer's Release fence, so the next load sees its mark.
         fence(Ordering::Acquire);
         // Ordering: Relaxed — ordered after the field loads by the fence above.
         let after = self.seq.load(Ordering::Relaxed);
-        (before == after).then_some(limit)
+        (before == after).then_some(value)
     }
 
     /// Caches `limit` for `generation` unless the cell is pinned, already holds that or a

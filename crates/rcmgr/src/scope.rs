@@ -44,7 +44,7 @@ pub(crate) enum Kind {
 /// One scope's accounting state: counters, limit cache and bookkeeping flags.
 #[derive(Debug)]
 pub(crate) struct Scope {
-    pub(crate) counters: CachePadded<Counters>,
+    pub(crate) counters: Counters,
     pub(crate) limit: LimitCell,
     pub(crate) kind: Kind,
     /// The number the next span begun on this scope gets.
@@ -56,10 +56,10 @@ pub(crate) struct Scope {
 }
 
 impl Scope {
-    pub(crate) fn new(kind: Kind, edges: EdgeSet) -> Self {
+    pub(crate) fn new(kind: Kind, edges: EdgeSet, limit: LimitCell) -> Self {
         Scope {
-            counters: CachePadded::new(Counters::new(edges)),
-            limit: LimitCell::new(),
+            counters: Counters::new(edges),
+            limit,
             kind,
             next_span: AtomicU64::new(1),
             sticky: AtomicBool::new(false),
@@ -134,9 +134,16 @@ pub(crate) struct Node {
 }
 
 impl Node {
+    /// A node whose limit is resolved on first use (keyed scopes).
     pub(crate) fn new(kind: Kind, edges: EdgeSet, links: Links) -> Self {
+        Node::with_limit(kind, edges, links, LimitCell::new())
+    }
+
+    /// A node that starts with `limit` cached (connections, streams and spans, which take the
+    /// limit in force when they are created).
+    pub(crate) fn with_limit(kind: Kind, edges: EdgeSet, links: Links, limit: LimitCell) -> Self {
         Node {
-            scope: Scope::new(kind, edges),
+            scope: Scope::new(kind, edges, limit),
             links,
         }
     }
@@ -156,6 +163,13 @@ impl Node {
             links: Some(&self.links),
         }
     }
+}
+
+/// The two limits the root caches for scopes that are not looked up by key.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Shared {
+    Conn,
+    Stream,
 }
 
 /// The root's fixed scopes.
@@ -287,23 +301,51 @@ impl<'a> ScopeCtx<'a> {
     /// The limit in force for this scope now.
     #[inline]
     pub(crate) fn limit(&self) -> BaseLimit {
-        let generation = self.root.generation();
+        self.limit_at(self.root.generation())
+    }
+
+    /// The limit in force for this scope in `generation` (read once per operation by the
+    /// walks, so that each scope on the path costs only its own cache read).
+    #[inline]
+    pub(crate) fn limit_at(&self, generation: u64) -> BaseLimit {
         if let Some(limit) = self.scope.limit.get(generation) {
             return limit;
         }
-        match (self.scope.limit_key(), &self.scope.kind) {
-            (Some(key), _) => self.root.resolve(&self.scope.limit, key, generation),
-            (None, Kind::Conn(_)) => {
-                self.root
-                    .resolve(&self.root.conn_limit, LimitKey::Conn, generation)
-            }
-            (None, Kind::Stream(_)) => {
-                self.root
-                    .resolve(&self.root.stream_limit, LimitKey::Stream, generation)
-            }
-            // A span follows its owner's limit unless `set_limit` pinned its own.
-            (None, _) => self.owner().map_or(BaseLimit::block_all(), |o| o.limit()),
+        // A span that `set_limit` did not pin follows its owner's limit.
+        match self.owner() {
+            Some(owner) => owner.limit_at(generation),
+            None => self.refresh_limit(generation),
         }
+    }
+
+    /// The memory limit in force for this scope in `generation`: one field of the cache
+    /// instead of eight, for the reservations that are made most often.
+    #[inline]
+    pub(crate) fn memory_limit_at(&self, generation: u64) -> u64 {
+        if let Some(memory) = self.scope.limit.memory(generation) {
+            return memory;
+        }
+        match self.owner() {
+            Some(owner) => owner.memory_limit_at(generation),
+            None => self.refresh_limit(generation).memory,
+        }
+    }
+
+    /// Resolves the scope's limit for `generation` and caches it in the scope's cell: keyed
+    /// and fixed scopes from their entry in the snapshot, connections and streams from the
+    /// shared cache of all connections (streams). (Spans never get here: they read their
+    /// owner's limit every time and cache nothing, so that a pin on the owner reaches them at
+    /// once.)
+    #[cold]
+    fn refresh_limit(&self, generation: u64) -> BaseLimit {
+        let limit = match (self.scope.limit_key(), &self.scope.kind) {
+            (Some(key), _) => self.root.resolve(key),
+            (None, Kind::Conn(_)) => self.root.shared_limit(Shared::Conn, generation),
+            (None, Kind::Stream(_)) => self.root.shared_limit(Shared::Stream, generation),
+            (None, _) => return BaseLimit::block_all(),
+        };
+        self.scope.limit.refresh(generation, limit);
+        limit
     }
 }
 
@@ -319,10 +361,15 @@ pub(crate) struct Registries {
 /// registries.
 #[derive(Debug)]
 pub(crate) struct Root {
-    pub(crate) system: Scope,
-    pub(crate) transient: Scope,
-    pub(crate) allowlisted_system: Scope,
-    pub(crate) allowlisted_transient: Scope,
+    /// The fixed scopes are touched by almost every operation on every thread: each sits on
+    /// cache lines of its own so that they do not falsely share with each other or with the
+    /// read-mostly fields below. (Per-connection and per-stream scopes are not padded: they
+    /// are mostly used by one thread, and the 128-byte alignment would make every allocation
+    /// of one an aligned allocation, several times slower.)
+    pub(crate) system: CachePadded<Scope>,
+    pub(crate) transient: CachePadded<Scope>,
+    pub(crate) allowlisted_system: CachePadded<Scope>,
+    pub(crate) allowlisted_transient: CachePadded<Scope>,
     /// The cached limit of every connection scope that has not pinned its own.
     conn_limit: LimitCell,
     /// The cached limit of every stream scope that has not pinned its own.
@@ -335,15 +382,20 @@ pub(crate) struct Root {
     pub(crate) registries: Registries,
 }
 
+/// A fixed scope of the root, on cache lines of its own.
+fn fixed(kind: Kind, edges: EdgeSet) -> CachePadded<Scope> {
+    CachePadded::new(Scope::new(kind, edges, LimitCell::new()))
+}
+
 impl Root {
     pub(crate) fn new(limits: ConcreteLimitConfig) -> Self {
         let system = EdgeSet::of(&[Edge::System]);
         let allowlisted_system = EdgeSet::of(&[Edge::AllowlistedSystem]);
         Root {
-            system: Scope::new(Kind::System, EdgeSet::NONE),
-            transient: Scope::new(Kind::Transient, system),
-            allowlisted_system: Scope::new(Kind::AllowlistedSystem, EdgeSet::NONE),
-            allowlisted_transient: Scope::new(Kind::AllowlistedTransient, allowlisted_system),
+            system: fixed(Kind::System, EdgeSet::NONE),
+            transient: fixed(Kind::Transient, system),
+            allowlisted_system: fixed(Kind::AllowlistedSystem, EdgeSet::NONE),
+            allowlisted_transient: fixed(Kind::AllowlistedTransient, allowlisted_system),
             conn_limit: LimitCell::new(),
             stream_limit: LimitCell::new(),
             limits: LimitSlot::new(Arc::new(limits)),
@@ -374,15 +426,31 @@ impl Root {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// Resolves `key` in the current snapshot and caches the result in `cell`.
-    #[cold]
-    fn resolve(&self, cell: &LimitCell, key: LimitKey<'_>, generation: u64) -> BaseLimit {
+    /// Resolves `key` in the current snapshot.
+    fn resolve(&self, key: LimitKey<'_>) -> BaseLimit {
+        self.limits.with(|limits| limits.resolve(key))
+    }
+
+    /// The limit every connection (or stream) scope shares unless it pinned its own, for
+    /// `generation`, from the cache the root keeps of it.
+    fn shared_limit(&self, which: Shared, generation: u64) -> BaseLimit {
+        let (cell, key) = match which {
+            Shared::Conn => (&self.conn_limit, LimitKey::Conn),
+            Shared::Stream => (&self.stream_limit, LimitKey::Stream),
+        };
         if let Some(limit) = cell.get(generation) {
             return limit;
         }
-        let limit = self.limits.with(|limits| limits.resolve(key));
+        let limit = self.resolve(key);
         cell.refresh(generation, limit);
         limit
+    }
+
+    /// A limit cache for a new connection (or stream) scope, already holding the limit in
+    /// force.
+    pub(crate) fn new_limit_cell(&self, which: Shared) -> LimitCell {
+        let generation = self.generation();
+        LimitCell::preset(generation, self.shared_limit(which, generation))
     }
 
     pub(crate) fn limits(&self) -> Arc<ConcreteLimitConfig> {

@@ -172,16 +172,21 @@ impl<T: fmt::Debug> fmt::Debug for OnceSlot<T> {
     }
 }
 
-/// A concurrent map from keys to shared scopes: a sharded `DashMap` with std's DoS-resistant
-/// `RandomState` hasher in normal builds (peers choose their own IDs, so the hash must not be
-/// predictable), a loom `Mutex<HashMap>` under loom.
+/// A concurrent map from keys to shared scopes: a sharded `DashMap` in normal builds, a loom
+/// `Mutex<HashMap>` under loom.
+///
+/// Peers choose their own IDs, so the hash must not be predictable: the map uses foldhash's
+/// quality hasher with a seed drawn at random per process and per map. An attacker who cannot
+/// observe hashes cannot aim keys at one bucket, and a peer ID costs a key pair and a
+/// handshake to use. foldhash is several times cheaper than std's SipHash on the 38-byte IDs
+/// every stream looks up, which is why it replaced it (docs/performance.md).
 ///
 /// Every access runs while the shard guard is held, so a value cloned out of the map in
 /// [`get_or_insert_with`](Self::get_or_insert_with) is a reference taken under that guard, and
 /// [`remove_if`](Self::remove_if) decides under the exclusive guard: the two cannot interleave.
 pub(crate) struct Registry<K, V> {
     #[cfg(not(rcmgr_loom))]
-    map: dashmap::DashMap<K, V, std::hash::RandomState>,
+    map: dashmap::DashMap<K, V, foldhash::quality::RandomState>,
     #[cfg(rcmgr_loom)]
     map: loom::sync::Mutex<std::collections::HashMap<K, V>>,
 }
@@ -190,7 +195,7 @@ impl<K: Hash + Eq, V: Clone> Registry<K, V> {
     pub(crate) fn new() -> Self {
         Self {
             #[cfg(not(rcmgr_loom))]
-            map: dashmap::DashMap::with_hasher(std::hash::RandomState::new()),
+            map: dashmap::DashMap::with_hasher(foldhash::quality::RandomState::default()),
             #[cfg(rcmgr_loom)]
             map: loom::sync::Mutex::new(std::collections::HashMap::new()),
         }

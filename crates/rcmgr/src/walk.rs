@@ -68,6 +68,31 @@ pub(crate) enum Amount {
     Stat(ScopeStat),
 }
 
+impl Amount {
+    /// The amount as (memory, (inbound, outbound) streams, (inbound, outbound, fd) conns).
+    #[inline]
+    fn parts(self) -> (u64, (u64, u64), (u64, u64, u64)) {
+        match self {
+            Amount::Memory { size, .. } => (size, (0, 0), (0, 0, 0)),
+            Amount::Streams { inbound, outbound } => (0, (inbound, outbound), (0, 0, 0)),
+            Amount::Conns {
+                inbound,
+                outbound,
+                fd,
+            } => (0, (0, 0), (inbound, outbound, fd)),
+            Amount::Stat(stat) => (
+                stat.memory,
+                (stat.streams_inbound.into(), stat.streams_outbound.into()),
+                (
+                    stat.conns_inbound.into(),
+                    stat.conns_outbound.into(),
+                    stat.fd.into(),
+                ),
+            ),
+        }
+    }
+}
+
 /// Why a scope refused.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Why {
@@ -154,28 +179,71 @@ impl Drop for Rollback<'_> {
     }
 }
 
+/// The part of a scope's limit a reservation is checked against: the memory field alone for
+/// memory (the most frequent reservation, and one field of the cache to read), the whole
+/// limit otherwise.
+#[derive(Clone, Copy, Debug)]
+enum Within {
+    Memory(u64),
+    All(BaseLimit),
+}
+
+impl Within {
+    /// Reads the part of `at`'s limit that `amount` is checked against, in `generation`.
+    #[inline]
+    fn of(at: ScopeCtx<'_>, amount: Amount, generation: u64) -> Within {
+        match amount {
+            Amount::Memory { .. } => Within::Memory(at.memory_limit_at(generation)),
+            _ => Within::All(at.limit_at(generation)),
+        }
+    }
+
+    fn memory(&self) -> u64 {
+        match self {
+            Within::Memory(memory) => *memory,
+            Within::All(limit) => limit.memory,
+        }
+    }
+
+    fn all(&self, at: ScopeCtx<'_>) -> BaseLimit {
+        match self {
+            Within::All(limit) => *limit,
+            Within::Memory(_) => at.limit(),
+        }
+    }
+}
+
 /// Reserves `amount` on `at` alone, against its own limit only (go's `*ForChild`). Used for
-/// parents, and for the stream and connection counts of a scope being opened (which only its
-/// own handle can touch).
-fn take<'a>(at: ScopeCtx<'a>, amount: Amount) -> Result<(), Refusal<'a>> {
-    let limit = at.limit();
+/// parents, which other reservations share.
+fn take<'a>(at: ScopeCtx<'a>, amount: Amount, generation: u64) -> Result<(), Refusal<'a>> {
+    take_within(at, amount, &Within::of(at, amount, generation))
+}
+
+/// [`take`] against a limit the caller already read.
+fn take_within<'a>(at: ScopeCtx<'a>, amount: Amount, within: &Within) -> Result<(), Refusal<'a>> {
     let counters = &at.scope.counters;
     let refused = |hit| Refusal::limit(at, hit);
     match amount {
-        Amount::Memory { size, priority } => take_memory(at, size, priority, &limit),
-        Amount::Streams { inbound, outbound } => add_to(&counters.streams, false, |cur| {
-            add_streams(StreamsWord(cur), inbound, outbound, &limit).map(|w| w.0)
-        })
-        .map_err(refused),
+        Amount::Memory { size, priority } => take_memory(at, size, priority, within.memory()),
+        Amount::Streams { inbound, outbound } => {
+            let limit = within.all(at);
+            add_to(&counters.streams, false, |cur| {
+                add_streams(StreamsWord(cur), inbound, outbound, &limit).map(|w| w.0)
+            })
+            .map_err(refused)
+        }
         Amount::Conns {
             inbound,
             outbound,
             fd,
-        } => add_to(&counters.conns, false, |cur| {
-            add_conns(ConnsWord(cur), inbound, outbound, fd, &limit).map(|w| w.0)
-        })
-        .map_err(refused),
-        Amount::Stat(stat) => take_stat(at, stat, &limit),
+        } => {
+            let limit = within.all(at);
+            add_to(&counters.conns, false, |cur| {
+                add_conns(ConnsWord(cur), inbound, outbound, fd, &limit).map(|w| w.0)
+            })
+            .map_err(refused)
+        }
+        Amount::Stat(stat) => take_stat(at, stat, &within.all(at)),
     }
 }
 
@@ -201,7 +269,7 @@ fn take_memory<'a>(
     at: ScopeCtx<'a>,
     size: u64,
     priority: Priority,
-    limit: &BaseLimit,
+    limit: u64,
 ) -> Result<(), Refusal<'a>> {
     let memory = &at.scope.counters.memory;
     let next = |cur| {
@@ -209,7 +277,7 @@ fn take_memory<'a>(
         if word.is_closed() {
             return Err(Refusal::closed(at));
         }
-        add_memory(word.used(), size, priority, limit.memory)
+        add_memory(word.used(), size, priority, limit)
             .map(|used| word.with_used(used).0)
             .map_err(|hit| Refusal::limit(at, hit))
     };
@@ -229,7 +297,7 @@ fn take_stat<'a>(at: ScopeCtx<'a>, stat: ScopeStat, limit: &BaseLimit) -> Result
     let (streams_in, streams_out) = (stat.streams_inbound.into(), stat.streams_outbound.into());
     let (conns_in, conns_out) = (stat.conns_inbound.into(), stat.conns_outbound.into());
     let fd = stat.fd.into();
-    take_memory(at, stat.memory, Priority::ALWAYS, limit)?;
+    take_memory(at, stat.memory, Priority::ALWAYS, limit.memory)?;
     let memory = Amount::Memory {
         size: stat.memory,
         priority: Priority::ALWAYS,
@@ -261,102 +329,65 @@ fn take_stat<'a>(at: ScopeCtx<'a>, stat: ScopeStat, limit: &BaseLimit) -> Result
 fn give_back(at: ScopeCtx<'_>, amount: Amount) {
     let counters = &at.scope.counters;
     let mut underflow = Underflow::default();
-    match amount {
-        Amount::Memory { size: 0, .. } => {}
-        Amount::Memory { size, .. } => {
-            // Ordering: Relaxed — a parent's memory count; nothing is published through it.
-            let _ = counters::update(&counters.memory, Ordering::Relaxed, |cur| {
-                let word = MemoryWord(cur);
-                if word.is_closed() {
-                    return Err(());
-                }
-                Ok(word
-                    .with_used(sub_memory(word.used(), size, &mut underflow))
-                    .0)
-            });
-        }
-        Amount::Streams {
-            inbound: 0,
-            outbound: 0,
-        } => {}
-        Amount::Streams { inbound, outbound } => {
-            // Ordering: Relaxed — a count.
-            let _ = counters::update(&counters.streams, Ordering::Relaxed, |cur| {
-                Ok::<_, ()>(sub_streams(StreamsWord(cur), inbound, outbound, &mut underflow).0)
-            });
-        }
-        Amount::Conns {
-            inbound: 0,
-            outbound: 0,
-            fd: 0,
-        } => {}
-        Amount::Conns {
-            inbound,
-            outbound,
-            fd,
-        } => {
-            // Ordering: Relaxed — a count.
-            let _ = counters::update(&counters.conns, Ordering::Relaxed, |cur| {
-                Ok::<_, ()>(sub_conns(ConnsWord(cur), inbound, outbound, fd, &mut underflow).0)
-            });
-        }
-        Amount::Stat(stat) => {
-            let priority = Priority::ALWAYS;
-            give_back(
-                at,
-                Amount::Memory {
-                    size: stat.memory,
-                    priority,
-                },
-            );
-            give_back(
-                at,
-                Amount::Streams {
-                    inbound: stat.streams_inbound.into(),
-                    outbound: stat.streams_outbound.into(),
-                },
-            );
-            give_back(
-                at,
-                Amount::Conns {
-                    inbound: stat.conns_inbound.into(),
-                    outbound: stat.conns_outbound.into(),
-                    fd: stat.fd.into(),
-                },
-            );
-        }
+    let (memory, (streams_in, streams_out), (conns_in, conns_out, fd)) = amount.parts();
+    if memory != 0 {
+        // Ordering: Relaxed — a parent's memory count; nothing is published through it.
+        let _ = counters::update(&counters.memory, Ordering::Relaxed, |cur| {
+            let word = MemoryWord(cur);
+            if word.is_closed() {
+                return Err(());
+            }
+            Ok(word
+                .with_used(sub_memory(word.used(), memory, &mut underflow))
+                .0)
+        });
     }
-    if underflow != Underflow::default() {
+    if streams_in | streams_out != 0 {
+        // Ordering: Relaxed — a count.
+        let _ = counters::update(&counters.streams, Ordering::Relaxed, |cur| {
+            Ok::<_, ()>(sub_streams(StreamsWord(cur), streams_in, streams_out, &mut underflow).0)
+        });
+    }
+    if conns_in | conns_out | fd != 0 {
+        // Ordering: Relaxed — a count.
+        let _ = counters::update(&counters.conns, Ordering::Relaxed, |cur| {
+            Ok::<_, ()>(sub_conns(ConnsWord(cur), conns_in, conns_out, fd, &mut underflow).0)
+        });
+    }
+    if underflow.any() {
         underflow.report(&at.name());
     }
 }
 
-/// Checks `amount` against `at`'s own limit without committing it.
-fn precheck<'a>(at: ScopeCtx<'a>, amount: Amount) -> Result<(), Refusal<'a>> {
+/// Whether `at`'s own limit admits `amount` on top of what it holds now (nothing is written).
+///
+/// go checks a scope's own limit before its edges. rcmgr commits the own word last (see the
+/// module docs) and so checks it last; when a parent refuses, this check decides whether go
+/// would have named the scope itself instead, so that errors name the same scope as go's.
+fn check_own<'a>(at: ScopeCtx<'a>, amount: Amount, within: &Within) -> Result<(), Refusal<'a>> {
     let counters = &at.scope.counters;
     // Ordering: Acquire on the memory word — a closed flag seen here is acted on at once.
     let word = MemoryWord(counters.memory.load(Ordering::Acquire));
     if word.is_closed() {
         return Err(Refusal::closed(at));
     }
-    let limit = at.limit();
     let result = match amount {
         Amount::Memory { size, priority } => {
-            add_memory(word.used(), size, priority, limit.memory).map(drop)
+            add_memory(word.used(), size, priority, within.memory()).map(drop)
         }
         Amount::Streams { inbound, outbound } => {
-            // Ordering: Relaxed — a count, checked again when committed.
+            // Ordering: Relaxed — a count, only read for the report.
             let streams = StreamsWord(counters.streams.load(Ordering::Relaxed));
-            add_streams(streams, inbound, outbound, &limit).map(drop)
+            add_streams(streams, inbound, outbound, &within.all(at)).map(drop)
         }
         Amount::Conns {
             inbound,
             outbound,
             fd,
         } => {
-            // Ordering: Relaxed — a count, checked again when committed.
+            // Ordering: Relaxed — a count, only read for the report.
             let conns = ConnsWord(counters.conns.load(Ordering::Relaxed));
-            add_conns(conns, inbound, outbound, fd, &limit).map(drop)
+            add_conns(conns, inbound, outbound, fd, &within.all(at)).map(drop)
         }
         Amount::Stat(_) => Ok(()),
     };
@@ -370,18 +401,46 @@ enum OwnCommit<'a> {
     Refused(Refusal<'a>),
 }
 
-/// Commits `amount` to `at`'s own word, provided `at` is open and still has `edges`.
-fn commit_own<'a>(at: ScopeCtx<'a>, amount: Amount, edges: EdgeSet) -> Result<(), OwnCommit<'a>> {
-    let Amount::Memory { size, priority } = amount else {
-        // Stream and connection counts are committed to a scope only while it is being
-        // opened, when no other thread can reach it: no state to check.
-        return take(at, amount).map_err(OwnCommit::Refused);
+/// Commits `amount` to `at`'s own word against `within`, provided `at` is open and still has
+/// `edges`.
+fn commit_own<'a>(
+    at: ScopeCtx<'a>,
+    amount: Amount,
+    edges: EdgeSet,
+    within: &Within,
+) -> Result<(), OwnCommit<'a>> {
+    let counters = &at.scope.counters;
+    let refused = |hit| OwnCommit::Refused(Refusal::limit(at, hit));
+    let (size, priority) = match amount {
+        Amount::Memory { size, priority } => (size, priority),
+        // Stream and connection counts are committed to a scope only while it is being opened,
+        // when no other thread can reach it yet: a plain check and store is enough.
+        Amount::Streams { inbound, outbound } => {
+            // Ordering: Relaxed (load and store) — the scope is not shared yet.
+            let streams = StreamsWord(counters.streams.load(Ordering::Relaxed));
+            let new = add_streams(streams, inbound, outbound, &within.all(at)).map_err(refused)?;
+            counters.streams.store(new.0, Ordering::Relaxed);
+            return Ok(());
+        }
+        Amount::Conns {
+            inbound,
+            outbound,
+            fd,
+        } => {
+            // Ordering: Relaxed (load and store) — the scope is not shared yet.
+            let conns = ConnsWord(counters.conns.load(Ordering::Relaxed));
+            let limit = within.all(at);
+            let new = add_conns(conns, inbound, outbound, fd, &limit).map_err(refused)?;
+            counters.conns.store(new.0, Ordering::Relaxed);
+            return Ok(());
+        }
+        Amount::Stat(_) => return take_within(at, amount, within).map_err(OwnCommit::Refused),
     };
-    let limit = at.limit();
+    let limit = within.memory();
     // Ordering: AcqRel — Release: the edge commits made before this one are ordered before
     // the releases of a close or transfer that swaps this word later (its Acquire). Acquire:
     // symmetric with those swaps, so a commit that follows a transfer sees its new slots.
-    counters::update(&at.scope.counters.memory, Ordering::AcqRel, |cur| {
+    counters::update(&counters.memory, Ordering::AcqRel, |cur| {
         let word = MemoryWord(cur);
         if word.is_closed() {
             return Err(OwnCommit::Refused(Refusal::closed(at)));
@@ -389,17 +448,18 @@ fn commit_own<'a>(at: ScopeCtx<'a>, amount: Amount, edges: EdgeSet) -> Result<()
         if word.is_transferring() || word.edges() != edges {
             return Err(OwnCommit::Moved);
         }
-        add_memory(word.used(), size, priority, limit.memory)
+        add_memory(word.used(), size, priority, limit)
             .map(|used| word.with_used(used).0)
-            .map_err(|hit| OwnCommit::Refused(Refusal::limit(at, hit)))
+            .map_err(refused)
     })
     .map(drop)
 }
 
-/// Reserves `amount` on a scope with edges (not a span): its own limit first, then its edges
-/// in walk order, then its own word (see the module docs).
+/// Reserves `amount` on a scope with edges (not a span): its edges in walk order, then its
+/// own word (see the module docs).
 pub(crate) fn reserve_dag<'a>(at: ScopeCtx<'a>, amount: Amount) -> Result<(), Refusal<'a>> {
-    precheck(at, amount)?;
+    let generation = at.root.generation();
+    let within = Within::of(at, amount, generation);
     let backoff = Backoff::new();
     loop {
         // Ordering: Acquire — pairs with the Release that ended the scope's last transfer, so
@@ -421,11 +481,13 @@ pub(crate) fn reserve_dag<'a>(at: ScopeCtx<'a>, amount: Amount) -> Result<(), Re
         };
         for edge in edges.iter() {
             if let Some(parent) = at.edge(edge) {
-                take(parent, amount)?;
+                if let Err(refusal) = take(parent, amount, generation) {
+                    return Err(check_own(at, amount, &within).err().unwrap_or(refusal));
+                }
             }
             taken.taken += 1;
         }
-        match commit_own(at, amount, edges) {
+        match commit_own(at, amount, edges, &within) {
             Ok(()) => {
                 taken.keep();
                 return Ok(());
@@ -439,9 +501,9 @@ pub(crate) fn reserve_dag<'a>(at: ScopeCtx<'a>, amount: Amount) -> Result<(), Re
     }
 }
 
-/// Reserves memory on any scope: each span level's own limit is checked first, as go does,
-/// then the scope at the root of the owner chain is reserved with its edges, then each span
-/// level from there up to `at`.
+/// Reserves memory on any scope: the scope at the root of the owner chain with its edges,
+/// then each span level from there up to `at`. A refusal names the first scope, in go's order
+/// (`at` first, then down the owner chain, then the root's edges), whose own limit refuses.
 pub(crate) fn reserve_memory<'a>(
     at: ScopeCtx<'a>,
     size: u64,
@@ -451,27 +513,40 @@ pub(crate) fn reserve_memory<'a>(
     let mut depth = 0;
     let mut dag = at;
     while let Some(owner) = dag.owner() {
-        precheck(dag, amount)?;
         dag = owner;
         depth += 1;
     }
-    reserve_dag(dag, amount)?;
+    if let Err(refusal) = reserve_dag(dag, amount) {
+        return Err(first_own_refusal(at, depth, amount).unwrap_or(refusal));
+    }
+    let generation = at.root.generation();
     for level in (0..depth).rev() {
         let span = at.ancestor(level);
+        let within = Within::of(span, amount, generation);
         let backoff = Backoff::new();
         loop {
-            match commit_own(span, amount, EdgeSet::NONE) {
+            match commit_own(span, amount, EdgeSet::NONE, &within) {
                 Ok(()) => break,
                 // Spans never move; kept total rather than assumed.
                 Err(OwnCommit::Moved) => backoff.snooze(),
                 Err(OwnCommit::Refused(refusal)) => {
                     release_memory(at.ancestor(level + 1), size);
-                    return Err(refusal);
+                    return Err(first_own_refusal(at, level, amount).unwrap_or(refusal));
                 }
             }
         }
     }
     Ok(())
+}
+
+/// The first of the `levels` scopes from `at` down its owner chain whose own limit refuses
+/// `amount`, if any.
+fn first_own_refusal<'a>(at: ScopeCtx<'a>, levels: usize, amount: Amount) -> Option<Refusal<'a>> {
+    let generation = at.root.generation();
+    (0..levels).find_map(|level| {
+        let span = at.ancestor(level);
+        check_own(span, amount, &Within::of(span, amount, generation)).err()
+    })
 }
 
 /// Releases memory from any scope, then from its owner chain and the edges at its root. Stops
@@ -531,7 +606,7 @@ fn release_own_memory(at: ScopeCtx<'_>, size: u64) -> Option<EdgeSet> {
         });
         match result {
             Ok(previous) => {
-                if underflow != Underflow::default() {
+                if underflow.any() {
                     underflow.report(&at.name());
                 }
                 return Some(MemoryWord(previous).edges());
@@ -629,7 +704,7 @@ impl<'a> Transfer<'a> {
 
     /// Reserves the frozen usage on a new parent (go's `ReserveForChild`).
     pub(crate) fn take<'b>(&self, parent: ScopeCtx<'b>) -> Result<(), Refusal<'b>> {
-        take(parent, Amount::Stat(self.stat))
+        take(parent, Amount::Stat(self.stat), parent.root.generation())
     }
 
     /// Releases the frozen usage from a parent (go's `ReleaseForChild`).
@@ -645,12 +720,16 @@ impl<'a> Transfer<'a> {
 
     fn end(&mut self, edges: EdgeSet) {
         self.finished = true;
+        let memory = &self.at.scope.counters.memory;
+        // Ordering: Relaxed load — while the transfer mark is set no other thread writes the
+        // word (children wait), so this reads the value this thread marked.
+        let word = MemoryWord(memory.load(Ordering::Relaxed));
         // Ordering: Release — publishes the slots set before this call to children that
-        // Acquire-load the word and read them. No other thread writes the word while the
-        // transfer mark is set, so the loop runs once.
-        let _ = counters::update(&self.at.scope.counters.memory, Ordering::Release, |cur| {
-            Ok::<_, ()>(MemoryWord(cur).with_transferring(false).with_edges(edges).0)
-        });
+        // Acquire-load the word and read them.
+        memory.store(
+            word.with_transferring(false).with_edges(edges).0,
+            Ordering::Release,
+        );
     }
 }
 

@@ -8,7 +8,7 @@ use crate::{
     error::Error,
     registries,
     resource::Direction,
-    scope::{Kind, Links, Node, Root},
+    scope::{Kind, Links, Node, Root, Shared},
     sync::{Arc, OnceSlot},
     walk::{self, Amount, Transfer},
 };
@@ -52,13 +52,14 @@ impl ConnectionScope {
         endpoint: &Multiaddr,
     ) -> Result<Self, Error> {
         let edges = EdgeSet::of(&[Edge::Transient, Edge::System]);
-        let node = Node::new(
+        let node = Node::with_limit(
             Kind::Conn(root.next_conn_id()),
             edges,
             Links::Conn {
                 root: Arc::clone(root),
                 peer: OnceSlot::new(),
             },
+            root.new_limit_cell(Shared::Conn),
         );
         let (inbound, outbound) = match direction {
             Direction::Inbound => (1, 0),

@@ -263,6 +263,8 @@ impl Span {
             ))));
         }
         let index = at.scope.next_span_index();
+        // A span's own cell is used only once `set_limit` pins it; until then the span follows
+        // its owner's limit, pins and swaps included (see ScopeCtx::limit).
         let node = Node::new(
             Kind::Span(index),
             EdgeSet::NONE,

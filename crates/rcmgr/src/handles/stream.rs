@@ -8,7 +8,7 @@ use crate::{
     error::Error,
     registries,
     resource::Direction,
-    scope::{Attachment, Kind, Links, Node},
+    scope::{Attachment, Kind, Links, Node, Shared},
     sync::{Arc, OnceSlot},
     walk::{self, Amount, Transfer},
 };
@@ -51,7 +51,8 @@ impl StreamScope {
         direction: Direction,
     ) -> Result<Self, Error> {
         let edges = EdgeSet::of(&[Edge::Peer, Edge::Transient, Edge::System]);
-        let node = Node::new(
+        let limit = peer_node.root().new_limit_cell(Shared::Stream);
+        let node = Node::with_limit(
             Kind::Stream(id),
             edges,
             Links::Stream {
@@ -59,6 +60,7 @@ impl StreamScope {
                 protocol: OnceSlot::new(),
                 service: OnceSlot::new(),
             },
+            limit,
         );
         let (inbound, outbound) = crate::counters::Counters::one_stream(direction);
         let amount = Amount::Streams { inbound, outbound };
