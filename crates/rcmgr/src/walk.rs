@@ -480,10 +480,10 @@ pub(crate) fn reserve_dag<'a>(at: ScopeCtx<'a>, amount: Amount) -> Result<(), Re
             taken: 0,
         };
         for edge in edges.iter() {
-            if let Some(parent) = at.edge(edge) {
-                if let Err(refusal) = take(parent, amount, generation) {
-                    return Err(check_own(at, amount, &within).err().unwrap_or(refusal));
-                }
+            if let Some(parent) = at.edge(edge)
+                && let Err(refusal) = take(parent, amount, generation)
+            {
+                return Err(check_own(at, amount, &within).err().unwrap_or(refusal));
             }
             taken.taken += 1;
         }
