@@ -186,7 +186,7 @@ pub(crate) struct Registry<K, V> {
     map: loom::sync::Mutex<std::collections::HashMap<K, V>>,
 }
 
-impl<K: Hash + Eq, V: Clone> Registry<K, V> {
+impl<K: Hash + Eq, V> Registry<K, V> {
     pub(crate) fn new() -> Self {
         Self {
             #[cfg(not(rcmgr_loom))]
@@ -201,6 +201,7 @@ impl<K: Hash + Eq, V: Clone> Registry<K, V> {
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
+        V: Clone,
     {
         #[cfg(not(rcmgr_loom))]
         {
@@ -218,6 +219,7 @@ impl<K: Hash + Eq, V: Clone> Registry<K, V> {
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
+        V: Clone,
     {
         if let Some(found) = self.get(key) {
             return found;
@@ -230,6 +232,49 @@ impl<K: Hash + Eq, V: Clone> Registry<K, V> {
         #[cfg(rcmgr_loom)]
         {
             self.lock().entry(owned_key).or_insert(value).clone()
+        }
+    }
+
+    /// Runs `visit` on the value under `key` while the shard guard is held (shared), if there
+    /// is one. A [`remove_if`](Self::remove_if) of that entry cannot interleave with `visit`.
+    pub(crate) fn with<Q, R>(&self, key: &Q, visit: impl FnOnce(&V) -> R) -> Option<R>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        #[cfg(not(rcmgr_loom))]
+        {
+            self.map.get(key).map(|entry| visit(entry.value()))
+        }
+        #[cfg(rcmgr_loom)]
+        {
+            self.lock().get(key).map(visit)
+        }
+    }
+
+    /// Runs `visit` on the value under `key` while the shard guard is held, inserting `make()`
+    /// first (under the exclusive guard, where `visit` then runs too) if there is none. So a
+    /// value that `visit` updates cannot be removed by [`remove_if`](Self::remove_if) between
+    /// the lookup and the update.
+    pub(crate) fn with_or_insert<R>(
+        &self,
+        key: &K,
+        make: impl FnOnce() -> V,
+        visit: impl Fn(&V) -> R,
+    ) -> R
+    where
+        K: Clone,
+    {
+        if let Some(found) = self.with(key, &visit) {
+            return found;
+        }
+        #[cfg(not(rcmgr_loom))]
+        {
+            visit(self.map.entry(key.clone()).or_insert_with(make).value())
+        }
+        #[cfg(rcmgr_loom)]
+        {
+            visit(self.lock().entry(key.clone()).or_insert_with(make))
         }
     }
 
