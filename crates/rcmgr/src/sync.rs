@@ -255,26 +255,34 @@ impl<K: Hash + Eq, V> Registry<K, V> {
     /// Runs `visit` on the value under `key` while the shard guard is held, inserting `make()`
     /// first (under the exclusive guard, where `visit` then runs too) if there is none. So a
     /// value that `visit` updates cannot be removed by [`remove_if`](Self::remove_if) between
-    /// the lookup and the update.
+    /// the lookup and the update. Also says whether the value was inserted.
     pub(crate) fn with_or_insert<R>(
         &self,
         key: &K,
         make: impl FnOnce() -> V,
         visit: impl Fn(&V) -> R,
-    ) -> R
+    ) -> (R, bool)
     where
         K: Clone,
     {
         if let Some(found) = self.with(key, &visit) {
-            return found;
+            return (found, false);
         }
         #[cfg(not(rcmgr_loom))]
         {
-            visit(self.map.entry(key.clone()).or_insert_with(make).value())
+            match self.map.entry(key.clone()) {
+                dashmap::Entry::Occupied(found) => (visit(found.get()), false),
+                dashmap::Entry::Vacant(vacant) => (visit(vacant.insert(make()).value()), true),
+            }
         }
         #[cfg(rcmgr_loom)]
         {
-            visit(self.lock().entry(key.clone()).or_insert_with(make))
+            match self.lock().entry(key.clone()) {
+                std::collections::hash_map::Entry::Occupied(found) => (visit(found.get()), false),
+                std::collections::hash_map::Entry::Vacant(vacant) => {
+                    (visit(vacant.insert(make())), true)
+                }
+            }
         }
     }
 

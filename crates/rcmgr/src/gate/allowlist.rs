@@ -8,7 +8,7 @@
 //! reference count in normal builds. Writers serialize on a mutex, copy the table, change the
 //! copy and store it; a reader sees either the old table or the new one, whole.
 
-use std::{collections::HashMap, fmt, net::IpAddr, sync::Mutex};
+use std::{collections::HashMap, fmt, net::IpAddr, sync::Arc as TableArc, sync::Mutex};
 
 use ipnet::IpNet;
 use libp2p_identity::PeerId;
@@ -75,8 +75,10 @@ impl Entry {
 pub(crate) struct AllowTable {
     /// Entries without a peer.
     general: NetTable<u32>,
-    /// Each peer's entries.
-    peers: HashMap<PeerId, NetTable<u32>>,
+    /// Each peer's entries, shared between copies of the table until a change to that peer's
+    /// entries copies them: a change costs in proportion to the general entries and that
+    /// peer's, not to every peer's.
+    peers: HashMap<PeerId, TableArc<NetTable<u32>>>,
     /// Every entry, general and peer-specific: what `allowed` and the per-IP counting ask.
     any: NetTable<u32>,
 }
@@ -92,7 +94,11 @@ impl AllowTable {
 
     fn add(&mut self, entry: Entry) {
         let list = match entry.peer {
-            Some(peer) => self.peers.entry(peer).or_insert_with(NetTable::new),
+            Some(peer) => TableArc::make_mut(
+                self.peers
+                    .entry(peer)
+                    .or_insert_with(|| TableArc::new(NetTable::new())),
+            ),
             None => &mut self.general,
         };
         *list.get_or_insert(entry.network, || 0) += 1;
@@ -103,7 +109,7 @@ impl AllowTable {
     fn remove(&mut self, entry: Entry) -> bool {
         let list = match entry.peer {
             Some(peer) => match self.peers.get_mut(&peer) {
-                Some(list) => list,
+                Some(list) => TableArc::make_mut(list),
                 None => return false,
             },
             None => &mut self.general,
@@ -113,7 +119,7 @@ impl AllowTable {
         }
         take_one(&mut self.any, entry.network);
         if let Some(peer) = entry.peer {
-            if self.peers.get(&peer).is_some_and(NetTable::is_empty) {
+            if self.peers.get(&peer).is_some_and(|list| list.is_empty()) {
                 self.peers.remove(&peer);
             }
         }

@@ -25,6 +25,7 @@ mod config;
 mod errors;
 mod rate;
 mod subnet;
+mod swept;
 mod table;
 
 use std::{
@@ -49,7 +50,7 @@ pub(crate) use subnet::IpCount;
 
 use self::{
     config::Family,
-    rate::{RateLimiter, Rule, SubnetBuckets, duration_ns},
+    rate::{Expiry, RateLimiter, Rule, SubnetBuckets, duration_ns},
     subnet::{ConnCounts, Full},
     table::{NetTable, subnet_of},
 };
@@ -355,7 +356,10 @@ impl Gate {
             if !policy.counting {
                 return false;
             }
-            let now_ns = self.time.now_ns();
+            let at = Expiry {
+                now_ns: self.time.now_ns(),
+                grace_ns: duration_ns(VERIFY_GRACE),
+            };
             let allows = |key: IpNet, conn_count: u64| {
                 // go: 0.1 tokens per second, a burst of half the connection limit.
                 let burst = u32::try_from(conn_count / 2).unwrap_or(u32::MAX);
@@ -365,7 +369,7 @@ impl Gate {
                 };
                 match Rule::new(limit) {
                     Some(rule) if conn_count < BaseLimit::UNLIMITED => {
-                        self.verify_buckets.try_take(key, &rule, now_ns)
+                        self.verify_buckets.try_take(key, &rule, at)
                     }
                     _ => true,
                 }
@@ -380,14 +384,17 @@ impl Gate {
         })
     }
 
-    /// Forgets rate-limit buckets that have been full for their grace period (called by the
-    /// collection pass).
+    /// Forgets counters at zero and rate-limit buckets that have been full for their grace
+    /// period (called by the collection pass).
     pub(crate) fn collect(&self) {
         let now_ns = self.time.now_ns();
         let grace_ns = self.policy.with(|policy| policy.rate.grace_ns());
-        self.rate_buckets.collect(now_ns, grace_ns);
-        self.verify_buckets
-            .collect(now_ns, duration_ns(VERIFY_GRACE));
+        self.counts.sweep();
+        self.rate_buckets.sweep(Expiry { now_ns, grace_ns });
+        self.verify_buckets.sweep(Expiry {
+            now_ns,
+            grace_ns: duration_ns(VERIFY_GRACE),
+        });
     }
 
     /// Every subnet and network that holds connections, with how many.

@@ -11,8 +11,8 @@
 //! # Synchronization
 //!
 //! A bucket is updated by one compare-and-swap loop on its word, Relaxed: it publishes
-//! nothing and each decision reads the word's latest value. Subnet buckets live in a sharded
-//! map and are updated while the shard guard is held, so the collector, which removes them
+//! nothing and each decision reads the word's latest value. Subnet buckets live in a
+//! [`SweptMap`] and are updated while the shard guard is held, so a sweep, which removes them
 //! under the exclusive guard, never removes one between its lookup and its update.
 
 use std::net::IpAddr;
@@ -22,11 +22,12 @@ use ipnet::IpNet;
 use super::{
     config::{ConnRateLimits, RateLimit},
     errors::AddressRange,
-    table::subnet_of,
+    swept::{Forgettable, SweptMap},
+    table::{NetKey, subnet_of},
 };
 use crate::{
     counters,
-    sync::{AtomicU64, Ordering, Registry},
+    sync::{AtomicU64, Ordering},
 };
 
 /// Nanoseconds per second.
@@ -101,12 +102,24 @@ impl Bucket {
         })
         .is_ok()
     }
+}
 
-    /// Whether the bucket has been full for longer than `grace_ns` at `now_ns`.
-    fn is_expired(&self, now_ns: u64, grace_ns: u64) -> bool {
-        // Ordering: Relaxed — see `try_take`; called under the exclusive shard guard.
+/// A point in time and a grace period: a bucket full for longer than that can be forgotten.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Expiry {
+    pub(crate) now_ns: u64,
+    pub(crate) grace_ns: u64,
+}
+
+impl Forgettable for Bucket {
+    type At = Expiry;
+
+    /// Whether the bucket has been full for longer than the grace period: a new one would
+    /// start full too.
+    fn is_idle(&self, at: Expiry) -> bool {
+        // Ordering: Relaxed — see `try_take`; a sweep calls it under the exclusive guard.
         let full_at = self.full_at_ns.load(Ordering::Relaxed);
-        full_at.saturating_add(grace_ns) < now_ns
+        full_at.saturating_add(at.grace_ns) < at.now_ns
     }
 }
 
@@ -177,6 +190,13 @@ impl RateLimiter {
         self.grace_ns
     }
 
+    fn expiry(&self, now_ns: u64) -> Expiry {
+        Expiry {
+            now_ns,
+            grace_ns: self.grace_ns,
+        }
+    }
+
     /// Takes a token for a connection from `ip` (or from an endpoint without an IP) at
     /// `now_ns`, in go's order; the refusing range and its limit otherwise. Tokens taken
     /// before a refusal stay taken, as in go: the attempt was made.
@@ -205,7 +225,7 @@ impl RateLimiter {
             };
             for (length, rule) in rules {
                 let subnet = subnet_of(ip, *length);
-                if !subnets.try_take(subnet, rule, now_ns) {
+                if !subnets.try_take(subnet, rule, self.expiry(now_ns)) {
                     return Err((AddressRange::Subnet(subnet), rule.limit));
                 }
             }
@@ -222,39 +242,32 @@ impl RateLimiter {
 /// The buckets of the subnets (or networks) seen recently.
 #[derive(Debug)]
 pub(crate) struct SubnetBuckets {
-    buckets: Registry<IpNet, Bucket>,
+    buckets: SweptMap<NetKey, Bucket>,
 }
 
 impl SubnetBuckets {
     pub(crate) fn new() -> Self {
         SubnetBuckets {
-            buckets: Registry::new(),
+            buckets: SweptMap::new(),
         }
     }
 
-    /// Takes a token from the bucket of `subnet`, creating it full if there is none.
+    /// Takes a token from the bucket of `subnet` at `at.now_ns`, creating it full if there is
+    /// none.
     #[inline]
-    pub(crate) fn try_take(&self, subnet: IpNet, rule: &Rule, now_ns: u64) -> bool {
-        self.buckets
-            .with_or_insert(&subnet, Bucket::new, |bucket| bucket.try_take(rule, now_ns))
+    pub(crate) fn try_take(&self, subnet: IpNet, rule: &Rule, at: Expiry) -> bool {
+        self.buckets.with_or_insert(
+            &NetKey(subnet),
+            Bucket::new,
+            |bucket| bucket.try_take(rule, at.now_ns),
+            at,
+        )
     }
 
-    /// Forgets the buckets that have been full for longer than `grace_ns`: a new one would
-    /// start full too, so nothing changes but the memory. One shard at a time; lookups go on.
-    pub(crate) fn collect(&self, now_ns: u64, grace_ns: u64) -> usize {
-        let mut expired = Vec::new();
-        self.buckets.for_each(|subnet, bucket| {
-            if bucket.is_expired(now_ns, grace_ns) {
-                expired.push(*subnet);
-            }
-        });
-        expired
-            .into_iter()
-            .filter(|subnet| {
-                self.buckets
-                    .remove_if(subnet, |bucket| bucket.is_expired(now_ns, grace_ns))
-            })
-            .count()
+    /// Forgets the buckets that have been full for longer than the grace period: a new one
+    /// would start full too, so nothing changes but the memory.
+    pub(crate) fn sweep(&self, at: Expiry) -> usize {
+        self.buckets.sweep(at)
     }
 
     /// How many buckets exist.
@@ -326,11 +339,15 @@ mod tests {
         let rule = Rule::new(RateLimit { rps: 1.0, burst: 2 }).expect("a finite rule");
         let buckets = SubnetBuckets::new();
         let subnet: IpNet = "192.0.2.1/32".parse().expect("net");
-        assert!(buckets.try_take(subnet, &rule, 10 * SECOND));
+        let at = |now_ns| Expiry {
+            now_ns,
+            grace_ns: 5 * SECOND,
+        };
+        assert!(buckets.try_take(subnet, &rule, at(10 * SECOND)));
         // Full again at 11 s; kept until 11 s + grace.
-        assert_eq!(buckets.collect(12 * SECOND, 5 * SECOND), 0);
+        assert_eq!(buckets.sweep(at(12 * SECOND)), 0);
         assert_eq!(buckets.len(), 1);
-        assert_eq!(buckets.collect(17 * SECOND, 5 * SECOND), 1);
+        assert_eq!(buckets.sweep(at(17 * SECOND)), 1);
         assert_eq!(buckets.len(), 0);
     }
 }

@@ -3,30 +3,44 @@
 //!
 //! # Synchronization
 //!
-//! Each counter is an atomic in a sharded map. A count is taken and checked against its limit
+//! Each counter is an atomic in a [`SweptMap`]. A count is taken and checked against its limit
 //! by one compare-and-swap, made while the map's shard guard is held (shared for an existing
-//! counter, exclusive when the counter is created), and a counter that falls to zero is
-//! removed under the exclusive guard only if it still reads zero there. So an increment can
-//! never land on a counter that has just been removed, and the map holds only addresses with
-//! connections. The counts publish nothing: Relaxed; the shard locks order creation and
-//! removal.
+//! counter, exclusive when the counter is created), and a counter at zero is removed by a
+//! sweep under the exclusive guard only if it still reads zero there. So an increment can
+//! never land on a counter that has just been removed, and the map holds the addresses with
+//! connections plus those that had some since the last sweep. The counts publish nothing:
+//! Relaxed; the shard locks order creation and removal.
 
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::{errors::AddressRange, table::LengthSet, table::subnet_of};
+use super::{
+    errors::AddressRange,
+    swept::{Forgettable, SweptMap},
+    table::{LengthSet, hash_network, subnet_of},
+};
 use crate::{
     counters,
-    sync::{AtomicU64, Ordering, Registry},
+    sync::{AtomicU64, Ordering},
 };
 
 /// Which counter: one per subnet of a subnet limit, one per network with its own limit (a
 /// network-prefix limit or an allowlisted network; one counter if both name the same network).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum CountKey {
     Subnet(IpNet),
     Network(IpNet),
+}
+
+impl std::hash::Hash for CountKey {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        match self {
+            CountKey::Subnet(subnet) => hash_network(subnet, 0, state),
+            CountKey::Network(network) => hash_network(network, 1, state),
+        }
+    }
 }
 
 /// What one connection was counted against; the same counters are released when it closes,
@@ -47,17 +61,37 @@ pub(crate) struct Full {
     pub(crate) limit: u64,
 }
 
-/// The connection counters of every subnet and network that holds connections now.
+/// One subnet's or network's connections.
+#[derive(Debug)]
+struct Counter(AtomicU64);
+
+impl Forgettable for Counter {
+    type At = ();
+
+    fn is_idle(&self, (): ()) -> bool {
+        // Ordering: Relaxed — checked under the exclusive shard guard, which every update of
+        // this counter is made under too (shared).
+        self.0.load(Ordering::Relaxed) == 0
+    }
+}
+
+/// The connection counters of every subnet and network that holds connections (and, until
+/// the next sweep, of those that held some).
 #[derive(Debug)]
 pub(crate) struct ConnCounts {
-    counters: Registry<CountKey, AtomicU64>,
+    counters: SweptMap<CountKey, Counter>,
 }
 
 impl ConnCounts {
     pub(crate) fn new() -> Self {
         ConnCounts {
-            counters: Registry::new(),
+            counters: SweptMap::new(),
         }
+    }
+
+    /// Forgets the counters at zero.
+    pub(crate) fn sweep(&self) {
+        self.counters.sweep(());
     }
 
     /// Counts one connection against `network`, whose limit is `limit`.
@@ -120,7 +154,10 @@ impl ConnCounts {
         self.counters.for_each(|key, count| {
             let (CountKey::Subnet(net) | CountKey::Network(net)) = key;
             // Ordering: Relaxed — a reading for display; nothing is read through it.
-            counts.push((*net, count.load(Ordering::Relaxed)));
+            let conns = count.0.load(Ordering::Relaxed);
+            if conns > 0 {
+                counts.push((*net, conns));
+            }
         });
         counts
     }
@@ -133,11 +170,11 @@ impl ConnCounts {
         }
         self.counters.with_or_insert(
             &key,
-            || AtomicU64::new(0),
+            || Counter(AtomicU64::new(0)),
             |count| {
                 // Ordering: Relaxed — a count checked on its own word; the shard guard held
                 // here orders it against the counter's removal.
-                counters::update(count, Ordering::Relaxed, |current| {
+                counters::update(&count.0, Ordering::Relaxed, |current| {
                     if current.saturating_add(1) > limit {
                         Err(current)
                     } else {
@@ -146,31 +183,21 @@ impl ConnCounts {
                 })
                 .map(drop)
             },
+            (),
         )
     }
 
-    /// Takes one from a counter, and removes the counter if that left it at zero.
+    /// Takes one from a counter (a sweep removes it once it is at zero).
     fn sub(&self, key: CountKey) {
-        let left = self.counters.with(&key, |count| {
+        let released = self.counters.with(&key, |count| {
             // Ordering: Relaxed — as in `add`.
-            counters::update(count, Ordering::Relaxed, |current| {
+            counters::update(&count.0, Ordering::Relaxed, |current| {
                 current.checked_sub(1).ok_or(())
             })
-            .map(|previous| previous - 1)
         });
-        match left {
-            Some(Ok(0)) => {
-                self.counters.remove_if(&key, |count| {
-                    // Ordering: Relaxed — read under the exclusive guard, which every
-                    // increment of this counter is made under too (shared).
-                    count.load(Ordering::Relaxed) == 0
-                });
-            }
-            Some(Ok(_)) => {}
-            // Released more than was counted: a bug that the ticket is there to prevent.
-            Some(Err(())) | None => {
-                tracing::error!(?key, "BUG: released a per-ip connection count not held");
-            }
+        if !matches!(released, Some(Ok(_))) {
+            // Released more than was counted: a bug that the `IpCount` is there to prevent.
+            tracing::error!(?key, "BUG: released a per-ip connection count not held");
         }
     }
 }
