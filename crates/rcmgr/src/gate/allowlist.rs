@@ -6,7 +6,10 @@
 //!
 //! Readers load the current [`AllowTable`] from a `LimitSlot` (an `ArcSwap`): no lock, no
 //! reference count in normal builds. Writers serialize on a mutex, copy the table, change the
-//! copy and store it; a reader sees either the old table or the new one, whole.
+//! copy and store it; a reader sees either the old table or the new one, whole. Beside the
+//! table, an atomic count of its entries lets the open path skip the table entirely while the
+//! allowlist is empty; it is stored (Release) after the table, so a reader that sees a
+//! non-zero count (Acquire) then loads that table or a newer one.
 
 use std::{collections::HashMap, fmt, net::IpAddr, sync::Arc as TableArc, sync::Mutex};
 
@@ -21,7 +24,7 @@ use super::{
 };
 use crate::{
     error::Error,
-    sync::{Arc, LimitSlot},
+    sync::{Arc, AtomicU64, LimitSlot, Ordering},
 };
 
 /// One allowlist entry: a network, and the peer it is reserved for if any.
@@ -81,6 +84,8 @@ pub(crate) struct AllowTable {
     peers: HashMap<PeerId, TableArc<NetTable<u32>>>,
     /// Every entry, general and peer-specific: what `allowed` and the per-IP counting ask.
     any: NetTable<u32>,
+    /// How many entries there are, duplicates included.
+    entries: u64,
 }
 
 impl AllowTable {
@@ -89,6 +94,7 @@ impl AllowTable {
             general: NetTable::new(),
             peers: HashMap::new(),
             any: NetTable::new(),
+            entries: 0,
         }
     }
 
@@ -103,6 +109,7 @@ impl AllowTable {
         };
         *list.get_or_insert(entry.network, || 0) += 1;
         *self.any.get_or_insert(entry.network, || 0) += 1;
+        self.entries += 1;
     }
 
     /// Takes one entry equal to `entry` away; says whether there was one.
@@ -118,6 +125,7 @@ impl AllowTable {
             return false;
         }
         take_one(&mut self.any, entry.network);
+        self.entries -= 1;
         if let Some(peer) = entry.peer {
             if self.peers.get(&peer).is_some_and(|list| list.is_empty()) {
                 self.peers.remove(&peer);
@@ -129,9 +137,6 @@ impl AllowTable {
     /// The most specific allowlisted network (general or of any peer) that contains `ip`.
     #[inline]
     pub(crate) fn network_of(&self, ip: IpAddr) -> Option<IpNet> {
-        if self.any.is_empty() {
-            return None;
-        }
         self.any.longest_match(ip).map(|(network, _)| network)
     }
 
@@ -203,6 +208,8 @@ pub struct Allowlist {
 
 struct Shared {
     table: LimitSlot<AllowTable>,
+    /// The entries of the table last stored (see the module docs).
+    entries: AtomicU64,
     /// Serializes writers: each copies the table, changes the copy and stores it.
     edits: Mutex<()>,
 }
@@ -218,6 +225,7 @@ impl Allowlist {
         Allowlist {
             shared: Arc::new(Shared {
                 table: LimitSlot::new(Arc::new(AllowTable::new())),
+                entries: AtomicU64::new(0),
                 edits: Mutex::new(()),
             }),
         }
@@ -312,6 +320,10 @@ impl Allowlist {
     /// The most specific allowlisted network that contains `ip`.
     #[inline]
     pub(crate) fn network_of(&self, ip: IpAddr) -> Option<IpNet> {
+        // Ordering: Acquire — pairs with the Release store in `edit` (see the module docs).
+        if self.shared.entries.load(Ordering::Acquire) == 0 {
+            return None;
+        }
         self.shared.table.with(|table| table.network_of(ip))
     }
 
@@ -319,7 +331,10 @@ impl Allowlist {
         let _writer = self.shared.edits.lock().unwrap_or_else(|e| e.into_inner());
         let mut table = AllowTable::clone(&self.shared.table.load_full());
         let result = change(&mut table);
+        let entries = table.entries;
         self.shared.table.store(Arc::new(table));
+        // Ordering: Release — publishes the table stored above to `network_of`'s Acquire load.
+        self.shared.entries.store(entries, Ordering::Release);
         result
     }
 }
