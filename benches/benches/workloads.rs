@@ -66,7 +66,7 @@ fn w2_connection_lifecycle(c: &mut Criterion) {
         let mut churn = ConnectionChurn::new();
         group.bench_function(name, |b| {
             b.iter(|| {
-                let (endpoint, peer) = churn.next();
+                let (endpoint, peer) = churn.next_connection();
                 connection_lifecycle(black_box(&rm), black_box(endpoint), black_box(peer));
             })
         });
@@ -83,7 +83,7 @@ fn gated_open_connection(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("gate/open-connection", |b| {
         b.iter(|| {
-            let (endpoint, _) = churn.next();
+            let (endpoint, _) = churn.next_connection();
             let conn = rm
                 .open_connection(Direction::Inbound, true, black_box(endpoint))
                 .unwrap_or_else(|err| panic!("gate/open-connection: {err}"));

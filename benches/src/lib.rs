@@ -127,7 +127,7 @@ impl ConnectionChurn {
 
     /// The next address and peer.
     #[inline]
-    pub fn next(&mut self) -> (&Multiaddr, PeerId) {
+    pub fn next_connection(&mut self) -> (&Multiaddr, PeerId) {
         let i = self.next;
         self.next = (i + 1) % Self::SIZE;
         (&self.endpoints[i], self.peers[i])

@@ -126,10 +126,10 @@ impl AllowTable {
         }
         take_one(&mut self.any, entry.network);
         self.entries -= 1;
-        if let Some(peer) = entry.peer {
-            if self.peers.get(&peer).is_some_and(|list| list.is_empty()) {
-                self.peers.remove(&peer);
-            }
+        if let Some(peer) = entry.peer
+            && self.peers.get(&peer).is_some_and(|list| list.is_empty())
+        {
+            self.peers.remove(&peer);
         }
         true
     }

@@ -158,7 +158,7 @@ impl RateLimiter {
                 }
             }
             // go checks the most specific subnet first.
-            compiled.sort_by(|a, b| b.0.cmp(&a.0));
+            compiled.sort_by_key(|(length, _)| std::cmp::Reverse(*length));
             compiled
         };
         RateLimiter {
@@ -210,10 +210,10 @@ impl RateLimiter {
             let mut matched = false;
             for prefix in self.prefixes.iter().filter(|p| p.network.contains(&ip)) {
                 matched = true;
-                if let Some(rule) = &prefix.rule {
-                    if !prefix.bucket.try_take(rule, now_ns) {
-                        return Err((AddressRange::NetworkPrefix(prefix.network), rule.limit));
-                    }
+                if let Some(rule) = &prefix.rule
+                    && !prefix.bucket.try_take(rule, now_ns)
+                {
+                    return Err((AddressRange::NetworkPrefix(prefix.network), rule.limit));
                 }
             }
             if matched {
