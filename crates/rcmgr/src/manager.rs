@@ -542,6 +542,21 @@ impl ResourceManagerBuilder {
 
     /// The clock the rate limiters read (a monotonic clock by default); for tests that move
     /// time by hand. See [`Clock`](crate::Clock).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// #[derive(Debug)]
+    /// struct Frozen;
+    /// impl rcmgr::Clock for Frozen {
+    ///     fn now(&self) -> Duration { Duration::from_secs(42) }
+    /// }
+    ///
+    /// let _rm = rcmgr::ResourceManager::builder(rcmgr::ConcreteLimitConfig::infinite())
+    ///     .clock(Frozen)
+    ///     .build()?;
+    /// # Ok::<(), rcmgr::Error>(())
+    /// ```
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Some(Box::new(clock));
         self
@@ -550,6 +565,16 @@ impl ResourceManagerBuilder {
     /// Builds the manager. Fails with [`Error::InvalidAllowlistEntry`] for an allowlist entry
     /// without an IP or with a bad `/ipcidr`, and with [`Error::InvalidIpLimits`] for
     /// address limits that [`IpLimits::validate`](crate::IpLimits::validate) refuses.
+    ///
+    /// ```
+    /// use rcmgr::{ConcreteLimitConfig, ConnLimitPerSubnet, ResourceManager};
+    /// let too_long = ConnLimitPerSubnet { prefix_length: 40, conn_count: 8 };
+    /// let err = ResourceManager::builder(ConcreteLimitConfig::infinite())
+    ///     .limit_per_subnet(Some(vec![too_long]), None)
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(matches!(err, rcmgr::Error::InvalidIpLimits(_)));
+    /// ```
     pub fn build(self) -> Result<ResourceManager, Error> {
         self.limits.ip.validate()?;
         let allowlist = Allowlist::new();

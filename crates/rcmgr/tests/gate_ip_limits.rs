@@ -412,3 +412,37 @@ fn per_ip_limits_hold_under_concurrent_open_and_close_and_counts_return_to_zero(
     assert!(rm.system().stat().is_empty());
     assert!(rm.transient().stat().is_empty());
 }
+
+#[test]
+fn limits_that_cannot_be_enforced_are_refused_by_the_builder_and_skipped_at_runtime() {
+    let mut limits = counting_only();
+    limits.ip.subnet_v4 = vec![
+        ConnLimitPerSubnet {
+            prefix_length: 40,
+            conn_count: 1,
+        },
+        ConnLimitPerSubnet {
+            prefix_length: 32,
+            conn_count: 2,
+        },
+    ];
+    limits.ip.rate = rcmgr::ConnRateLimits::default();
+    limits.ip.rate.subnet_v4[0].limit.rps = f64::NAN;
+    let err = ResourceManager::builder(limits.clone())
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidIpLimits(_)), "{err}");
+    assert!(!err.is_resource_limit_exceeded());
+    // `new` and `set_limits` cannot fail: they skip the bad entries and keep the others.
+    let rm = ResourceManager::new(limits.clone());
+    let (held, err) = fill(&rm, "/ip4/192.0.2.7/tcp/1");
+    assert_eq!(held.len(), 2);
+    assert_eq!(
+        err.ip_limit_exceeded().expect("per-ip").range(),
+        AddressRange::Subnet(net("192.0.2.7/32"))
+    );
+    let rm = manager(ConcreteLimitConfig::infinite());
+    rm.set_limits(limits);
+    let (held, _) = fill(&rm, "/ip4/192.0.2.7/tcp/1");
+    assert_eq!(held.len(), 2);
+}

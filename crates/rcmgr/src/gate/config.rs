@@ -84,6 +84,11 @@ impl RateLimit {
     pub fn is_unlimited(&self) -> bool {
         self.rps == f64::INFINITY
     }
+
+    /// Whether the rate can be enforced: unlimited, or positive and finite.
+    pub(crate) fn is_valid(&self) -> bool {
+        self.is_unlimited() || (self.rps.is_finite() && self.rps > 0.0)
+    }
 }
 
 // Compared bit for bit, so that equality is reflexive (an `Eq` that a NaN would break).
@@ -312,8 +317,9 @@ impl IpLimits {
     /// family, networks in the list of their family, rates positive (or
     /// [`RateLimit::UNLIMITED`]), one rate limit per subnet length.
     /// [`ResourceManagerBuilder::build`](crate::ResourceManagerBuilder::build) runs it;
-    /// [`ResourceManager::set_limits`](crate::ResourceManager::set_limits) skips entries that
-    /// fail it, with a warning.
+    /// [`ResourceManager::new`](crate::ResourceManager::new) and
+    /// [`ResourceManager::set_limits`](crate::ResourceManager::set_limits), which cannot fail,
+    /// skip the entries that fail it, with a warning.
     ///
     /// ```
     /// use rcmgr::{ConnLimitPerSubnet, IpLimits};
@@ -375,8 +381,7 @@ impl ConnRateLimits {
                 )
             }))
             .filter_map(|(what, limit)| {
-                let valid = limit.is_unlimited() || (limit.rps.is_finite() && limit.rps > 0.0);
-                (!valid).then(|| {
+                (!limit.is_valid()).then(|| {
                     InvalidIpLimits::new(format!(
                         "{what}: {} connections per second is not a positive rate (use RateLimit::UNLIMITED for none)",
                         limit.rps
@@ -435,9 +440,14 @@ impl Family {
         }
     }
 
+    /// Whether `length` can be a prefix length of this family.
+    pub(crate) fn has_length(self, length: u8) -> bool {
+        length <= self.bits()
+    }
+
     /// Why `length` cannot be a prefix length of this family, if it cannot.
     fn check_length(self, length: u8) -> Option<String> {
-        (length > self.bits())
+        (!self.has_length(length))
             .then(|| format!("prefix length {length} is longer than {} bits", self.bits()))
     }
 }

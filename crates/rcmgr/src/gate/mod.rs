@@ -198,7 +198,7 @@ impl Policy {
         }
         let subnets = |family: Family, list: &[ConnLimitPerSubnet]| {
             let mut compiled: Vec<(u8, u64)> = Vec::new();
-            for limit in list.iter().filter(|l| l.prefix_length <= family.bits()) {
+            for limit in list.iter().filter(|l| family.has_length(l.prefix_length)) {
                 // Two limits on one length are one limit: the smaller (their counts are
                 // always equal).
                 match compiled.iter_mut().find(|(l, _)| *l == limit.prefix_length) {

@@ -20,7 +20,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::{
-    config::{ConnRateLimits, RateLimit},
+    config::{ConnRateLimits, Family, RateLimit, SubnetRateLimit},
     errors::AddressRange,
     swept::{Forgettable, SweptMap},
     table::{NetKey, subnet_of},
@@ -50,8 +50,8 @@ pub(crate) struct Rule {
 
 impl Rule {
     /// The rule for `limit`, or `None` if it never refuses. A rate that is not positive (which
-    /// validation refuses) is taken as one token every [`MAX_AHEAD_NS`]: `burst` connections,
-    /// then practically none.
+    /// validation refuses, and the limiter leaves out) would be taken as one token every
+    /// [`MAX_AHEAD_NS`]: `burst` connections, then practically none.
     pub(crate) fn new(limit: RateLimit) -> Option<Rule> {
         if limit.is_unlimited() {
             return None;
@@ -144,12 +144,16 @@ pub(crate) struct RateLimiter {
 }
 
 impl RateLimiter {
-    /// Compiles `limits`; entries that [`IpLimits::validate`](crate::IpLimits::validate)
-    /// refuses have been dropped by the caller.
+    /// Compiles `limits`, leaving out the entries that
+    /// [`IpLimits::validate`](crate::IpLimits::validate) refuses (a refused global limit is no
+    /// limit).
     pub(crate) fn new(limits: &ConnRateLimits) -> Self {
-        let subnet_rules = |rules: &[super::config::SubnetRateLimit]| {
+        let subnet_rules = |family: Family, rules: &[SubnetRateLimit]| {
             let mut compiled: Vec<(u8, Rule)> = Vec::new();
-            for rule in rules {
+            let valid = |rule: &&SubnetRateLimit| {
+                rule.limit.is_valid() && family.has_length(rule.prefix_length)
+            };
+            for rule in rules.iter().filter(valid) {
                 let duplicate = compiled
                     .iter()
                     .any(|(length, _)| *length == rule.prefix_length);
@@ -165,15 +169,19 @@ impl RateLimiter {
             prefixes: limits
                 .network_prefixes
                 .iter()
+                .filter(|prefix| prefix.limit.is_valid())
                 .map(|prefix| PrefixBucket {
                     network: prefix.prefix.trunc(),
                     rule: Rule::new(prefix.limit),
                     bucket: Bucket::new(),
                 })
                 .collect(),
-            subnets_v4: subnet_rules(&limits.subnet_v4),
-            subnets_v6: subnet_rules(&limits.subnet_v6),
-            global: Rule::new(limits.global).map(|rule| (rule, Bucket::new())),
+            subnets_v4: subnet_rules(Family::V4, &limits.subnet_v4),
+            subnets_v6: subnet_rules(Family::V6, &limits.subnet_v6),
+            global: Some(limits.global)
+                .filter(RateLimit::is_valid)
+                .and_then(Rule::new)
+                .map(|rule| (rule, Bucket::new())),
             grace_ns: duration_ns(limits.grace_period),
         }
     }
