@@ -2,7 +2,12 @@
 
 use std::{fmt, path::PathBuf};
 
-use crate::{name::ScopeName, resource::Priority, resource::Resource};
+use crate::{
+    gate::{InvalidAllowlistEntry, InvalidIpLimits, IpLimitExceeded, RateLimited},
+    name::ScopeName,
+    resource::Priority,
+    resource::Resource,
+};
 
 /// Everything that can go wrong in rcmgr.
 ///
@@ -48,27 +53,49 @@ pub enum Error {
     /// A limits configuration could not be read or understood; nothing was applied.
     #[error(transparent)]
     Config(Box<ConfigError>),
+    /// `open_connection` refused by a per-IP, subnet or network-prefix connection limit;
+    /// nothing was reserved.
+    #[error(transparent)]
+    IpLimitExceeded(Box<IpLimitExceeded>),
+    /// `open_connection` refused by a connection rate limit; nothing was reserved.
+    #[error(transparent)]
+    RateLimited(Box<RateLimited>),
+    /// An allowlist entry that names no network.
+    #[error(transparent)]
+    InvalidAllowlistEntry(Box<InvalidAllowlistEntry>),
+    /// Address-based limits that cannot be enforced as given.
+    #[error(transparent)]
+    InvalidIpLimits(Box<InvalidIpLimits>),
 }
 
 impl Error {
     /// Whether a limit refused: what go's `errors.Is(err, network.ErrResourceLimitExceeded)`
-    /// answers.
+    /// answers, and also true for the per-IP and rate-limit refusals of `open_connection`
+    /// (go returns plain errors for those; they are refusals all the same, and callers that
+    /// count or log refusals should see them).
     ///
     /// ```
     /// assert!(!rcmgr::Error::ConnAlreadyAttached.is_resource_limit_exceeded());
     /// ```
     pub fn is_resource_limit_exceeded(&self) -> bool {
-        matches!(self, Error::LimitExceeded(_))
+        matches!(
+            self,
+            Error::LimitExceeded(_) | Error::IpLimitExceeded(_) | Error::RateLimited(_)
+        )
     }
 
     /// Whether trying again later may succeed: what go's `net.Error.Temporary()` answers. True
     /// for limit refusals, false for misuse and closed scopes.
     ///
+    /// Per-IP and rate-limit refusals are temporary too (go's are not, only because they are
+    /// built with `errors.New`/`fmt.Errorf`): the count falls as connections close and the
+    /// bucket refills with time, exactly like a scope's limit.
+    ///
     /// ```
     /// assert!(!rcmgr::Error::StreamNotAttachedToProtocol.is_temporary());
     /// ```
     pub fn is_temporary(&self) -> bool {
-        matches!(self, Error::LimitExceeded(_))
+        self.is_resource_limit_exceeded()
     }
 
     /// The details of a limit refusal.
@@ -79,6 +106,42 @@ impl Error {
     pub fn limit_exceeded(&self) -> Option<&LimitExceeded> {
         match self {
             Error::LimitExceeded(refusal) => Some(refusal),
+            _ => None,
+        }
+    }
+
+    /// The details of a per-IP, subnet or network-prefix refusal.
+    ///
+    /// ```
+    /// assert!(rcmgr::Error::ConnAlreadyAttached.ip_limit_exceeded().is_none());
+    /// ```
+    pub fn ip_limit_exceeded(&self) -> Option<&IpLimitExceeded> {
+        match self {
+            Error::IpLimitExceeded(refusal) => Some(refusal),
+            _ => None,
+        }
+    }
+
+    /// The details of a rate-limit refusal.
+    ///
+    /// ```
+    /// assert!(rcmgr::Error::ConnAlreadyAttached.rate_limited().is_none());
+    /// ```
+    pub fn rate_limited(&self) -> Option<&RateLimited> {
+        match self {
+            Error::RateLimited(refusal) => Some(refusal),
+            _ => None,
+        }
+    }
+
+    /// The details of a refused allowlist entry.
+    ///
+    /// ```
+    /// assert!(rcmgr::Error::ConnAlreadyAttached.invalid_allowlist_entry().is_none());
+    /// ```
+    pub fn invalid_allowlist_entry(&self) -> Option<&InvalidAllowlistEntry> {
+        match self {
+            Error::InvalidAllowlistEntry(invalid) => Some(invalid),
             _ => None,
         }
     }

@@ -58,6 +58,7 @@
 mod counters;
 mod edges;
 mod error;
+mod gate;
 mod handles;
 mod limit_cell;
 pub mod limits;
@@ -73,10 +74,16 @@ mod sync;
 mod walk;
 
 pub use error::{ConfigError, ConfigErrorKind, Error, LimitExceeded, ScopeClosed};
+pub use gate::{
+    AddressRange, Allowlist, AllowlistEntryProblem, Clock, ConnLimitPerSubnet, ConnRateLimits,
+    InvalidAllowlistEntry, InvalidIpLimits, IpLimitExceeded, IpLimits, NetworkPrefixLimit,
+    PrefixRateLimit, RateLimit, RateLimited, SubnetRateLimit,
+};
 pub use handles::{
     ConnectionScope, MemoryGuard, PeerScope, ProtocolScope, ResourceScope, ServiceScope, Span,
     StreamScope, SystemScope, TransientScope,
 };
+pub use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 pub use libp2p_identity::PeerId;
 pub use limits::{
     BaseLimit, BaseLimitIncrease, ConcreteLimitConfig, LimitVal, PartialLimitConfig,

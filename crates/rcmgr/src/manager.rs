@@ -1,12 +1,17 @@
 //! [`ResourceManager`]: the entry point.
 
-use std::{collections::BTreeMap, fmt, time::Duration};
+use std::{collections::BTreeMap, fmt, net::SocketAddr, time::Duration};
 
+use ipnet::IpNet;
 use libp2p_identity::PeerId;
 use multiaddr::Multiaddr;
 
 use crate::{
     error::Error,
+    gate::{
+        self, Allowlist, Clock, ConnLimitPerSubnet, ConnRateLimits, Gate, NetworkPrefixLimit,
+        TimeSource,
+    },
     handles::{
         ConnectionScope, PeerScope, ProtocolScope, ServiceScope, StreamScope, SystemScope,
         TransientScope,
@@ -109,7 +114,8 @@ impl ResourceManager {
     /// assert!(rm.list_peers().is_empty());
     /// ```
     pub fn new(limits: ConcreteLimitConfig) -> Self {
-        let root = Arc::new(Root::new(limits));
+        let gate = Gate::new(&limits, Allowlist::new(), TimeSource::monotonic());
+        let root = Arc::new(Root::new(limits, gate));
         ResourceManager::from_root(root, Some(DEFAULT_GC_INTERVAL))
     }
 
@@ -126,6 +132,8 @@ impl ResourceManager {
         ResourceManagerBuilder {
             limits,
             gc_interval: Some(DEFAULT_GC_INTERVAL),
+            allowlist: Vec::new(),
+            clock: None,
         }
     }
 
@@ -149,10 +157,19 @@ impl ResourceManager {
 
     /// Opens a connection scope (go's `OpenConnection`): one connection in `direction`, and a
     /// file descriptor if `use_fd`, reserved on the transient and system scopes. `endpoint`
-    /// is the remote address; it is kept for the address-based limits.
+    /// is the remote address.
     ///
-    /// The connection is released when the returned scope is dropped. On error nothing was
-    /// reserved.
+    /// Before the scopes, the address-based limits of [`IpLimits`](crate::IpLimits) apply, in
+    /// both directions: the connection rate limits take a token
+    /// ([`Error::RateLimited`]), then the connection is counted against its IP's subnets or
+    /// network ([`Error::IpLimitExceeded`]). If the transient or system scope refuses and the
+    /// endpoint is [allowlisted](Self::allowlist), the connection is opened in the
+    /// allowlisted scopes instead. Endpoints that do not start with an `/ip4` or `/ip6`
+    /// component (`/dns…`, `/unix`, `/memory`, relayed addresses without the relay's IP) are
+    /// not counted per IP, never allowlisted, and rate limited by the global limit only.
+    ///
+    /// The connection is released when the returned scope is dropped, its per-IP count
+    /// included. On error nothing was reserved.
     ///
     /// ```
     /// use rcmgr::{ConcreteLimitConfig, Direction, ResourceManager};
@@ -171,7 +188,63 @@ impl ResourceManager {
         use_fd: bool,
         endpoint: &Multiaddr,
     ) -> Result<ConnectionScope, Error> {
-        ConnectionScope::open(self.root(), direction, use_fd, endpoint)
+        gate::open_connection(self.root(), direction, use_fd, endpoint)
+    }
+
+    /// The allowlist (go's `GetAllowlist`): change it at any time, also while connections
+    /// are being opened.
+    ///
+    /// ```
+    /// let rm = rcmgr::ResourceManager::new(rcmgr::ConcreteLimitConfig::infinite());
+    /// rm.allowlist().add(&"/ip4/192.0.2.0/ipcidr/24".parse()?)?;
+    /// assert!(rm.allowlist().allowed(&"/ip4/192.0.2.1/tcp/1".parse()?));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn allowlist(&self) -> &Allowlist {
+        self.root().gate.allowlist()
+    }
+
+    /// Whether a connection attempt from `source` should first prove it owns its address
+    /// (a QUIC Retry), go's `VerifySourceAddress`: true once the source's subnet or network
+    /// has used up a small budget of unverified attempts, derived from its connection limit
+    /// (a burst of half the limit, refilled at 0.1 per second). Always false when the
+    /// per-IP limits are off.
+    ///
+    /// ```
+    /// use rcmgr::{ConnLimitPerSubnet, ResourceManager};
+    /// let rm = ResourceManager::builder(rcmgr::ConcreteLimitConfig::infinite())
+    ///     .limit_per_subnet(Some(vec![ConnLimitPerSubnet { prefix_length: 32, conn_count: 4 }]), None)
+    ///     .build()?;
+    /// let source = "192.0.2.1:4001".parse()?;
+    /// assert!(!rm.verify_source_address(&source));
+    /// assert!(!rm.verify_source_address(&source));
+    /// assert!(rm.verify_source_address(&source)); // a burst of 4 / 2
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn verify_source_address(&self, source: &SocketAddr) -> bool {
+        gate::verify_source_address(self.root(), source)
+    }
+
+    /// How many connections each subnet and network holds now, as the per-IP limits count
+    /// them. Subnets and networks without connections are not listed (they are not kept).
+    ///
+    /// ```
+    /// use rcmgr::{Direction, ResourceManager};
+    /// let rm = ResourceManager::builder(rcmgr::ConcreteLimitConfig::infinite())
+    ///     .limit_per_subnet(Some(rcmgr::IpLimits::default().subnet_v4), None)
+    ///     .build()?;
+    /// let conn = rm.open_connection(Direction::Inbound, true, &"/ip4/192.0.2.1/tcp/1".parse()?)?;
+    /// assert_eq!(rm.ip_conn_counts()[&"192.0.2.1/32".parse()?], 1);
+    /// drop(conn);
+    /// assert!(rm.ip_conn_counts().is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn ip_conn_counts(&self) -> BTreeMap<IpNet, u64> {
+        let mut counts = BTreeMap::new();
+        for (network, count) in self.root().gate.conn_counts() {
+            *counts.entry(network).or_insert(0) += count;
+        }
+        counts
     }
 
     /// Opens a stream scope for `peer` (go's `OpenStream`): one stream in `direction`,
@@ -385,6 +458,8 @@ fn sorted_names(
 pub struct ResourceManagerBuilder {
     limits: ConcreteLimitConfig,
     gc_interval: Option<Duration>,
+    allowlist: Vec<Multiaddr>,
+    clock: Option<Box<dyn Clock>>,
 }
 
 impl ResourceManagerBuilder {
@@ -402,10 +477,139 @@ impl ResourceManagerBuilder {
         self
     }
 
-    /// Builds the manager.
+    /// Allowlists these entries (go's `WithAllowlistedMultiaddrs`); see
+    /// [`Allowlist`](crate::Allowlist) for what an entry may be. [`build`](Self::build) fails
+    /// if one is invalid. Calling it again adds more.
+    ///
+    /// ```
+    /// let peer = rcmgr::PeerId::random();
+    /// let rm = rcmgr::ResourceManager::builder(rcmgr::ConcreteLimitConfig::infinite())
+    ///     .allowlist(["/ip4/10.0.0.0/ipcidr/8".parse()?, format!("/ip6/2001:db8::1/p2p/{peer}").parse()?])
+    ///     .build()?;
+    /// assert!(rm.allowlist().allowed(&"/ip4/10.9.9.9/tcp/1".parse()?));
+    /// assert!(rcmgr::ResourceManager::builder(rcmgr::ConcreteLimitConfig::infinite())
+    ///     .allowlist(["/dns4/example.com".parse()?])
+    ///     .build()
+    ///     .is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn allowlist(mut self, entries: impl IntoIterator<Item = Multiaddr>) -> Self {
+        self.allowlist.extend(entries);
+        self
+    }
+
+    /// Replaces the per-subnet connection limits of each family given (go's
+    /// `WithLimitPerSubnet`): `None` keeps that family's limits from the configuration,
+    /// `Some(vec![])` turns them off.
+    ///
+    /// ```
+    /// use rcmgr::ConnLimitPerSubnet;
+    /// let rm = rcmgr::ResourceManager::builder(rcmgr::ConcreteLimitConfig::infinite())
+    ///     .limit_per_subnet(Some(vec![ConnLimitPerSubnet { prefix_length: 24, conn_count: 100 }]), None)
+    ///     .build()?;
+    /// assert_eq!(rm.limits().ip.subnet_v4[0].prefix_length, 24);
+    /// # Ok::<(), rcmgr::Error>(())
+    /// ```
+    pub fn limit_per_subnet(
+        mut self,
+        v4: Option<Vec<ConnLimitPerSubnet>>,
+        v6: Option<Vec<ConnLimitPerSubnet>>,
+    ) -> Self {
+        replace_some(&mut self.limits.ip.subnet_v4, v4);
+        replace_some(&mut self.limits.ip.subnet_v6, v6);
+        self
+    }
+
+    /// Replaces the network-prefix connection limits of each family given (go's
+    /// `WithNetworkPrefixLimit`): `None` keeps that family's limits from the configuration,
+    /// `Some(vec![])` removes them (loopback's exemption included).
+    ///
+    /// ```
+    /// use rcmgr::NetworkPrefixLimit;
+    /// let office = NetworkPrefixLimit { network: "203.0.113.0/24".parse()?, conn_count: 500 };
+    /// let rm = rcmgr::ResourceManager::builder(rcmgr::ConcreteLimitConfig::infinite())
+    ///     .network_prefix_limits(Some(vec![office]), None)
+    ///     .build()?;
+    /// assert_eq!(rm.limits().ip.network_prefix_v4, [office]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn network_prefix_limits(
+        mut self,
+        v4: Option<Vec<NetworkPrefixLimit>>,
+        v6: Option<Vec<NetworkPrefixLimit>>,
+    ) -> Self {
+        replace_some(&mut self.limits.ip.network_prefix_v4, v4);
+        replace_some(&mut self.limits.ip.network_prefix_v6, v6);
+        self
+    }
+
+    /// Replaces the connection rate limits (go's `WithConnRateLimiters`).
+    ///
+    /// ```
+    /// let rm = rcmgr::ResourceManager::builder(rcmgr::ConcreteLimitConfig::infinite())
+    ///     .conn_rate_limits(rcmgr::ConnRateLimits::default())
+    ///     .build()?;
+    /// assert_eq!(rm.limits().ip.rate, rcmgr::ConnRateLimits::default());
+    /// # Ok::<(), rcmgr::Error>(())
+    /// ```
+    pub fn conn_rate_limits(mut self, limits: ConnRateLimits) -> Self {
+        self.limits.ip.rate = limits;
+        self
+    }
+
+    /// The clock the rate limiters read (a monotonic clock by default); for tests that move
+    /// time by hand. See [`Clock`](crate::Clock).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// #[derive(Debug)]
+    /// struct Frozen;
+    /// impl rcmgr::Clock for Frozen {
+    ///     fn now(&self) -> Duration { Duration::from_secs(42) }
+    /// }
+    ///
+    /// let _rm = rcmgr::ResourceManager::builder(rcmgr::ConcreteLimitConfig::infinite())
+    ///     .clock(Frozen)
+    ///     .build()?;
+    /// # Ok::<(), rcmgr::Error>(())
+    /// ```
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Some(Box::new(clock));
+        self
+    }
+
+    /// Builds the manager. Fails with [`Error::InvalidAllowlistEntry`] for an allowlist entry
+    /// without an IP or with a bad `/ipcidr`, and with [`Error::InvalidIpLimits`] for
+    /// address limits that [`IpLimits::validate`](crate::IpLimits::validate) refuses.
+    ///
+    /// ```
+    /// use rcmgr::{ConcreteLimitConfig, ConnLimitPerSubnet, ResourceManager};
+    /// let too_long = ConnLimitPerSubnet { prefix_length: 40, conn_count: 8 };
+    /// let err = ResourceManager::builder(ConcreteLimitConfig::infinite())
+    ///     .limit_per_subnet(Some(vec![too_long]), None)
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(matches!(err, rcmgr::Error::InvalidIpLimits(_)));
+    /// ```
     pub fn build(self) -> Result<ResourceManager, Error> {
-        let root = Arc::new(Root::new(self.limits));
+        self.limits.ip.validate()?;
+        let allowlist = Allowlist::new();
+        allowlist.add_all(&self.allowlist)?;
+        let time = match self.clock {
+            Some(clock) => TimeSource::Custom(clock),
+            None => TimeSource::monotonic(),
+        };
+        let gate = Gate::new(&self.limits, allowlist, time);
+        let root = Arc::new(Root::new(self.limits, gate));
         Ok(ResourceManager::from_root(root, self.gc_interval))
+    }
+}
+
+/// Replaces `target` with `value` if there is one.
+fn replace_some<T>(target: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *target = value;
     }
 }
 

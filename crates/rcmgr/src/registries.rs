@@ -178,6 +178,7 @@ pub(crate) fn collect(root: &Root) -> Collected {
     });
     collected.protocols = sweep(&root.registries.protocols);
     collected.peers = sweep(&root.registries.peers);
+    root.gate.collect();
     collected
 }
 

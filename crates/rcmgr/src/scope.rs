@@ -15,6 +15,7 @@ use libp2p_identity::PeerId;
 use crate::{
     counters::Counters,
     edges::{Edge, EdgeSet},
+    gate::Gate,
     limit_cell::LimitCell,
     limits::{BaseLimit, ConcreteLimitConfig, LimitKey},
     name::ScopeName,
@@ -380,6 +381,8 @@ pub(crate) struct Root {
     next_conn: CachePadded<AtomicU64>,
     next_stream: CachePadded<AtomicU64>,
     pub(crate) registries: Registries,
+    /// What `open_connection` checks before the scopes: address limits and the allowlist.
+    pub(crate) gate: Gate,
 }
 
 /// A fixed scope of the root, on cache lines of its own.
@@ -388,7 +391,7 @@ fn fixed(kind: Kind, edges: EdgeSet) -> CachePadded<Scope> {
 }
 
 impl Root {
-    pub(crate) fn new(limits: ConcreteLimitConfig) -> Self {
+    pub(crate) fn new(limits: ConcreteLimitConfig, gate: Gate) -> Self {
         let system = EdgeSet::of(&[Edge::System]);
         let allowlisted_system = EdgeSet::of(&[Edge::AllowlistedSystem]);
         Root {
@@ -407,6 +410,7 @@ impl Root {
                 protocols: Registry::new(),
                 services: Registry::new(),
             },
+            gate,
         }
     }
 
@@ -459,6 +463,7 @@ impl Root {
 
     /// Installs a new limit snapshot: one store, then one generation bump.
     pub(crate) fn set_limits(&self, limits: ConcreteLimitConfig) {
+        self.gate.set_limits(&limits);
         self.limits.store(Arc::new(limits));
         // Ordering: Release — publishes the store above to every `generation()` Acquire load
         // that reads the new value.

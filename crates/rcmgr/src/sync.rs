@@ -191,7 +191,7 @@ pub(crate) struct Registry<K, V> {
     map: loom::sync::Mutex<std::collections::HashMap<K, V>>,
 }
 
-impl<K: Hash + Eq, V: Clone> Registry<K, V> {
+impl<K: Hash + Eq, V> Registry<K, V> {
     pub(crate) fn new() -> Self {
         Self {
             #[cfg(not(rcmgr_loom))]
@@ -206,6 +206,7 @@ impl<K: Hash + Eq, V: Clone> Registry<K, V> {
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
+        V: Clone,
     {
         #[cfg(not(rcmgr_loom))]
         {
@@ -223,6 +224,7 @@ impl<K: Hash + Eq, V: Clone> Registry<K, V> {
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
+        V: Clone,
     {
         if let Some(found) = self.get(key) {
             return found;
@@ -235,6 +237,57 @@ impl<K: Hash + Eq, V: Clone> Registry<K, V> {
         #[cfg(rcmgr_loom)]
         {
             self.lock().entry(owned_key).or_insert(value).clone()
+        }
+    }
+
+    /// Runs `visit` on the value under `key` while the shard guard is held (shared), if there
+    /// is one. A [`remove_if`](Self::remove_if) of that entry cannot interleave with `visit`.
+    pub(crate) fn with<Q, R>(&self, key: &Q, visit: impl FnOnce(&V) -> R) -> Option<R>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        #[cfg(not(rcmgr_loom))]
+        {
+            self.map.get(key).map(|entry| visit(entry.value()))
+        }
+        #[cfg(rcmgr_loom)]
+        {
+            self.lock().get(key).map(visit)
+        }
+    }
+
+    /// Runs `visit` on the value under `key` while the shard guard is held, inserting `make()`
+    /// first (under the exclusive guard, where `visit` then runs too) if there is none. So a
+    /// value that `visit` updates cannot be removed by [`remove_if`](Self::remove_if) between
+    /// the lookup and the update. Also says whether the value was inserted.
+    pub(crate) fn with_or_insert<R>(
+        &self,
+        key: &K,
+        make: impl FnOnce() -> V,
+        visit: impl Fn(&V) -> R,
+    ) -> (R, bool)
+    where
+        K: Clone,
+    {
+        if let Some(found) = self.with(key, &visit) {
+            return (found, false);
+        }
+        #[cfg(not(rcmgr_loom))]
+        {
+            match self.map.entry(key.clone()) {
+                dashmap::Entry::Occupied(found) => (visit(found.get()), false),
+                dashmap::Entry::Vacant(vacant) => (visit(vacant.insert(make()).value()), true),
+            }
+        }
+        #[cfg(rcmgr_loom)]
+        {
+            match self.lock().entry(key.clone()) {
+                std::collections::hash_map::Entry::Occupied(found) => (visit(found.get()), false),
+                std::collections::hash_map::Entry::Vacant(vacant) => {
+                    (visit(vacant.insert(make())), true)
+                }
+            }
         }
     }
 

@@ -6,12 +6,23 @@ use super::PeerScope;
 use crate::{
     edges::{Edge, EdgeSet},
     error::Error,
+    gate::IpCount,
     registries,
     resource::Direction,
     scope::{Kind, Links, Node, Root, Shared},
     sync::{Arc, OnceSlot},
     walk::{self, Amount, Transfer},
 };
+
+/// Which pair of scopes a connection is opened in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Placement {
+    /// Transient and system.
+    Normal,
+    /// Allowlisted transient and allowlisted system: only when the normal pair refused and
+    /// the endpoint is allowlisted.
+    Allowlisted,
+}
 
 /// A connection's scope (go's `ConnManagementScope`), returned by
 /// [`ResourceManager::open_connection`](crate::ResourceManager::open_connection).
@@ -40,18 +51,26 @@ pub struct ConnectionScope {
     direction: Direction,
     use_fd: bool,
     endpoint: Multiaddr,
+    /// What the connection was counted against by the per-IP limits; released by `done`.
+    ip_count: Option<IpCount>,
 }
 
 impl ConnectionScope {
-    /// Opens a connection scope in the transient scope, reserving one connection (and a file
-    /// descriptor if `use_fd`).
+    /// Opens a connection scope in the transient scope (or the allowlisted transient scope),
+    /// reserving one connection (and a file descriptor if `use_fd`).
     pub(crate) fn open(
         root: &Arc<Root>,
+        placement: Placement,
         direction: Direction,
         use_fd: bool,
         endpoint: &Multiaddr,
     ) -> Result<Self, Error> {
-        let edges = EdgeSet::of(&[Edge::Transient, Edge::System]);
+        let edges = match placement {
+            Placement::Normal => EdgeSet::of(&[Edge::Transient, Edge::System]),
+            Placement::Allowlisted => {
+                EdgeSet::of(&[Edge::AllowlistedTransient, Edge::AllowlistedSystem])
+            }
+        };
         let node = Node::with_limit(
             Kind::Conn(root.next_conn_id()),
             edges,
@@ -76,7 +95,13 @@ impl ConnectionScope {
             direction,
             use_fd,
             endpoint: endpoint.clone(),
+            ip_count: None,
         })
+    }
+
+    /// Hands the connection the per-IP count taken for it, to release when it closes.
+    pub(crate) fn hold_ip_count(&mut self, count: Option<IpCount>) {
+        self.ip_count = count;
     }
 
     /// The connection's direction.
@@ -120,6 +145,13 @@ impl ConnectionScope {
     /// Errors with [`Error::ConnAlreadyAttached`] if a peer was set before, and with
     /// [`Error::ScopeClosed`] after [`done`](Self::done).
     ///
+    /// A connection opened in the allowlisted scopes (see
+    /// [`is_allowlisted`](Self::is_allowlisted)) whose peer is allowed by neither a general
+    /// allowlist entry nor one of that peer's entries first moves to the normal system and
+    /// transient scopes, as go does. If they refuse, the error names the refusing scope and
+    /// the connection is left attached to no scope above it (it still holds its own usage,
+    /// released when it is dropped): close it.
+    ///
     /// ```
     /// use rcmgr::{ConcreteLimitConfig, Direction, ResourceManager};
     /// let mut limits = ConcreteLimitConfig::infinite();
@@ -149,11 +181,29 @@ impl ConnectionScope {
         }
         let at = node.ctx();
         let transfer = Transfer::begin(at).map_err(|refusal| refusal.into_error(at))?;
+        let mut edges = transfer.edges;
+        if edges.contains(Edge::AllowlistedTransient)
+            && !root
+                .gate
+                .allowlist()
+                .allowed_peer_and_multiaddr(peer, &self.endpoint)
+        {
+            match move_to_standard(&transfer) {
+                Ok(standard) => edges = standard,
+                Err(err) => {
+                    transfer.finish(EdgeSet::NONE);
+                    return Err(err);
+                }
+            }
+        }
         let peer_node = registries::peer(root, &peer);
-        transfer
-            .take(peer_node.ctx())
-            .map_err(|refusal| refusal.into_transfer_error(at))?;
-        let transient = if transfer.edges.contains(Edge::AllowlistedTransient) {
+        if let Err(refusal) = transfer.take(peer_node.ctx()) {
+            let err = refusal.into_transfer_error(at);
+            // Still in its transient scope (the normal one if it was just moved there).
+            transfer.finish(edges);
+            return Err(err);
+        }
+        let transient = if edges.contains(Edge::AllowlistedTransient) {
             Edge::AllowlistedTransient
         } else {
             Edge::Transient
@@ -161,11 +211,33 @@ impl ConnectionScope {
         if let Some(old) = at.edge(transient) {
             transfer.give_back(old);
         }
-        let edges = transfer.edges.without(transient).with(Edge::Peer);
         // The slot is empty (checked above, and only this handle sets it).
         let _ = slot.set(peer_node);
-        transfer.finish(edges);
+        transfer.finish(edges.without(transient).with(Edge::Peer));
         Ok(())
+    }
+
+    /// Whether the connection was opened in the allowlisted scopes (its normal reservation
+    /// was refused and its endpoint is allowlisted) and is still there. The allowlisted scopes
+    /// are not part of [`ResourceManager::stat`](crate::ResourceManager::stat), as in go.
+    ///
+    /// ```
+    /// use rcmgr::{ConcreteLimitConfig, Direction, ResourceManager};
+    /// let mut limits = ConcreteLimitConfig::infinite();
+    /// limits.system.conns_inbound = 0;
+    /// let rm = ResourceManager::builder(limits).allowlist(["/ip4/10.0.0.0/ipcidr/8".parse()?]).build()?;
+    /// let conn = rm.open_connection(Direction::Inbound, true, &"/ip4/10.1.2.3/tcp/1".parse()?)?;
+    /// assert!(conn.is_allowlisted());
+    /// assert!(rm.open_connection(Direction::Inbound, true, &"/ip4/192.0.2.1/tcp/1".parse()?).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_allowlisted(&self) -> bool {
+        crate::counters::MemoryWord(self.node.scope.counters.memory.load(
+            // Ordering: Relaxed — a status read; nothing is read through it.
+            crate::sync::Ordering::Relaxed,
+        ))
+        .edges()
+        .contains(Edge::AllowlistedSystem)
     }
 
     /// The peer's scope, once [`set_peer`](Self::set_peer) has succeeded.
@@ -205,6 +277,9 @@ impl ConnectionScope {
     /// ```
     pub fn done(&mut self) {
         walk::close(self.node.ctx());
+        if let Some(count) = self.ip_count.take() {
+            self.node.root().gate.release(count);
+        }
     }
 
     /// Whether [`done`](Self::done) has run.
@@ -223,4 +298,31 @@ impl Drop for ConnectionScope {
     fn drop(&mut self) {
         self.done();
     }
+}
+
+/// go's `transferAllowedToStandard`, inside a transfer: releases the connection from the
+/// allowlisted transient and system scopes, then reserves it on the system and transient
+/// scopes, giving the system back if the transient scope refuses. Returns the new edges; on
+/// error the connection holds nothing above itself.
+fn move_to_standard(transfer: &Transfer<'_>) -> Result<EdgeSet, Error> {
+    let at = transfer.scope();
+    for allowlisted in [Edge::AllowlistedTransient, Edge::AllowlistedSystem] {
+        if let Some(old) = at.edge(allowlisted) {
+            transfer.give_back(old);
+        }
+    }
+    // The fixed scopes always resolve; the `if let`s keep this total.
+    let (system, transient) = (at.edge(Edge::System), at.edge(Edge::Transient));
+    if let Some(system) = system {
+        transfer
+            .take(system)
+            .map_err(|refusal| refusal.into_transfer_error(at))?;
+    }
+    if let Some(Err(refusal)) = transient.map(|transient| transfer.take(transient)) {
+        if let Some(system) = system {
+            transfer.give_back(system);
+        }
+        return Err(refusal.into_transfer_error(at));
+    }
+    Ok(EdgeSet::of(&[Edge::Transient, Edge::System]))
 }

@@ -7,6 +7,7 @@ mod stream;
 mod views;
 
 pub use conn::ConnectionScope;
+pub(crate) use conn::Placement;
 pub use stream::StreamScope;
 pub use views::{PeerScope, ProtocolScope, ServiceScope, SystemScope, TransientScope};
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use libp2p_identity::PeerId;
 
 use super::BaseLimit;
+use crate::gate::IpLimits;
 
 /// The limits of every scope, fully resolved: what a [`ResourceManager`](crate::ResourceManager)
 /// enforces.
@@ -57,14 +58,21 @@ pub struct ConcreteLimitConfig {
     pub conn: BaseLimit,
     /// Each stream.
     pub stream: BaseLimit,
+    /// Address-based limits: connections per IP, subnet and network prefix, and connection
+    /// rate limits. Not part of go's limit files (go configures them with options), so not
+    /// serialized.
+    pub ip: IpLimits,
 }
 
 impl ConcreteLimitConfig {
-    /// Every scope unlimited and no per-key entries: go's `InfiniteLimits`.
+    /// Every scope unlimited and no per-key entries: go's `InfiniteLimits`, and no
+    /// address-based limits either ([`IpLimits::disabled`]; go keeps its per-IP and rate
+    /// limits under `InfiniteLimits`, go-libp2p#3431).
     ///
     /// ```
     /// let limits = rcmgr::ConcreteLimitConfig::infinite();
     /// assert!(limits.system.is_unlimited() && limits.stream.is_unlimited());
+    /// assert_eq!(limits.ip, rcmgr::IpLimits::disabled());
     /// ```
     pub fn infinite() -> Self {
         let u = BaseLimit::unlimited();
@@ -85,6 +93,7 @@ impl ConcreteLimitConfig {
             peer: BTreeMap::new(),
             conn: u,
             stream: u,
+            ip: IpLimits::disabled(),
         }
     }
 

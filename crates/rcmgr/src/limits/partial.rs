@@ -343,6 +343,8 @@ impl PartialLimitConfig {
             peer_default,
             conn: self.conn.build(&defaults.conn),
             stream: self.stream.build(&defaults.stream),
+            // go's limit files have no address-based limits: they come from the defaults.
+            ip: defaults.ip.clone(),
         }
     }
 
@@ -489,13 +491,17 @@ fn apply_each<K: Ord + Clone>(
 impl ConcreteLimitConfig {
     /// This configuration written out in full as a [`PartialLimitConfig`], nothing left to a
     /// default: `0` becomes `BlockAll` and unlimited becomes `Unlimited` (go's
-    /// `ToPartialLimitConfig`). Building the result on any defaults gives `self` back.
+    /// `ToPartialLimitConfig`). Building the result on any defaults gives `self` back, except
+    /// the address-based limits ([`ip`](ConcreteLimitConfig::ip)), which go's format does not
+    /// carry and which the build takes from its defaults.
     ///
     /// ```
     /// use rcmgr::{ConcreteLimitConfig, ScalingLimitConfig};
     /// let limits = ScalingLimitConfig::default().scale(8 << 30, 16384);
     /// let partial = limits.to_partial();
-    /// assert_eq!(partial.build(&ConcreteLimitConfig::infinite()), limits);
+    /// let rebuilt = partial.build(&limits);
+    /// assert_eq!(rebuilt, limits);
+    /// assert_eq!(partial.build(&ConcreteLimitConfig::infinite()).system, limits.system);
     /// ```
     pub fn to_partial(&self) -> PartialLimitConfig {
         PartialLimitConfig {

@@ -305,6 +305,9 @@ impl ScalingLimitConfig {
             peer: scale_each(&self.peer, scale),
             conn: scale(&self.conn),
             stream: scale(&self.stream),
+            // Address-based limits do not scale with the machine: go's per-IP, subnet and
+            // rate-limit defaults.
+            ip: crate::gate::IpLimits::default(),
         }
     }
 

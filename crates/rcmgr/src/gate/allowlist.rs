@@ -1,0 +1,371 @@
+//! The allowlist: networks (optionally tied to one peer) whose connections may use the
+//! allowlisted system and transient scopes when the normal ones are full, and which are
+//! counted per network rather than per subnet.
+//!
+//! # Synchronization
+//!
+//! Readers load the current [`AllowTable`] from a `LimitSlot` (an `ArcSwap`): no lock, no
+//! reference count in normal builds. Writers serialize on a mutex, copy the table, change the
+//! copy and store it; a reader sees either the old table or the new one, whole. Beside the
+//! table, an atomic count of its entries lets the open path skip the table entirely while the
+//! allowlist is empty; it is stored (Release) after the table, so a reader that sees a
+//! non-zero count (Acquire) then loads that table or a newer one.
+
+use std::{collections::HashMap, fmt, net::IpAddr, sync::Arc as TableArc, sync::Mutex};
+
+use ipnet::IpNet;
+use libp2p_identity::PeerId;
+use multiaddr::{Multiaddr, Protocol};
+
+use super::{
+    endpoint_ip,
+    errors::{AllowlistEntryProblem, InvalidAllowlistEntry},
+    table::NetTable,
+};
+use crate::{
+    error::Error,
+    sync::{Arc, AtomicU64, LimitSlot, Ordering},
+};
+
+/// One allowlist entry: a network, and the peer it is reserved for if any.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Entry {
+    network: IpNet,
+    peer: Option<PeerId>,
+}
+
+impl Entry {
+    /// Reads an entry as go's `toIPNet` does: the last `/ip4` or `/ip6`, the `/ipcidr` and the
+    /// `/p2p` components, wherever they are, stopping once all three have been seen.
+    fn parse(entry: &Multiaddr) -> Result<Entry, Error> {
+        let invalid = |problem| {
+            Error::InvalidAllowlistEntry(Box::new(InvalidAllowlistEntry::new(
+                entry.clone(),
+                problem,
+            )))
+        };
+        let (mut ip, mut cidr, mut peer) = (None, None, None);
+        for component in entry.iter() {
+            match component {
+                Protocol::Ip4(addr) => ip = Some(IpAddr::V4(addr)),
+                Protocol::Ip6(addr) => ip = Some(IpAddr::V6(addr)),
+                Protocol::Ipcidr(length) => cidr = Some(length),
+                Protocol::P2p(id) => peer = Some(id),
+                _ => {}
+            }
+            if ip.is_some() && cidr.is_some() && peer.is_some() {
+                break;
+            }
+        }
+        let ip = ip.ok_or_else(|| invalid(AllowlistEntryProblem::MissingIp))?;
+        let host_bits = if ip.is_ipv4() { 32 } else { 128 };
+        let length = cidr.unwrap_or(host_bits);
+        let network = IpNet::new(ip, length)
+            .map_err(|_| {
+                invalid(AllowlistEntryProblem::PrefixTooLong {
+                    length,
+                    max: host_bits,
+                })
+            })?
+            .trunc();
+        Ok(Entry { network, peer })
+    }
+}
+
+/// What lookups read: the networks with how many entries name each (go keeps duplicates, and
+/// `remove` takes one away).
+#[derive(Clone, Debug)]
+pub(crate) struct AllowTable {
+    /// Entries without a peer.
+    general: NetTable<u32>,
+    /// Each peer's entries, shared between copies of the table until a change to that peer's
+    /// entries copies them: a change costs in proportion to the general entries and that
+    /// peer's, not to every peer's.
+    peers: HashMap<PeerId, TableArc<NetTable<u32>>>,
+    /// Every entry, general and peer-specific: what `allowed` and the per-IP counting ask.
+    any: NetTable<u32>,
+    /// How many entries there are, duplicates included.
+    entries: u64,
+}
+
+impl AllowTable {
+    fn new() -> Self {
+        AllowTable {
+            general: NetTable::new(),
+            peers: HashMap::new(),
+            any: NetTable::new(),
+            entries: 0,
+        }
+    }
+
+    fn add(&mut self, entry: Entry) {
+        let list = match entry.peer {
+            Some(peer) => TableArc::make_mut(
+                self.peers
+                    .entry(peer)
+                    .or_insert_with(|| TableArc::new(NetTable::new())),
+            ),
+            None => &mut self.general,
+        };
+        *list.get_or_insert(entry.network, || 0) += 1;
+        *self.any.get_or_insert(entry.network, || 0) += 1;
+        self.entries += 1;
+    }
+
+    /// Takes one entry equal to `entry` away; says whether there was one.
+    fn remove(&mut self, entry: Entry) -> bool {
+        let list = match entry.peer {
+            Some(peer) => match self.peers.get_mut(&peer) {
+                Some(list) => TableArc::make_mut(list),
+                None => return false,
+            },
+            None => &mut self.general,
+        };
+        if !take_one(list, entry.network) {
+            return false;
+        }
+        take_one(&mut self.any, entry.network);
+        self.entries -= 1;
+        if let Some(peer) = entry.peer
+            && self.peers.get(&peer).is_some_and(|list| list.is_empty())
+        {
+            self.peers.remove(&peer);
+        }
+        true
+    }
+
+    /// The most specific allowlisted network (general or of any peer) that contains `ip`.
+    #[inline]
+    pub(crate) fn network_of(&self, ip: IpAddr) -> Option<IpNet> {
+        self.any.longest_match(ip).map(|(network, _)| network)
+    }
+
+    /// Whether `ip` is in a general entry or in one of `peer`'s.
+    fn allows_peer(&self, peer: &PeerId, ip: IpAddr) -> bool {
+        self.general.longest_match(ip).is_some()
+            || self
+                .peers
+                .get(peer)
+                .is_some_and(|list| list.longest_match(ip).is_some())
+    }
+}
+
+/// Decrements the count of `network`, removing it at zero; false if it was absent.
+fn take_one(table: &mut NetTable<u32>, network: IpNet) -> bool {
+    let Some(count) = table.get_mut(network) else {
+        return false;
+    };
+    *count = count.saturating_sub(1);
+    if *count == 0 {
+        table.remove(network);
+    }
+    true
+}
+
+/// The allowlist of a [`ResourceManager`](crate::ResourceManager) (go's `Allowlist`), from
+/// [`ResourceManager::allowlist`](crate::ResourceManager::allowlist); a cheap handle that can
+/// be kept and changed at any time, also while connections are being opened.
+///
+/// An entry is a multiaddr with an `/ip4` or `/ip6` component, optionally an `/ipcidr` (host
+/// bits are ignored: `/ip4/1.2.3.4/ipcidr/24` is `1.2.3.0/24`), and optionally a `/p2p`
+/// component that reserves the entry for one peer. Other components are ignored, so a
+/// peer's full address (`/ip4/1.2.3.4/tcp/4001/p2p/<id>`) is an entry.
+///
+/// What an entry does, as in go:
+/// - a connection whose normal reservation is refused (the system or transient scope is
+///   full) and whose address is in any entry is opened in the allowlisted system and
+///   transient scopes instead;
+/// - when `set_peer` then names a peer that no general entry and none of that peer's entries
+///   allow, the connection moves back to the normal scopes (and fails if they are full);
+/// - an address in any entry, general or peer-specific, is counted against its allowlisted
+///   network rather than its subnets (see [`IpLimits`](crate::IpLimits)): the per-IP limits
+///   are lifted for it.
+///
+/// Lookups take no lock and cost a few hash probes, however many entries there are; changes
+/// copy the table, so they cost in proportion to its size.
+///
+/// ```
+/// use rcmgr::{ConcreteLimitConfig, ResourceManager};
+/// let rm = ResourceManager::new(ConcreteLimitConfig::infinite());
+/// let allowlist = rm.allowlist();
+/// let peer = rcmgr::PeerId::random();
+/// allowlist.add(&"/ip4/192.0.2.0/ipcidr/24".parse()?)?;
+/// allowlist.add(&format!("/ip6/2001:db8::1/p2p/{peer}").parse()?)?;
+///
+/// assert!(allowlist.allowed(&"/ip4/192.0.2.99/tcp/4001".parse()?));
+/// assert!(allowlist.allowed(&"/ip6/2001:db8::1/udp/1/quic-v1".parse()?));
+/// assert!(allowlist.allowed_peer_and_multiaddr(peer, &"/ip6/2001:db8::1/tcp/1".parse()?));
+/// assert!(!allowlist.allowed_peer_and_multiaddr(rcmgr::PeerId::random(), &"/ip6/2001:db8::1/tcp/1".parse()?));
+///
+/// assert!(allowlist.remove(&"/ip4/192.0.2.0/ipcidr/24".parse()?)?);
+/// assert!(!allowlist.allowed(&"/ip4/192.0.2.99/tcp/4001".parse()?));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Allowlist {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    table: LimitSlot<AllowTable>,
+    /// The entries of the table last stored (see the module docs).
+    entries: AtomicU64,
+    /// Serializes writers: each copies the table, changes the copy and stores it.
+    edits: Mutex<()>,
+}
+
+impl fmt::Debug for Allowlist {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Allowlist").finish_non_exhaustive()
+    }
+}
+
+impl Allowlist {
+    pub(crate) fn new() -> Self {
+        Allowlist {
+            shared: Arc::new(Shared {
+                table: LimitSlot::new(Arc::new(AllowTable::new())),
+                entries: AtomicU64::new(0),
+                edits: Mutex::new(()),
+            }),
+        }
+    }
+
+    /// Adds an entry. Adding the same entry twice keeps two (as go does): it takes two
+    /// [`remove`](Self::remove)s to take it away.
+    ///
+    /// Errors with [`Error::InvalidAllowlistEntry`] if the entry has no `/ip4` or `/ip6`
+    /// component or an `/ipcidr` longer than its address; the allowlist is then unchanged.
+    ///
+    /// ```
+    /// # let rm = rcmgr::ResourceManager::new(rcmgr::ConcreteLimitConfig::infinite());
+    /// let err = rm.allowlist().add(&format!("/p2p/{}", rcmgr::PeerId::random()).parse()?).unwrap_err();
+    /// assert!(err.to_string().ends_with("missing ip address"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn add(&self, entry: &Multiaddr) -> Result<(), Error> {
+        self.add_all(std::iter::once(entry))
+    }
+
+    /// Adds every entry, or none of them if one is invalid. One copy of the table for all.
+    pub(crate) fn add_all<'a>(
+        &self,
+        entries: impl IntoIterator<Item = &'a Multiaddr>,
+    ) -> Result<(), Error> {
+        let parsed = entries
+            .into_iter()
+            .map(Entry::parse)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.edit(|table| {
+            for entry in parsed {
+                table.add(entry);
+            }
+        });
+        Ok(())
+    }
+
+    /// Removes one entry equal to `entry` (same network after masking, same peer or none);
+    /// returns whether there was one. go returns no such answer and also succeeds when
+    /// nothing matched.
+    ///
+    /// ```
+    /// # let rm = rcmgr::ResourceManager::new(rcmgr::ConcreteLimitConfig::infinite());
+    /// let entry = "/ip4/10.0.0.1".parse()?;
+    /// rm.allowlist().add(&entry)?;
+    /// rm.allowlist().add(&entry)?;
+    /// assert!(rm.allowlist().remove(&entry)?);
+    /// assert!(rm.allowlist().allowed(&entry));
+    /// assert!(rm.allowlist().remove(&entry)?);
+    /// assert!(!rm.allowlist().remove(&entry)?);
+    /// assert!(!rm.allowlist().allowed(&entry));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn remove(&self, entry: &Multiaddr) -> Result<bool, Error> {
+        let entry = Entry::parse(entry)?;
+        Ok(self.edit(|table| table.remove(entry)))
+    }
+
+    /// Whether the endpoint's IP is in any entry, general or reserved for any peer (go's
+    /// `Allowed`). An endpoint without a leading IP (`/dns4/…`, `/unix/…`, a relayed address
+    /// without the relay's IP) is never allowed.
+    ///
+    /// ```
+    /// # let rm = rcmgr::ResourceManager::new(rcmgr::ConcreteLimitConfig::infinite());
+    /// rm.allowlist().add(&"/ip4/0.0.0.0/ipcidr/0".parse()?)?;
+    /// assert!(rm.allowlist().allowed(&"/ip4/203.0.113.9/tcp/1".parse()?));
+    /// assert!(!rm.allowlist().allowed(&"/dns4/example.com/tcp/1".parse()?));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn allowed(&self, endpoint: &Multiaddr) -> bool {
+        endpoint_ip(endpoint).is_some_and(|ip| self.network_of(ip).is_some())
+    }
+
+    /// Whether the endpoint's IP is in a general entry or in one of `peer`'s entries (go's
+    /// `AllowedPeerAndMultiaddr`).
+    ///
+    /// ```
+    /// # let rm = rcmgr::ResourceManager::new(rcmgr::ConcreteLimitConfig::infinite());
+    /// let peer = rcmgr::PeerId::random();
+    /// rm.allowlist().add(&format!("/ip4/0.0.0.0/ipcidr/0/p2p/{peer}").parse()?)?;
+    /// let endpoint = "/ip4/198.51.100.1/tcp/1".parse()?;
+    /// assert!(rm.allowlist().allowed_peer_and_multiaddr(peer, &endpoint));
+    /// assert!(!rm.allowlist().allowed_peer_and_multiaddr(rcmgr::PeerId::random(), &endpoint));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn allowed_peer_and_multiaddr(&self, peer: PeerId, endpoint: &Multiaddr) -> bool {
+        endpoint_ip(endpoint)
+            .is_some_and(|ip| self.shared.table.with(|table| table.allows_peer(&peer, ip)))
+    }
+
+    /// The most specific allowlisted network that contains `ip`.
+    #[inline]
+    pub(crate) fn network_of(&self, ip: IpAddr) -> Option<IpNet> {
+        // Ordering: Acquire — pairs with the Release store in `edit` (see the module docs).
+        if self.shared.entries.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        self.shared.table.with(|table| table.network_of(ip))
+    }
+
+    fn edit<R>(&self, change: impl FnOnce(&mut AllowTable) -> R) -> R {
+        let _writer = self.shared.edits.lock().unwrap_or_else(|e| e.into_inner());
+        let mut table = AllowTable::clone(&self.shared.table.load_full());
+        let result = change(&mut table);
+        let entries = table.entries;
+        self.shared.table.store(Arc::new(table));
+        // Ordering: Release — publishes the table stored above to `network_of`'s Acquire load.
+        self.shared.entries.store(entries, Ordering::Release);
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(s: &str) -> Entry {
+        Entry::parse(&s.parse().expect("a valid multiaddr")).expect("a valid entry")
+    }
+
+    #[test]
+    fn entries_are_read_as_go_reads_them() {
+        assert_eq!(
+            entry("/ip4/1.2.3.4").network,
+            "1.2.3.4/32".parse().expect("net")
+        );
+        assert_eq!(
+            entry("/ip4/1.2.3.4/ipcidr/24").network,
+            "1.2.3.0/24".parse().expect("net")
+        );
+        assert_eq!(entry("/ip6/2001:db8::1").network.prefix_len(), 128);
+        // The last IP wins, unless all three components were already seen.
+        assert_eq!(
+            entry("/ip4/1.1.1.1/tcp/1/ip4/2.2.2.2").network,
+            "2.2.2.2/32".parse().expect("net")
+        );
+        let peer = PeerId::random();
+        let first = entry(&format!("/ip4/1.1.1.1/ipcidr/8/p2p/{peer}/ip4/2.2.2.2"));
+        assert_eq!(first.network, "1.0.0.0/8".parse().expect("net"));
+        assert_eq!(first.peer, Some(peer));
+    }
+}

@@ -1,0 +1,486 @@
+//! The connection gate: what `open_connection` checks before, and instead of, the scopes.
+//!
+//! For every `open_connection` (go's `OpenConnection`, sections 6-8 of the behavioural
+//! reference):
+//! 1. the endpoint's IP is read (the first `/ip4` or `/ip6` component, after any `/ip6zone`:
+//!    [`endpoint_ip`]);
+//! 2. the connection rate limits take a token ([`rate`]);
+//! 3. the connection is counted against its network or its subnets ([`subnet`]), which gives
+//!    an [`IpCount`] that the connection scope keeps and releases exactly once when it closes;
+//! 4. the normal scopes (transient, system) are asked; if they refuse and the IP is
+//!    allowlisted ([`allowlist`]), the allowlisted scopes are asked instead.
+//!
+//! The limits come from the `ip` part of the limit configuration, compiled into a [`Policy`]
+//! that is swapped with the rest of the limits.
+//!
+//! # Endpoints without an IP
+//!
+//! `/dns…`, `/unix`, `/memory`, and relayed addresses that do not start with the relay's IP
+//! are not counted per IP, are never allowlisted, and take a rate-limit token from the global
+//! bucket only. A relayed address that starts with the relay's IP
+//! (`/ip4/R/tcp/…/p2p/…/p2p-circuit`) is counted as the relay's, as in go.
+
+mod allowlist;
+mod config;
+mod errors;
+mod rate;
+mod subnet;
+mod swept;
+mod table;
+
+use std::{
+    fmt,
+    net::{IpAddr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use ipnet::IpNet;
+use multiaddr::{Multiaddr, Protocol};
+
+pub use allowlist::Allowlist;
+pub use config::{
+    ConnLimitPerSubnet, ConnRateLimits, IpLimits, NetworkPrefixLimit, PrefixRateLimit, RateLimit,
+    SubnetRateLimit,
+};
+pub use errors::{
+    AddressRange, AllowlistEntryProblem, InvalidAllowlistEntry, InvalidIpLimits, IpLimitExceeded,
+    RateLimited,
+};
+pub(crate) use subnet::IpCount;
+
+use self::{
+    config::Family,
+    rate::{Expiry, RateLimiter, Rule, SubnetBuckets, duration_ns},
+    subnet::{ConnCounts, Full},
+    table::{NetTable, subnet_of},
+};
+use crate::{
+    error::Error,
+    handles::{ConnectionScope, Placement},
+    limits::{BaseLimit, ConcreteLimitConfig},
+    resource::Direction,
+    scope::Root,
+    sync::{Arc, LimitSlot},
+};
+
+/// The IP a connection from `endpoint` is counted under: the first component if it is
+/// `/ip4` or `/ip6`, after any `/ip6zone` (go's `manet.ToIP`). `None` for endpoints that do
+/// not start with an IP.
+///
+/// IPv4-mapped IPv6 addresses stay IPv6, as in go.
+#[inline]
+pub(crate) fn endpoint_ip(endpoint: &Multiaddr) -> Option<IpAddr> {
+    for component in endpoint.iter() {
+        match component {
+            Protocol::Ip6zone(_) => continue,
+            Protocol::Ip4(ip) => return Some(IpAddr::V4(ip)),
+            Protocol::Ip6(ip) => return Some(IpAddr::V6(ip)),
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// A monotonic clock for the rate limiters, which a test can replace to move time by hand
+/// (see [`ResourceManagerBuilder::clock`](crate::ResourceManagerBuilder::clock)).
+///
+/// ```
+/// use std::{sync::{Arc, atomic::{AtomicU64, Ordering}}, time::Duration};
+/// use rcmgr::Clock;
+///
+/// #[derive(Debug, Default)]
+/// struct ManualClock(AtomicU64);
+///
+/// impl Clock for ManualClock {
+///     fn now(&self) -> Duration {
+///         Duration::from_millis(self.0.load(Ordering::Relaxed))
+///     }
+/// }
+///
+/// let clock = Arc::new(ManualClock::default());
+/// let rm = rcmgr::ResourceManager::builder(rcmgr::ConcreteLimitConfig::infinite())
+///     .clock(Arc::clone(&clock))
+///     .build()?;
+/// clock.0.fetch_add(1_000, Ordering::Relaxed); // one second later
+/// # drop(rm);
+/// # Ok::<(), rcmgr::Error>(())
+/// ```
+pub trait Clock: Send + Sync + fmt::Debug + 'static {
+    /// The time since some fixed origin. It must never go backwards.
+    fn now(&self) -> Duration;
+}
+
+impl<C: Clock + ?Sized> Clock for std::sync::Arc<C> {
+    fn now(&self) -> Duration {
+        C::now(self)
+    }
+}
+
+/// Where the gate reads the time.
+#[derive(Debug)]
+pub(crate) enum TimeSource {
+    /// `Instant::now()` since the manager was built.
+    Monotonic(Instant),
+    Custom(Box<dyn Clock>),
+}
+
+impl TimeSource {
+    pub(crate) fn monotonic() -> Self {
+        TimeSource::Monotonic(Instant::now())
+    }
+
+    #[inline]
+    fn now_ns(&self) -> u64 {
+        let elapsed = match self {
+            TimeSource::Monotonic(origin) => origin.elapsed(),
+            TimeSource::Custom(clock) => clock.now(),
+        };
+        duration_ns(elapsed)
+    }
+}
+
+/// The rate of the source-address verification limiter (go: one token per two five-second
+/// handshakes).
+const VERIFY_RPS: f64 = 0.1;
+
+/// How long the verification limiter keeps a full bucket (go: one minute).
+const VERIFY_GRACE: Duration = Duration::from_secs(60);
+
+/// The `ip` part of the limit configuration, compiled for lookups.
+#[derive(Debug)]
+struct Policy {
+    /// What this was compiled from: a limit swap that leaves both unchanged keeps it (and its
+    /// network-prefix and global rate buckets).
+    source: (IpLimits, u64),
+    /// Whether connections are counted per IP at all.
+    counting: bool,
+    /// The allowlisted system scope's connection limit: an allowlisted network's limit.
+    allowlisted_conns: u64,
+    /// The network-prefix limits of both families.
+    networks: NetTable<u64>,
+    /// `(prefix length, limit)` per family, one per length, unlimited ones left out.
+    subnets_v4: Vec<(u8, u64)>,
+    subnets_v6: Vec<(u8, u64)>,
+    rate: RateLimiter,
+}
+
+/// What an IP is counted against.
+enum Target<'a> {
+    /// A network with its own limit.
+    Network {
+        network: IpNet,
+        range: AddressRange,
+        limit: u64,
+    },
+    /// Each subnet of these `(length, limit)`s.
+    Subnets(&'a [(u8, u64)]),
+}
+
+impl Policy {
+    fn compile(limits: &ConcreteLimitConfig) -> Policy {
+        let ip = &limits.ip;
+        let problems: Vec<String> = ip.problems().map(|p| p.problem().to_owned()).collect();
+        if !problems.is_empty() {
+            tracing::warn!(
+                ?problems,
+                "ip limits: entries that cannot be enforced are ignored"
+            );
+        }
+        let mut networks = NetTable::new();
+        for (family, list) in [
+            (Family::V4, &ip.network_prefix_v4),
+            (Family::V6, &ip.network_prefix_v6),
+        ] {
+            for limit in list.iter().filter(|l| Family::of(&l.network) == family) {
+                // The first limit configured for a network wins.
+                networks.get_or_insert(limit.network, || limit.conn_count);
+            }
+        }
+        let subnets = |family: Family, list: &[ConnLimitPerSubnet]| {
+            let mut compiled: Vec<(u8, u64)> = Vec::new();
+            for limit in list.iter().filter(|l| family.has_length(l.prefix_length)) {
+                // Two limits on one length are one limit: the smaller (their counts are
+                // always equal).
+                match compiled.iter_mut().find(|(l, _)| *l == limit.prefix_length) {
+                    Some((_, count)) => *count = (*count).min(limit.conn_count),
+                    None => compiled.push((limit.prefix_length, limit.conn_count)),
+                }
+            }
+            compiled.retain(|(_, count)| *count < BaseLimit::UNLIMITED);
+            compiled
+        };
+        Policy {
+            source: (ip.clone(), limits.allowlisted_system.conns),
+            counting: ip.counts_connections(),
+            allowlisted_conns: limits.allowlisted_system.conns,
+            networks,
+            subnets_v4: subnets(Family::V4, &ip.subnet_v4),
+            subnets_v6: subnets(Family::V6, &ip.subnet_v6),
+            rate: RateLimiter::new(&ip.rate),
+        }
+    }
+
+    fn is_compiled_from(&self, limits: &ConcreteLimitConfig) -> bool {
+        self.source.0 == limits.ip && self.source.1 == limits.allowlisted_system.conns
+    }
+
+    /// What `ip` is counted against: the most specific of its network-prefix limit and its
+    /// allowlisted network (the configured limit on a tie, as go adds an allowlisted network
+    /// only when no limit names it), else its subnets.
+    #[inline]
+    fn target(&self, ip: IpAddr, allowlist: &Allowlist) -> Target<'_> {
+        let configured = self.networks.longest_match(ip);
+        let allowlisted = allowlist.network_of(ip);
+        match (configured, allowlisted) {
+            (Some((configured, _)), Some(allowlisted))
+                if allowlisted.prefix_len() > configured.prefix_len() =>
+            {
+                self.allowlisted(allowlisted)
+            }
+            (Some((network, limit)), _) => Target::Network {
+                network,
+                range: AddressRange::NetworkPrefix(network),
+                limit: *limit,
+            },
+            (None, Some(allowlisted)) => self.allowlisted(allowlisted),
+            (None, None) => Target::Subnets(match ip {
+                IpAddr::V4(_) => &self.subnets_v4,
+                IpAddr::V6(_) => &self.subnets_v6,
+            }),
+        }
+    }
+
+    fn allowlisted(&self, network: IpNet) -> Target<'_> {
+        Target::Network {
+            network,
+            range: AddressRange::AllowlistedNetwork(network),
+            limit: self.allowlisted_conns,
+        }
+    }
+}
+
+/// The gate of one manager: its compiled address limits, allowlist, counters and buckets.
+#[derive(Debug)]
+pub(crate) struct Gate {
+    policy: LimitSlot<Policy>,
+    allowlist: Allowlist,
+    counts: ConnCounts,
+    /// The connection rate limiter's subnet buckets.
+    rate_buckets: SubnetBuckets,
+    /// The source-address verification limiter's buckets.
+    verify_buckets: SubnetBuckets,
+    time: TimeSource,
+}
+
+impl Gate {
+    pub(crate) fn new(
+        limits: &ConcreteLimitConfig,
+        allowlist: Allowlist,
+        time: TimeSource,
+    ) -> Self {
+        Gate {
+            policy: LimitSlot::new(Arc::new(Policy::compile(limits))),
+            allowlist,
+            counts: ConnCounts::new(),
+            rate_buckets: SubnetBuckets::new(),
+            verify_buckets: SubnetBuckets::new(),
+            time,
+        }
+    }
+
+    pub(crate) fn allowlist(&self) -> &Allowlist {
+        &self.allowlist
+    }
+
+    /// Applies the `ip` part of new limits to the connections opened from now on. Counts
+    /// already taken stay and are released as taken; subnet buckets are kept.
+    pub(crate) fn set_limits(&self, limits: &ConcreteLimitConfig) {
+        if !self.policy.with(|policy| policy.is_compiled_from(limits)) {
+            self.policy.store(Arc::new(Policy::compile(limits)));
+        }
+    }
+
+    /// Steps 2 and 3 of the module docs: the rate limit, then the count.
+    #[inline]
+    fn admit(&self, ip: Option<IpAddr>, endpoint: &Multiaddr) -> Result<Admission<'_>, Error> {
+        self.policy.with(|policy| {
+            if policy.rate.is_active() {
+                policy
+                    .rate
+                    .check(ip, &self.rate_buckets, self.time.now_ns())
+                    .map_err(|(range, limit)| {
+                        Error::RateLimited(Box::new(RateLimited::new(
+                            endpoint.clone(),
+                            ip,
+                            range,
+                            limit,
+                        )))
+                    })?;
+            }
+            let count = match ip {
+                Some(ip) if policy.counting => self.count(policy, ip).map_err(|full| {
+                    Error::IpLimitExceeded(Box::new(IpLimitExceeded::new(
+                        endpoint.clone(),
+                        ip,
+                        full.range,
+                        (full.current, full.limit),
+                    )))
+                })?,
+                _ => None,
+            };
+            Ok(Admission { gate: self, count })
+        })
+    }
+
+    fn count(&self, policy: &Policy, ip: IpAddr) -> Result<Option<IpCount>, Full> {
+        match policy.target(ip, &self.allowlist) {
+            Target::Network { limit, .. } if limit >= BaseLimit::UNLIMITED => Ok(None),
+            Target::Network {
+                network,
+                range,
+                limit,
+            } => self.counts.add_to_network(network, range, limit).map(Some),
+            Target::Subnets(limits) => self.counts.add_to_subnets(ip, limits),
+        }
+    }
+
+    pub(crate) fn release(&self, count: IpCount) {
+        self.counts.release(count);
+    }
+
+    /// go's `VerifySourceAddress`: whether a source should prove it owns its address (a
+    /// QUIC Retry) before a connection is accepted.
+    fn verify_source_address(&self, source: &SocketAddr) -> bool {
+        let ip = source.ip();
+        self.policy.with(|policy| {
+            if !policy.counting {
+                return false;
+            }
+            let at = Expiry {
+                now_ns: self.time.now_ns(),
+                grace_ns: duration_ns(VERIFY_GRACE),
+            };
+            let allows = |key: IpNet, conn_count: u64| {
+                // go: 0.1 tokens per second, a burst of half the connection limit.
+                let burst = u32::try_from(conn_count / 2).unwrap_or(u32::MAX);
+                let limit = RateLimit {
+                    rps: VERIFY_RPS,
+                    burst,
+                };
+                match Rule::new(limit) {
+                    Some(rule) if conn_count < BaseLimit::UNLIMITED => {
+                        self.verify_buckets.try_take(key, &rule, at)
+                    }
+                    _ => true,
+                }
+            };
+            let allowed = match policy.target(ip, &self.allowlist) {
+                Target::Network { network, limit, .. } => allows(network, limit),
+                Target::Subnets(limits) => limits
+                    .iter()
+                    .all(|&(length, limit)| allows(subnet_of(ip, length), limit)),
+            };
+            !allowed
+        })
+    }
+
+    /// Forgets counters at zero and rate-limit buckets that have been full for their grace
+    /// period (called by the collection pass).
+    pub(crate) fn collect(&self) {
+        let now_ns = self.time.now_ns();
+        let grace_ns = self.policy.with(|policy| policy.rate.grace_ns());
+        self.counts.sweep();
+        self.rate_buckets.sweep(Expiry { now_ns, grace_ns });
+        self.verify_buckets.sweep(Expiry {
+            now_ns,
+            grace_ns: duration_ns(VERIFY_GRACE),
+        });
+    }
+
+    /// Every subnet and network that holds connections, with how many.
+    pub(crate) fn conn_counts(&self) -> Vec<(IpNet, u64)> {
+        self.counts.snapshot()
+    }
+}
+
+/// The count taken for a connection being opened: released if the connection is not opened,
+/// handed to its scope otherwise.
+struct Admission<'g> {
+    gate: &'g Gate,
+    count: Option<IpCount>,
+}
+
+impl Admission<'_> {
+    fn into_count(mut self) -> Option<IpCount> {
+        self.count.take()
+    }
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        if let Some(count) = self.count.take() {
+            self.gate.release(count);
+        }
+    }
+}
+
+/// go's `OpenConnection`, in the order of the module docs.
+pub(crate) fn open_connection(
+    root: &Arc<Root>,
+    direction: Direction,
+    use_fd: bool,
+    endpoint: &Multiaddr,
+) -> Result<ConnectionScope, Error> {
+    let gate = &root.gate;
+    let ip = endpoint_ip(endpoint);
+    let admission = gate.admit(ip, endpoint)?;
+    let opened = ConnectionScope::open(root, Placement::Normal, direction, use_fd, endpoint)
+        .or_else(|refused| match ip {
+            Some(ip) if gate.allowlist.network_of(ip).is_some() => {
+                ConnectionScope::open(root, Placement::Allowlisted, direction, use_fd, endpoint)
+            }
+            _ => Err(refused),
+        });
+    let mut conn = opened?;
+    conn.hold_ip_count(admission.into_count());
+    Ok(conn)
+}
+
+/// go's `VerifySourceAddress` on a manager's gate.
+pub(crate) fn verify_source_address(root: &Root, source: &SocketAddr) -> bool {
+    root.gate.verify_source_address(source)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip_of(endpoint: &str) -> Option<IpAddr> {
+        endpoint_ip(&endpoint.parse().expect("a valid multiaddr"))
+    }
+
+    #[test]
+    fn the_ip_is_the_leading_component_as_in_go() {
+        assert_eq!(
+            ip_of("/ip4/1.2.3.4/tcp/1"),
+            Some("1.2.3.4".parse().expect("ip"))
+        );
+        assert_eq!(
+            ip_of("/ip6zone/eth0/ip6/fe80::1/udp/1/quic-v1"),
+            Some("fe80::1".parse().expect("ip"))
+        );
+        assert_eq!(
+            ip_of("/ip6/::ffff:1.2.3.4/tcp/1"),
+            Some("::ffff:1.2.3.4".parse().expect("ip"))
+        );
+        let relay = format!(
+            "/ip4/5.6.7.8/tcp/1/p2p/{}/p2p-circuit",
+            libp2p_identity::PeerId::random()
+        );
+        assert_eq!(ip_of(&relay), Some("5.6.7.8".parse().expect("ip")));
+        assert_eq!(ip_of("/dns4/example.com/tcp/1"), None);
+        assert_eq!(ip_of("/tcp/1/ip4/1.2.3.4"), None);
+        assert_eq!(ip_of("/memory/7"), None);
+        assert_eq!(ip_of(""), None);
+    }
+}
