@@ -67,6 +67,7 @@ mod name;
 #[cfg(feature = "reference")]
 pub mod reference;
 mod registries;
+mod report;
 mod resource;
 mod scope;
 mod stat;
@@ -92,6 +93,7 @@ pub use limits::{
 pub use manager::{DEFAULT_GC_INTERVAL, ResourceManager, ResourceManagerBuilder};
 pub use multiaddr::Multiaddr;
 pub use name::ScopeName;
+pub use report::{ScopeUsage, UsageReport};
 pub use resource::{Direction, Priority, Resource};
 pub use stat::{ResourceManagerStat, ScopeStat};
 

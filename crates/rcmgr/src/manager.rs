@@ -18,8 +18,9 @@ use crate::{
     },
     limits::ConcreteLimitConfig,
     registries,
+    report::{ScopeUsage, UsageReport},
     resource::Direction,
-    scope::Root,
+    scope::{Fixed, Node, Root, ScopeCtx, ScopeRef},
     stat::ResourceManagerStat,
     sync::Arc,
 };
@@ -354,6 +355,41 @@ impl ResourceManager {
         stat
     }
 
+    /// Usage against limits for people to read: the fixed scopes and the busiest peers,
+    /// protocols and services, each with the limit in force for it (go has no such report:
+    /// go-libp2p#3193, #3197). Print it, or read its fields.
+    ///
+    /// ```
+    /// let rm = rcmgr::ResourceManager::new(rcmgr::ConcreteLimitConfig::infinite());
+    /// println!("{}", rm.report());
+    /// ```
+    pub fn report(&self) -> UsageReport {
+        let root = self.root();
+        let fixed = [
+            Fixed::System,
+            Fixed::Transient,
+            Fixed::AllowlistedSystem,
+            Fixed::AllowlistedTransient,
+        ];
+        let scopes = fixed
+            .into_iter()
+            .map(|which| usage(ScopeRef::Fixed(Arc::clone(root), which).ctx()))
+            .collect();
+        let registries = &root.registries;
+        let (peer_count, peers) = busiest_of(&registries.peers);
+        let (protocol_count, protocols) = busiest_of(&registries.protocols);
+        let (service_count, services) = busiest_of(&registries.services);
+        UsageReport {
+            scopes,
+            peers,
+            protocols,
+            services,
+            peer_count,
+            protocol_count,
+            service_count,
+        }
+    }
+
     /// Every peer that has a scope now, ordered by the bytes of the peer ID (as go orders
     /// them).
     ///
@@ -441,6 +477,24 @@ impl ResourceManager {
     pub fn gc(&self) {
         registries::collect(self.root());
     }
+}
+
+/// One scope's stat and limit for a report.
+fn usage(at: ScopeCtx<'_>) -> ScopeUsage {
+    ScopeUsage {
+        name: at.name(),
+        stat: at.scope.stat(),
+        limit: at.limit(),
+    }
+}
+
+/// How many scopes a registry holds, and the busiest of them.
+fn busiest_of<K: std::hash::Hash + Eq>(
+    registry: &crate::sync::Registry<K, Arc<Node>>,
+) -> (usize, Vec<ScopeUsage>) {
+    let mut all = Vec::new();
+    registry.for_each(|_, node| all.push(usage(node.ctx())));
+    (all.len(), UsageReport::busiest(all))
 }
 
 fn sorted_names(
