@@ -1,9 +1,20 @@
 //! Shared setup for rcmgr's benchmarks: the workloads of docs/performance.md, written once so
 //! that the criterion benches and the `bench-report` summary measure the same operations.
 
+#![forbid(unsafe_code)]
+
+use std::{
+    sync::{
+        Barrier,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
 use rcmgr::{
-    ConcreteLimitConfig, ConnRateLimits, ConnectionScope, Direction, IpLimits, Multiaddr, PeerId,
-    Priority, RateLimit, ResourceManager, ResourceScope, Span,
+    ConcreteLimitConfig, ConnRateLimits, ConnectionScope, Direction, Error, IpLimits, Multiaddr,
+    PeerId, Priority, RateLimit, ResourceManager, ResourceScope, Span,
+    reference::{Connection as ReferenceConnection, ReferenceManager},
 };
 
 /// The protocol every W1 stream negotiates.
@@ -29,38 +40,73 @@ pub struct ConnectedPeer {
     pub conn: ConnectionScope,
 }
 
+/// `/ip4/10.0.x.y/tcp/4001`, a distinct address for each `index` below 62,500.
+pub fn address(index: u32) -> Multiaddr {
+    format!("/ip4/10.0.{}.{}/tcp/4001", index / 250, index % 250 + 1)
+        .parse()
+        .unwrap_or_else(|err| panic!("benchmark address: {err}"))
+}
+
 /// Opens an inbound connection from a fresh peer and attaches it.
 pub fn connected_peer(rm: &ResourceManager, index: u32) -> ConnectedPeer {
     let peer = PeerId::random();
-    let addr: Multiaddr = format!("/ip4/10.0.{}.{}/tcp/4001", index / 250, index % 250 + 1)
-        .parse()
-        .unwrap_or_else(|err| panic!("benchmark address: {err}"));
     let mut conn = rm
-        .open_connection(Direction::Inbound, true, &addr)
+        .open_connection(Direction::Inbound, true, &address(index))
         .unwrap_or_else(|err| panic!("benchmark connection: {err}"));
     conn.set_peer(peer)
         .unwrap_or_else(|err| panic!("benchmark set_peer: {err}"));
     ConnectedPeer { peer, conn }
 }
 
-/// W1, one iteration: open an inbound stream, negotiate its protocol and service, reserve
-/// and release a 4 KiB buffer, drop the stream.
+/// W1's body, written once for the engine and for the lock-based reference manager (whose
+/// API mirrors the engine's): open an inbound stream, negotiate its protocol and service,
+/// reserve and release a 4 KiB buffer, drop the stream.
+macro_rules! stream_lifecycle_body {
+    ($rm:expr, $peer:expr) => {{
+        let mut stream = $rm
+            .open_stream($peer, Direction::Inbound)
+            .unwrap_or_else(|err| panic!("W1 open_stream: {err}"));
+        stream
+            .set_protocol(PROTOCOL)
+            .unwrap_or_else(|err| panic!("W1 set_protocol: {err}"));
+        stream
+            .set_service(SERVICE)
+            .unwrap_or_else(|err| panic!("W1 set_service: {err}"));
+        stream
+            .reserve_memory(4096, Priority::HIGH)
+            .unwrap_or_else(|err| panic!("W1 reserve_memory: {err}"));
+        stream.release_memory(4096);
+        drop(stream);
+    }};
+}
+
+/// W1, one iteration, on rcmgr.
 #[inline]
 pub fn stream_lifecycle(rm: &ResourceManager, peer: PeerId) {
-    let mut stream = rm
-        .open_stream(peer, Direction::Inbound)
-        .unwrap_or_else(|err| panic!("W1 open_stream: {err}"));
-    stream
-        .set_protocol(PROTOCOL)
-        .unwrap_or_else(|err| panic!("W1 set_protocol: {err}"));
-    stream
-        .set_service(SERVICE)
-        .unwrap_or_else(|err| panic!("W1 set_service: {err}"));
-    stream
-        .reserve_memory(4096, Priority::HIGH)
-        .unwrap_or_else(|err| panic!("W1 reserve_memory: {err}"));
-    stream.release_memory(4096);
-    drop(stream);
+    stream_lifecycle_body!(rm, peer)
+}
+
+/// W1, one iteration, on the lock-based reference manager: the "one global mutex" baseline.
+#[inline]
+pub fn reference_stream_lifecycle(rm: &ReferenceManager, peer: PeerId) {
+    use rcmgr::reference::Scope as _;
+    stream_lifecycle_body!(rm, peer)
+}
+
+/// A reference manager with a peer holding an open, attached connection per thread, for the
+/// baseline runs of W1, W3 and W4.
+pub fn reference_peers(rm: &ReferenceManager, count: usize) -> Vec<(PeerId, ReferenceConnection)> {
+    (0..count)
+        .map(|index| {
+            let peer = PeerId::random();
+            let mut conn = rm
+                .open_connection(Direction::Inbound, true, &address(index as u32))
+                .unwrap_or_else(|err| panic!("reference connection: {err}"));
+            conn.set_peer(peer)
+                .unwrap_or_else(|err| panic!("reference set_peer: {err}"));
+            (peer, conn)
+        })
+        .collect()
 }
 
 /// W5, one iteration: reserve and release 1 KiB on a span.
@@ -130,6 +176,13 @@ impl ConnectionChurn {
     pub fn next_connection(&mut self) -> (&Multiaddr, PeerId) {
         let i = self.next;
         self.next = (i + 1) % Self::SIZE;
+        self.connection(i)
+    }
+
+    /// The address and peer of the `i`-th connection (taken in turn, modulo [`Self::SIZE`]).
+    #[inline]
+    pub fn connection(&self, i: usize) -> (&Multiaddr, PeerId) {
+        let i = i % Self::SIZE;
         (&self.endpoints[i], self.peers[i])
     }
 }
@@ -206,4 +259,108 @@ pub fn allowlist_workload(rm: &ResourceManager) -> Vec<Multiaddr> {
             .unwrap_or_else(|err| panic!("allowlist entry: {err}"));
     }
     addresses
+}
+
+/// Runs `work(thread, iterations)` on `threads` threads started together on a barrier, and
+/// returns the wall time from the barrier's release until the last thread finished: the
+/// contended section only, as criterion's `iter_custom` wants it. `iterations` are shared
+/// out as evenly as possible.
+pub fn run_on_threads(
+    threads: usize,
+    iterations: u64,
+    work: impl Fn(usize, u64) + Sync,
+) -> Duration {
+    let threads = threads.max(1);
+    let start = Barrier::new(threads + 1);
+    std::thread::scope(|scope| {
+        let (start, work) = (&start, &work);
+        let handles: Vec<_> = (0..threads)
+            .map(|thread| {
+                let share = iterations / threads as u64
+                    + u64::from((thread as u64) < iterations % threads as u64);
+                scope.spawn(move || {
+                    start.wait();
+                    work(thread, share);
+                })
+            })
+            .collect();
+        start.wait();
+        let began = Instant::now();
+        for handle in handles {
+            if handle.join().is_err() {
+                panic!("a benchmark thread panicked");
+            }
+        }
+        began.elapsed()
+    })
+}
+
+/// The thread counts of the contended workloads: 1, 2, 4, ... up to the machine's
+/// parallelism (which is included even when it is not a power of two).
+pub fn thread_levels() -> Vec<usize> {
+    let most = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut levels: Vec<usize> = std::iter::successors(Some(1), |n| Some(n * 2))
+        .take_while(|n| *n <= most)
+        .collect();
+    if levels.last() != Some(&most) {
+        levels.push(most);
+    }
+    levels
+}
+
+/// W3's setup: one connected peer per thread (the peers are disjoint).
+pub fn disjoint_peers(rm: &ResourceManager, threads: usize) -> Vec<ConnectedPeer> {
+    (0..threads).map(|t| connected_peer(rm, t as u32)).collect()
+}
+
+/// W7's background: swaps the manager's limits between two equivalent configurations every
+/// millisecond until `stop` is set, so that every scope keeps refreshing its cached limit.
+pub fn swap_limits_every_millisecond(rm: &ResourceManager, stop: &AtomicBool) -> u64 {
+    let mut a = ConcreteLimitConfig::infinite();
+    let mut b = ConcreteLimitConfig::infinite();
+    a.system.streams = u64::from(u32::MAX);
+    b.system.streams = u64::from(u32::MAX) - 1;
+    let mut swaps = 0;
+    while !stop.load(Ordering::Relaxed) {
+        rm.set_limits(if swaps % 2 == 0 { a.clone() } else { b.clone() });
+        swaps += 1;
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    swaps
+}
+
+/// W8's setup: a manager whose system scope is full (it admits one inbound stream, and one is
+/// held), and the stream that fills it; every further `open_stream` is refused at the system
+/// scope, after the peer and transient scopes took it and had to give it back.
+pub fn full_system(peer: PeerId) -> (ResourceManager, rcmgr::StreamScope) {
+    let mut limits = ConcreteLimitConfig::infinite();
+    limits.system.streams_inbound = 1;
+    let rm = manager(limits);
+    let held = rm
+        .open_stream(peer, Direction::Inbound)
+        .unwrap_or_else(|err| panic!("W8 setup: {err}"));
+    (rm, held)
+}
+
+/// W8, one iteration: an `open_stream` the full system scope refuses.
+#[inline]
+pub fn refused_open_stream(rm: &ResourceManager, peer: PeerId) -> Error {
+    match rm.open_stream(peer, Direction::Inbound) {
+        Ok(_) => panic!("W8: the system scope should be full"),
+        Err(err) => err,
+    }
+}
+
+/// W6's inputs: `count` distinct peers, each to open and close one connection.
+pub fn fresh_peers(count: usize) -> Vec<PeerId> {
+    (0..count).map(|_| PeerId::random()).collect()
+}
+
+/// The process's resident memory in bytes (Linux: `VmRSS` in /proc/self/status), or `None`
+/// where that cannot be read.
+pub fn resident_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

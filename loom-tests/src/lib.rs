@@ -58,6 +58,8 @@
 //!
 //! [loom]: https://docs.rs/loom
 
+#![forbid(unsafe_code)]
+
 use std::{
     collections::BTreeSet,
     sync::{Arc, Mutex},

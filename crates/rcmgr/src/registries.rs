@@ -200,7 +200,8 @@ fn sweep<K: std::hash::Hash + Eq + Clone>(registry: &Registry<K, Arc<Node>>) -> 
             passes.store(0, Ordering::Relaxed);
         }
     });
-    ripe.into_iter()
+    let removed = ripe
+        .into_iter()
         .filter(|key| {
             registry.remove_if(key, |node| {
                 // Ordering: Relaxed — as above; a lookup since the scan reset the count.
@@ -208,7 +209,11 @@ fn sweep<K: std::hash::Hash + Eq + Clone>(registry: &Registry<K, Arc<Node>>) -> 
                     && node.scope.idle_passes.load(Ordering::Relaxed) >= IDLE_PASSES_TO_COLLECT
             })
         })
-        .count()
+        .count();
+    if removed > 0 {
+        registry.shrink_if_sparse();
+    }
+    removed
 }
 
 #[cfg(all(test, not(rcmgr_loom)))]

@@ -335,6 +335,23 @@ impl<K: Hash + Eq, V> Registry<K, V> {
         self.lock().clear();
     }
 
+    /// Gives memory back when the map has become sparse (under a quarter of its capacity
+    /// used), so that a burst of keys, once collected, does not keep its table forever. Each
+    /// shard is rehashed under its exclusive guard, briefly.
+    pub(crate) fn shrink_if_sparse(&self) {
+        #[cfg(not(rcmgr_loom))]
+        if self.map.len() < self.map.capacity() / 4 {
+            self.map.shrink_to_fit();
+        }
+        #[cfg(rcmgr_loom)]
+        {
+            let mut map = self.lock();
+            if map.len() < map.capacity() / 4 {
+                map.shrink_to_fit();
+            }
+        }
+    }
+
     pub(crate) fn len(&self) -> usize {
         #[cfg(not(rcmgr_loom))]
         {
