@@ -287,9 +287,7 @@ pub fn run_on_threads(
         start.wait();
         let began = Instant::now();
         for handle in handles {
-            if handle.join().is_err() {
-                panic!("a benchmark thread panicked");
-            }
+            assert!(handle.join().is_ok(), "a benchmark thread panicked");
         }
         began.elapsed()
     })
