@@ -418,11 +418,6 @@ impl Counters {
         }
     }
 
-    /// Whether nothing at all is held, memory included.
-    pub(crate) fn is_idle(&self) -> bool {
-        self.stat().is_empty()
-    }
-
     /// The direction's (inbound, outbound) stream counts for one stream.
     pub(crate) fn one_stream(direction: Direction) -> (u64, u64) {
         match direction {

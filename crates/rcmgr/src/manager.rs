@@ -12,6 +12,7 @@ use crate::{
         self, Allowlist, Clock, ConnLimitPerSubnet, ConnRateLimits, Gate, NetworkPrefixLimit,
         TimeSource,
     },
+    groups::{Group, Groups},
     handles::{
         ConnectionScope, PeerScope, ProtocolScope, ServiceScope, StreamScope, SystemScope,
         TransientScope,
@@ -20,9 +21,9 @@ use crate::{
     registries,
     report::{ScopeUsage, UsageReport},
     resource::Direction,
-    scope::{Fixed, Node, Root, ScopeCtx, ScopeRef},
+    scope::{Fixed, Kind, Node, Root, ScopeCtx, ScopeRef},
     stat::ResourceManagerStat,
-    sync::Arc,
+    sync::{Arc, Registry},
 };
 
 /// How often the background collector runs unless [`ResourceManagerBuilder::gc_interval`]
@@ -72,10 +73,12 @@ impl Drop for Core {
     fn drop(&mut self) {
         #[cfg(not(rcmgr_loom))]
         drop(self.collector.take());
+        // The per-peer scopes refer back to the root; emptying the registries that hold them
+        // breaks the cycle (protocol and service scopes themselves hold no reference to it).
         let registries = &self.root.registries;
         registries.peers.clear();
-        registries.protocols.clear();
-        registries.services.clear();
+        registries.protocols.for_each(|group| group.members.clear());
+        registries.services.for_each(|group| group.members.clear());
     }
 }
 
@@ -152,7 +155,7 @@ impl ResourceManager {
         }
     }
 
-    fn root(&self) -> &Arc<Root> {
+    pub(crate) fn root(&self) -> &Arc<Root> {
         &self.core.root
     }
 
@@ -311,7 +314,8 @@ impl ResourceManager {
     /// assert_eq!(rm.protocol("/x").protocol(), "/x");
     /// ```
     pub fn protocol(&self, protocol: &str) -> ProtocolScope {
-        ProtocolScope::new(registries::protocol(self.root(), protocol))
+        let (_, group) = registries::protocol(self.root(), protocol);
+        ProtocolScope::new(Arc::clone(self.root()), group)
     }
 
     /// The scope of `service`, created if it does not exist.
@@ -321,7 +325,8 @@ impl ResourceManager {
     /// assert_eq!(rm.service("s").service(), "s");
     /// ```
     pub fn service(&self, service: &str) -> ServiceScope {
-        ServiceScope::new(registries::service(self.root(), service))
+        let (_, group) = registries::service(self.root(), service);
+        ServiceScope::new(Arc::clone(self.root()), group)
     }
 
     /// A snapshot of every scope's usage (go's `ResourceManagerState.Stat`). Each scope is
@@ -344,11 +349,11 @@ impl ResourceManager {
         registries.peers.for_each(|peer, node| {
             stat.peers.insert(*peer, node.scope.stat());
         });
-        registries.protocols.for_each(|name, node| {
-            stat.protocols.insert(name.to_string(), node.scope.stat());
+        registries.protocols.for_each(|group| {
+            stat.protocols.insert(group_name(group), group.scope.stat());
         });
-        registries.services.for_each(|name, node| {
-            stat.services.insert(name.to_string(), node.scope.stat());
+        registries.services.for_each(|group| {
+            stat.services.insert(group_name(group), group.scope.stat());
         });
         stat.transient = root.transient.stat();
         stat.system = root.system.stat();
@@ -376,9 +381,9 @@ impl ResourceManager {
             .map(|which| usage(ScopeRef::Fixed(Arc::clone(root), which).ctx()))
             .collect();
         let registries = &root.registries;
-        let (peer_count, peers) = busiest_of(&registries.peers);
-        let (protocol_count, protocols) = busiest_of(&registries.protocols);
-        let (service_count, services) = busiest_of(&registries.services);
+        let (peer_count, peers) = busiest_peers(&registries.peers);
+        let (protocol_count, protocols) = busiest_groups(root, &registries.protocols);
+        let (service_count, services) = busiest_groups(root, &registries.services);
         UsageReport {
             scopes,
             peers,
@@ -488,20 +493,37 @@ fn usage(at: ScopeCtx<'_>) -> ScopeUsage {
     }
 }
 
-/// How many scopes a registry holds, and the busiest of them.
-fn busiest_of<K: std::hash::Hash + Eq>(
-    registry: &crate::sync::Registry<K, Arc<Node>>,
-) -> (usize, Vec<ScopeUsage>) {
+/// How many peer scopes there are, and the busiest of them.
+fn busiest_peers(peers: &Registry<PeerId, Arc<Node>>) -> (usize, Vec<ScopeUsage>) {
     let mut all = Vec::new();
-    registry.for_each(|_, node| all.push(usage(node.ctx())));
+    peers.for_each(|_, node| all.push(usage(node.ctx())));
     (all.len(), UsageReport::busiest(all))
 }
 
-fn sorted_names(
-    registry: &crate::sync::Registry<std::sync::Arc<str>, Arc<crate::scope::Node>>,
-) -> Vec<String> {
+/// How many protocol (or service) scopes there are, and the busiest of them.
+fn busiest_groups(root: &Root, groups: &Groups) -> (usize, Vec<ScopeUsage>) {
+    let mut all = Vec::new();
+    groups.for_each(|group| {
+        all.push(usage(ScopeCtx {
+            root,
+            scope: &group.scope,
+            links: None,
+        }))
+    });
+    (all.len(), UsageReport::busiest(all))
+}
+
+/// The protocol ID or service name of a protocol (or service) scope.
+fn group_name(group: &Group) -> String {
+    match &group.scope.kind {
+        Kind::Protocol(name) | Kind::Service(name) => name.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn sorted_names(groups: &Groups) -> Vec<String> {
     let mut names = Vec::new();
-    registry.for_each(|name, _| names.push(name.to_string()));
+    groups.for_each(|group| names.push(group_name(group)));
     names.sort();
     names
 }

@@ -26,14 +26,13 @@
 //!   nothing;
 //! * a scope's limit is looked up in the current configuration at every reservation, so
 //!   [`ReferenceManager::set_limits`] applies everywhere at once, and a span follows its
-//!   owner's limit; [`Scope::set_limit`] pins a scope's limit (and keeps a peer or protocol
-//!   scope from being collected);
+//!   owner's limit; [`Scope::set_limit`] pins a scope's limit (and keeps a peer scope from
+//!   being collected);
 //! * a scope is referenced while any handle, span, guard or view reaches it (a connection,
 //!   stream or span keeps its parents referenced until it is dropped, not merely done);
-//! * [`ReferenceManager::gc`] removes a peer or protocol scope, or a per-peer scope inside a
-//!   protocol or service, once two passes in a row found it unreferenced, unpinned and holding
-//!   nothing, memory included (a protocol also needs every per-peer scope inside it to be
-//!   idle); service scopes themselves are never removed.
+//! * [`ReferenceManager::gc`] removes a peer scope, or a per-peer scope inside a protocol or
+//!   service, once two passes in a row found it unreferenced, unpinned and holding nothing,
+//!   memory included; protocol and service scopes themselves are never removed.
 //!
 //! Not modelled: the allowlisted scopes, per-IP limits, counter field capacities (irrelevant
 //! below 2^21 connections or 2^53 bytes), metrics, tracing and go's "BUG: ..." warnings on
@@ -419,8 +418,8 @@ pub trait Scope: Send + Sync {
     /// The limit in force for this scope.
     fn limit(&self) -> BaseLimit;
 
-    /// Pins this scope's limit: limit swaps no longer change it, and a pinned peer or
-    /// protocol scope is never collected.
+    /// Pins this scope's limit: limit swaps no longer change it, and a pinned peer scope is
+    /// never collected.
     fn set_limit(&self, limit: BaseLimit);
 }
 
@@ -1625,7 +1624,6 @@ impl State {
         for group in self.protocols.values_mut() {
             sweep(&mut group.members);
         }
-        sweep(&mut self.protocols);
         sweep(&mut self.peers);
     }
 }
@@ -1644,16 +1642,6 @@ impl Collectable for Keyed {
 
     fn idle_passes(&mut self) -> &mut u8 {
         &mut self.idle_passes
-    }
-}
-
-impl Collectable for Group {
-    fn is_idle(&self) -> bool {
-        self.scope.is_idle() && self.members.values().all(Keyed::is_idle)
-    }
-
-    fn idle_passes(&mut self) -> &mut u8 {
-        &mut self.scope.idle_passes
     }
 }
 
@@ -1706,6 +1694,7 @@ mod tests {
         assert!(stat.system.is_empty() && stat.peers.values().all(ScopeStat::is_empty));
         rm.gc();
         rm.gc();
-        assert!(rm.list_peers().is_empty() && rm.list_protocols().is_empty());
+        assert!(rm.list_peers().is_empty());
+        assert_eq!(rm.list_protocols(), ["/x"], "protocol scopes are kept");
     }
 }

@@ -1,21 +1,21 @@
-//! The keyed scopes (peer, protocol, service, and the per-peer scopes inside protocols and
-//! services): lookup, and epoch-based collection of the idle ones.
+//! The keyed scopes: lookup of peer, protocol and service scopes and of the per-peer scopes
+//! inside protocols and services, and epoch-based collection of the idle peer and per-peer
+//! scopes. (Protocol and service scopes themselves live as long as the manager: see
+//! [`crate::groups`].)
 //!
 //! # References and collection
 //!
-//! A keyed scope lives in its registry as an `Arc<Node>`; every other `Arc` to it is a
-//! reference (a connection or stream that reports to it, a span on it, a view handle). A
+//! A peer or per-peer scope lives in its registry as an `Arc<Node>`; every other `Arc` to it
+//! is a reference (a connection or stream that reports to it, a span on it, a view handle). A
 //! lookup clones the `Arc` while it holds the registry shard's guard, and collection removes
 //! an entry only under that shard's exclusive guard and only if the registry's `Arc` is the
 //! last one. So a scope with a reference is never removed, and a lookup can never get a scope
 //! that collection is removing: there is never more than one scope per key.
 //!
 //! Collection also leaves any scope that holds anything (memory included: go's quirk 6 is
-//! fixed), any scope pinned by `set_limit`, any protocol with a per-peer scope that is not
-//! idle, and any scope that was not already idle in the previous pass: an entry is removed
-//! only after two consecutive idle passes, and a lookup in between starts its count again.
-//! A protocol and its idle per-peer scopes count their idle passes together, so two passes
-//! remove both.
+//! fixed), any scope pinned by `set_limit`, and any scope that was not already idle in the
+//! previous pass: an entry is removed only after two consecutive idle passes, and a lookup in
+//! between starts its count again.
 //!
 //! # Synchronization
 //!
@@ -30,7 +30,9 @@ use libp2p_identity::PeerId;
 
 use crate::{
     edges::{Edge, EdgeSet},
-    scope::{Kind, Links, Node, Root},
+    groups::{Group, GroupId, Groups},
+    limit_cell::LimitCell,
+    scope::{Kind, Links, Node, Root, Scope},
     sync::{Arc, Ordering, Registry, fence},
 };
 
@@ -62,66 +64,38 @@ pub(crate) fn peer(root: &Arc<Root>, peer: &PeerId) -> Arc<Node> {
     node
 }
 
-/// The scope of `protocol`, created if needed.
-pub(crate) fn protocol(root: &Arc<Root>, protocol: &str) -> Arc<Node> {
-    group(root, &root.registries.protocols, protocol, Kind::Protocol)
+/// The scope of `protocol` and its id, created if needed.
+pub(crate) fn protocol(root: &Root, protocol: &str) -> (GroupId, Arc<Group>) {
+    group(&root.registries.protocols, protocol, Kind::Protocol)
 }
 
-/// The scope of `service`, created if needed.
-pub(crate) fn service(root: &Arc<Root>, service: &str) -> Arc<Node> {
-    group(root, &root.registries.services, service, Kind::Service)
+/// The scope of `service` and its id, created if needed.
+pub(crate) fn service(root: &Root, service: &str) -> (GroupId, Arc<Group>) {
+    group(&root.registries.services, service, Kind::Service)
 }
 
-fn group(
-    root: &Arc<Root>,
-    registry: &Registry<NameArc<str>, Arc<Node>>,
-    name: &str,
-    kind: fn(NameArc<str>) -> Kind,
-) -> Arc<Node> {
-    let node = registry.get_or_insert_with(name, || {
-        let key: NameArc<str> = NameArc::from(name);
-        let node = Node::new(
-            kind(NameArc::clone(&key)),
-            EdgeSet::of(&[Edge::System]),
-            Links::Group {
-                root: Arc::clone(root),
-                peers: Registry::new(),
-            },
-        );
-        (key, Arc::new(node))
-    });
-    touch(&node);
-    node
+fn group(groups: &Groups, name: &str, kind: fn(NameArc<str>) -> Kind) -> (GroupId, Arc<Group>) {
+    groups.find_or_insert(name, |key| Group {
+        scope: Scope::new(kind(key), EdgeSet::of(&[Edge::System]), LimitCell::new()).sharded(),
+        members: Registry::new(),
+    })
 }
 
 /// The scope of `peer` within a protocol or service scope, created if needed. It has no
 /// edges of its own: a stream reports to it and to the group separately, as in go.
-pub(crate) fn member(group: &Node, peer: &PeerId) -> Arc<Node> {
-    let member_kind = |name: &NameArc<str>| match &group.scope.kind {
-        Kind::Service(_) => Kind::ServicePeer(NameArc::clone(name), *peer),
-        _ => Kind::ProtocolPeer(NameArc::clone(name), *peer),
-    };
-    let (root, peers, name) = match (&group.links, &group.scope.kind) {
-        (Links::Group { root, peers }, Kind::Protocol(name) | Kind::Service(name)) => {
-            (root, peers, name)
-        }
-        // Only protocol and service scopes are groups; anything else gets a scope of its own
-        // that no registry holds, which keeps this total.
-        _ => {
-            let links = Links::Leaf {
-                root: Arc::clone(group.root()),
-            };
-            return Arc::new(Node::new(Kind::Peer(*peer), EdgeSet::NONE, links));
-        }
-    };
-    let node = peers.get_or_insert_with(peer, || {
+pub(crate) fn member(root: &Arc<Root>, group: &Group, peer: &PeerId) -> Arc<Node> {
+    let node = group.members.get_or_insert_with(peer, || {
+        let kind = match &group.scope.kind {
+            Kind::Service(name) => Kind::ServicePeer(NameArc::clone(name), *peer),
+            Kind::Protocol(name) => Kind::ProtocolPeer(NameArc::clone(name), *peer),
+            // Only protocol and service scopes are groups; the peer's own kind keeps this
+            // total.
+            _ => Kind::Peer(*peer),
+        };
         let links = Links::Leaf {
             root: Arc::clone(root),
         };
-        (
-            *peer,
-            Arc::new(Node::new(member_kind(name), EdgeSet::NONE, links)),
-        )
+        (*peer, Arc::new(Node::new(kind, EdgeSet::NONE, links)))
     });
     touch(&node);
     node
@@ -136,48 +110,31 @@ fn is_idle(node: &Arc<Node>) -> bool {
     // Ordering: Acquire fence — see the module docs: the last reference's releases are
     // visible to the checks below.
     fence(Ordering::Acquire);
-    // A group's per-peer scopes are idle too when nothing references the group: a stream
-    // holds both, and a member is looked up only through a reference to its group. Counting
-    // the group idle in the same pass as its members (rather than only once they are gone)
-    // lets two passes remove both, as `ResourceManager::gc` promises.
-    let members_idle = match &node.links {
-        Links::Group { peers, .. } => {
-            let mut idle = true;
-            peers.for_each(|_, member| idle &= is_idle(member));
-            idle
-        }
-        _ => true,
-    };
     // Ordering: Relaxed — `sticky` only ever goes from false to true, and a stale false can
     // only be read for a scope pinned after this pass began.
-    members_idle && !node.scope.sticky.load(Ordering::Relaxed) && node.scope.counters.is_idle()
+    !node.scope.sticky.load(Ordering::Relaxed) && node.scope.is_idle()
 }
 
 /// How many scopes one collection pass removed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Collected {
     pub(crate) peers: usize,
-    pub(crate) protocols: usize,
     pub(crate) protocol_peers: usize,
     pub(crate) service_peers: usize,
 }
 
-/// One collection pass over every registry. Service scopes themselves are kept, as in go;
-/// the per-peer scopes inside them are collected.
+/// One collection pass over every registry: the peer scopes, and the per-peer scopes inside
+/// every protocol and service.
 pub(crate) fn collect(root: &Root) -> Collected {
     let mut collected = Collected::default();
-    root.registries.services.for_each(|_, service| {
-        if let Links::Group { peers, .. } = &service.links {
-            collected.service_peers += sweep(peers);
-        }
+    let registries = &root.registries;
+    registries.services.for_each(|service| {
+        collected.service_peers += sweep(&service.members);
     });
-    root.registries.protocols.for_each(|_, protocol| {
-        if let Links::Group { peers, .. } = &protocol.links {
-            collected.protocol_peers += sweep(peers);
-        }
+    registries.protocols.for_each(|protocol| {
+        collected.protocol_peers += sweep(&protocol.members);
     });
-    collected.protocols = sweep(&root.registries.protocols);
-    collected.peers = sweep(&root.registries.peers);
+    collected.peers = sweep(&registries.peers);
     root.gate.collect();
     collected
 }
@@ -221,7 +178,7 @@ mod tests {
     use crate::{ConcreteLimitConfig, Direction, ResourceManager};
 
     #[test]
-    fn two_passes_collect_a_protocol_with_its_per_peer_scopes() {
+    fn two_passes_collect_per_peer_scopes_and_protocols_stay() {
         let rm = ResourceManager::builder(ConcreteLimitConfig::infinite())
             .gc_interval(std::time::Duration::ZERO)
             .build()
@@ -229,10 +186,24 @@ mod tests {
         let peer = libp2p_identity::PeerId::random();
         let mut stream = rm.open_stream(peer, Direction::Inbound).expect("unlimited");
         stream.set_protocol("/x").expect("unlimited");
+        let members = || {
+            let protocols = &rm.root().registries.protocols;
+            let id = protocols.find("/x").expect("the protocol scope exists");
+            protocols.get(id).map_or(0, |group| group.members.len())
+        };
+        rm.gc();
+        rm.gc();
+        assert_eq!(members(), 1, "a per-peer scope in use is kept");
         drop(stream);
         rm.gc();
-        assert_eq!(rm.list_protocols(), ["/x"], "one idle pass is not enough");
+        assert_eq!(members(), 1, "one idle pass is not enough");
         rm.gc();
-        assert!(rm.list_protocols().is_empty() && rm.list_peers().is_empty());
+        assert_eq!(members(), 0);
+        assert!(rm.list_peers().is_empty());
+        assert_eq!(
+            rm.list_protocols(),
+            ["/x"],
+            "protocol scopes live as long as the manager"
+        );
     }
 }

@@ -16,9 +16,11 @@ use crate::{
     counters::Counters,
     edges::{Edge, EdgeSet},
     gate::Gate,
+    groups::{Group, GroupId, Groups},
     limit_cell::LimitCell,
     limits::{BaseLimit, ConcreteLimitConfig, LimitKey},
     name::ScopeName,
+    shards::Shards,
     stat::ScopeStat,
     sync::{
         Arc, AtomicBool, AtomicU8, AtomicU64, CachePadded, LimitSlot, OnceSlot, Ordering, Registry,
@@ -46,6 +48,9 @@ pub(crate) enum Kind {
 #[derive(Debug)]
 pub(crate) struct Scope {
     pub(crate) counters: Counters,
+    /// The pools of a scope every thread shares (fixed, protocol and service scopes): its
+    /// counters then hold a budget, usage plus leased quota (see [`crate::shards`]).
+    pub(crate) shards: Option<Box<Shards>>,
     pub(crate) limit: LimitCell,
     pub(crate) kind: Kind,
     /// The number the next span begun on this scope gets.
@@ -60,6 +65,7 @@ impl Scope {
     pub(crate) fn new(kind: Kind, edges: EdgeSet, limit: LimitCell) -> Self {
         Scope {
             counters: Counters::new(edges),
+            shards: None,
             limit,
             kind,
             next_span: AtomicU64::new(1),
@@ -68,8 +74,25 @@ impl Scope {
         }
     }
 
+    /// Shares this scope's counters out to per-thread pools (see [`crate::shards`]).
+    pub(crate) fn sharded(mut self) -> Self {
+        self.shards = Some(Box::new(Shards::new()));
+        self
+    }
+
+    /// What the scope holds: each counter exact at the moment it was read; for a sharded
+    /// scope, its budget less what the pools hold unused.
     pub(crate) fn stat(&self) -> ScopeStat {
-        self.counters.stat()
+        let counters = self.counters.stat();
+        match &self.shards {
+            Some(shards) => shards.usage(counters),
+            None => counters,
+        }
+    }
+
+    /// Whether nothing at all is held, memory included.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.stat().is_empty()
     }
 
     pub(crate) fn next_span_index(&self) -> u64 {
@@ -95,11 +118,12 @@ impl Scope {
     }
 }
 
-/// A protocol or service scope together with the per-peer scope a stream uses inside it.
+/// A protocol or service scope (by id: it lives as long as the manager) together with the
+/// per-peer scope a stream uses inside it (referenced: it is collected when idle).
 #[derive(Debug)]
 pub(crate) struct Attachment {
-    pub(crate) group: Arc<Node>,
-    pub(crate) peer: Arc<Node>,
+    pub(crate) group: GroupId,
+    pub(crate) member: Arc<Node>,
 }
 
 /// How a non-fixed scope reaches its parents and the root.
@@ -107,11 +131,6 @@ pub(crate) struct Attachment {
 pub(crate) enum Links {
     /// Peer, protocol-peer and service-peer scopes.
     Leaf { root: Arc<Root> },
-    /// Protocol and service scopes, with their per-peer scopes.
-    Group {
-        root: Arc<Root>,
-        peers: Registry<PeerId, Arc<Node>>,
-    },
     /// A connection; its peer is known after `set_peer`.
     Conn {
         root: Arc<Root>,
@@ -151,7 +170,7 @@ impl Node {
 
     pub(crate) fn root(&self) -> &Arc<Root> {
         match &self.links {
-            Links::Leaf { root } | Links::Group { root, .. } | Links::Conn { root, .. } => root,
+            Links::Leaf { root } | Links::Conn { root, .. } => root,
             Links::Stream { peer, .. } => peer.root(),
             Links::Span { owner } => owner.root(),
         }
@@ -186,13 +205,15 @@ pub(crate) enum Fixed {
 #[derive(Clone, Debug)]
 pub(crate) enum ScopeRef {
     Fixed(Arc<Root>, Fixed),
+    /// A protocol or service scope.
+    Group(Arc<Root>, Arc<Group>),
     Node(Arc<Node>),
 }
 
 impl ScopeRef {
     pub(crate) fn root(&self) -> &Arc<Root> {
         match self {
-            ScopeRef::Fixed(root, _) => root,
+            ScopeRef::Fixed(root, _) | ScopeRef::Group(root, _) => root,
             ScopeRef::Node(node) => node.root(),
         }
     }
@@ -202,6 +223,11 @@ impl ScopeRef {
             ScopeRef::Fixed(root, which) => ScopeCtx {
                 root,
                 scope: root.fixed(*which),
+                links: None,
+            },
+            ScopeRef::Group(root, group) => ScopeCtx {
+                root,
+                scope: &group.scope,
                 links: None,
             },
             ScopeRef::Node(node) => node.ctx(),
@@ -254,10 +280,16 @@ impl<'a> ScopeCtx<'a> {
                 links: None,
             })
         };
-        let attached = |slot: &'a OnceSlot<Attachment>, group: bool| {
-            slot.get()
-                .map(|a| if group { a.group.ctx() } else { a.peer.ctx() })
+        let group = |groups: &'a Groups, slot: &'a OnceSlot<Attachment>| {
+            let group = groups.get(slot.get()?.group)?;
+            Some(ScopeCtx {
+                root,
+                scope: &group.scope,
+                links: None,
+            })
         };
+        let member = |slot: &'a OnceSlot<Attachment>| slot.get().map(|a| a.member.ctx());
+        let registries = &root.registries;
         match (edge, self.links) {
             (Edge::System, _) => fixed(Fixed::System),
             (Edge::Transient, _) => fixed(Fixed::Transient),
@@ -265,10 +297,14 @@ impl<'a> ScopeCtx<'a> {
             (Edge::AllowlistedTransient, _) => fixed(Fixed::AllowlistedTransient),
             (Edge::Peer, Some(Links::Stream { peer, .. })) => Some(peer.ctx()),
             (Edge::Peer, Some(Links::Conn { peer, .. })) => peer.get().map(|p| p.ctx()),
-            (Edge::Protocol, Some(Links::Stream { protocol, .. })) => attached(protocol, true),
-            (Edge::ProtocolPeer, Some(Links::Stream { protocol, .. })) => attached(protocol, false),
-            (Edge::Service, Some(Links::Stream { service, .. })) => attached(service, true),
-            (Edge::ServicePeer, Some(Links::Stream { service, .. })) => attached(service, false),
+            (Edge::Protocol, Some(Links::Stream { protocol, .. })) => {
+                group(&registries.protocols, protocol)
+            }
+            (Edge::ProtocolPeer, Some(Links::Stream { protocol, .. })) => member(protocol),
+            (Edge::Service, Some(Links::Stream { service, .. })) => {
+                group(&registries.services, service)
+            }
+            (Edge::ServicePeer, Some(Links::Stream { service, .. })) => member(service),
             _ => None,
         }
     }
@@ -354,8 +390,8 @@ impl<'a> ScopeCtx<'a> {
 #[derive(Debug)]
 pub(crate) struct Registries {
     pub(crate) peers: Registry<PeerId, Arc<Node>>,
-    pub(crate) protocols: Registry<NameArc<str>, Arc<Node>>,
-    pub(crate) services: Registry<NameArc<str>, Arc<Node>>,
+    pub(crate) protocols: Groups,
+    pub(crate) services: Groups,
 }
 
 /// What every scope can reach: the fixed scopes, the limits, the id counters and the
@@ -385,9 +421,9 @@ pub(crate) struct Root {
     pub(crate) gate: Gate,
 }
 
-/// A fixed scope of the root, on cache lines of its own.
+/// A fixed scope of the root, on cache lines of its own, its counters sharded.
 fn fixed(kind: Kind, edges: EdgeSet) -> CachePadded<Scope> {
-    CachePadded::new(Scope::new(kind, edges, LimitCell::new()))
+    CachePadded::new(Scope::new(kind, edges, LimitCell::new()).sharded())
 }
 
 impl Root {
@@ -407,8 +443,8 @@ impl Root {
             next_stream: CachePadded::new(AtomicU64::new(1)),
             registries: Registries {
                 peers: Registry::new(),
-                protocols: Registry::new(),
-                services: Registry::new(),
+                protocols: Groups::new(),
+                services: Groups::new(),
             },
             gate,
         }

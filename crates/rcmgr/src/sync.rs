@@ -21,9 +21,13 @@ pub(crate) use std::sync::atomic::{Ordering, fence};
 
 #[cfg(not(rcmgr_loom))]
 pub(crate) use portable_atomic::{AtomicBool, AtomicU8, AtomicU64};
+#[cfg(not(rcmgr_loom))]
+pub(crate) use std::sync::Mutex;
 
 #[cfg(rcmgr_loom)]
 pub(crate) use loom::sync::Arc;
+#[cfg(rcmgr_loom)]
+pub(crate) use loom::sync::Mutex;
 #[cfg(rcmgr_loom)]
 pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering, fence};
 

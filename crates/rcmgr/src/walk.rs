@@ -43,7 +43,7 @@ use crate::{
     error::{Error, LimitExceeded, ScopeClosed},
     limits::BaseLimit,
     resource::Priority,
-    scope::ScopeCtx,
+    scope::{Scope, ScopeCtx},
     stat::ScopeStat,
     sync::{AtomicU64, Backoff, Ordering},
 };
@@ -173,7 +173,7 @@ impl Drop for Rollback<'_> {
     fn drop(&mut self) {
         for edge in self.edges.first(self.taken).iter().rev() {
             if let Some(parent) = self.at.edge(edge) {
-                give_back(parent, self.amount);
+                give_back(parent, self.amount, true);
             }
         }
     }
@@ -221,29 +221,50 @@ fn take<'a>(at: ScopeCtx<'a>, amount: Amount, generation: u64) -> Result<(), Ref
 
 /// [`take`] against a limit the caller already read.
 fn take_within<'a>(at: ScopeCtx<'a>, amount: Amount, within: &Within) -> Result<(), Refusal<'a>> {
-    let counters = &at.scope.counters;
     let refused = |hit| Refusal::limit(at, hit);
     match amount {
         Amount::Memory { size, priority } => take_memory(at, size, priority, within.memory()),
         Amount::Streams { inbound, outbound } => {
-            let limit = within.all(at);
-            add_to(&counters.streams, false, |cur| {
-                add_streams(StreamsWord(cur), inbound, outbound, &limit).map(|w| w.0)
-            })
-            .map_err(refused)
+            take_streams(at.scope, (inbound, outbound), &within.all(at)).map_err(refused)
         }
         Amount::Conns {
             inbound,
             outbound,
             fd,
-        } => {
-            let limit = within.all(at);
-            add_to(&counters.conns, false, |cur| {
-                add_conns(ConnsWord(cur), inbound, outbound, fd, &limit).map(|w| w.0)
-            })
-            .map_err(refused)
-        }
+        } => take_conns(at.scope, (inbound, outbound, fd), &within.all(at)).map_err(refused),
         Amount::Stat(stat) => take_stat(at, stat, &within.all(at)),
+    }
+}
+
+/// Adds streams to a parent (or only checks, when adding nothing: go checks the total even
+/// then), through its shards if it has them.
+fn take_streams(
+    scope: &Scope,
+    (inbound, outbound): (u64, u64),
+    limit: &BaseLimit,
+) -> Result<(), Hit> {
+    let word = &scope.counters.streams;
+    match &scope.shards {
+        Some(shards) => shards.reserve_streams(word, inbound, outbound, limit),
+        None => add_to(word, inbound == 0 && outbound == 0, |cur| {
+            add_streams(StreamsWord(cur), inbound, outbound, limit).map(|w| w.0)
+        }),
+    }
+}
+
+/// Adds connections to a parent (or only checks, when adding nothing), through its shards if
+/// it has them.
+fn take_conns(
+    scope: &Scope,
+    (inbound, outbound, fd): (u64, u64, u64),
+    limit: &BaseLimit,
+) -> Result<(), Hit> {
+    let word = &scope.counters.conns;
+    match &scope.shards {
+        Some(shards) => shards.reserve_conns(word, (inbound, outbound, fd), limit),
+        None => add_to(word, inbound == 0 && outbound == 0 && fd == 0, |cur| {
+            add_conns(ConnsWord(cur), inbound, outbound, fd, limit).map(|w| w.0)
+        }),
     }
 }
 
@@ -272,6 +293,11 @@ fn take_memory<'a>(
     limit: u64,
 ) -> Result<(), Refusal<'a>> {
     let memory = &at.scope.counters.memory;
+    if let Some(shards) = &at.scope.shards {
+        return shards
+            .reserve_memory(memory, size, priority, limit)
+            .map_err(|hit| Refusal::limit(at, hit));
+    }
     let next = |cur| {
         let word = MemoryWord(cur);
         if word.is_closed() {
@@ -293,7 +319,6 @@ fn take_memory<'a>(
 /// checked even when its amount is zero (a lowered limit then refuses the move); a later
 /// refusal gives back what the earlier steps took.
 fn take_stat<'a>(at: ScopeCtx<'a>, stat: ScopeStat, limit: &BaseLimit) -> Result<(), Refusal<'a>> {
-    let counters = &at.scope.counters;
     let (streams_in, streams_out) = (stat.streams_inbound.into(), stat.streams_outbound.into());
     let (conns_in, conns_out) = (stat.conns_inbound.into(), stat.conns_outbound.into());
     let fd = stat.fd.into();
@@ -302,23 +327,19 @@ fn take_stat<'a>(at: ScopeCtx<'a>, stat: ScopeStat, limit: &BaseLimit) -> Result
         size: stat.memory,
         priority: Priority::ALWAYS,
     };
-    let streams = add_to(&counters.streams, stat.streams() == 0, |cur| {
-        add_streams(StreamsWord(cur), streams_in, streams_out, limit).map(|w| w.0)
-    });
+    let streams = take_streams(at.scope, (streams_in, streams_out), limit);
     if let Err(hit) = streams {
-        give_back(at, memory);
+        give_back(at, memory, true);
         return Err(Refusal::limit(at, hit));
     }
-    let conns = add_to(&counters.conns, stat.conns() == 0 && fd == 0, |cur| {
-        add_conns(ConnsWord(cur), conns_in, conns_out, fd, limit).map(|w| w.0)
-    });
+    let conns = take_conns(at.scope, (conns_in, conns_out, fd), limit);
     if let Err(hit) = conns {
-        give_back(at, memory);
+        give_back(at, memory, true);
         let streams = Amount::Streams {
             inbound: streams_in,
             outbound: streams_out,
         };
-        give_back(at, streams);
+        give_back(at, streams, true);
         return Err(Refusal::limit(at, hit));
     }
     Ok(())
@@ -326,33 +347,48 @@ fn take_stat<'a>(at: ScopeCtx<'a>, stat: ScopeStat, limit: &BaseLimit) -> Result
 
 /// Releases `amount` from `at` alone (go's `ReleaseForChild`): counts clamp at zero, with go's
 /// warning.
-fn give_back(at: ScopeCtx<'_>, amount: Amount) {
+fn give_back(at: ScopeCtx<'_>, amount: Amount, exact: bool) {
     let counters = &at.scope.counters;
     let mut underflow = Underflow::default();
-    let (memory, (streams_in, streams_out), (conns_in, conns_out, fd)) = amount.parts();
-    if memory != 0 {
-        // Ordering: Relaxed — a parent's memory count; nothing is published through it.
-        let _ = counters::update(&counters.memory, Ordering::Relaxed, |cur| {
-            let word = MemoryWord(cur);
-            if word.is_closed() {
-                return Err(());
-            }
-            Ok(word
-                .with_used(sub_memory(word.used(), memory, &mut underflow))
-                .0)
-        });
-    }
-    if streams_in | streams_out != 0 {
-        // Ordering: Relaxed — a count.
-        let _ = counters::update(&counters.streams, Ordering::Relaxed, |cur| {
-            Ok::<_, ()>(sub_streams(StreamsWord(cur), streams_in, streams_out, &mut underflow).0)
-        });
-    }
-    if conns_in | conns_out | fd != 0 {
-        // Ordering: Relaxed — a count.
-        let _ = counters::update(&counters.conns, Ordering::Relaxed, |cur| {
-            Ok::<_, ()>(sub_conns(ConnsWord(cur), conns_in, conns_out, fd, &mut underflow).0)
-        });
+    let (memory, streams, conns) = amount.parts();
+    if let Some(shards) = &at.scope.shards {
+        if memory != 0 {
+            shards.release_memory(&counters.memory, memory, exact, &mut underflow);
+        }
+        if streams != (0, 0) {
+            shards.release_streams(&counters.streams, streams, &mut underflow);
+        }
+        if conns != (0, 0, 0) {
+            shards.release_conns(&counters.conns, conns, &mut underflow);
+        }
+    } else {
+        let ((streams_in, streams_out), (conns_in, conns_out, fd)) = (streams, conns);
+        if memory != 0 {
+            // Ordering: Relaxed — a parent's memory count; nothing is published through it.
+            let _ = counters::update(&counters.memory, Ordering::Relaxed, |cur| {
+                let word = MemoryWord(cur);
+                if word.is_closed() {
+                    return Err(());
+                }
+                Ok(word
+                    .with_used(sub_memory(word.used(), memory, &mut underflow))
+                    .0)
+            });
+        }
+        if streams_in | streams_out != 0 {
+            // Ordering: Relaxed — a count.
+            let _ = counters::update(&counters.streams, Ordering::Relaxed, |cur| {
+                Ok::<_, ()>(
+                    sub_streams(StreamsWord(cur), streams_in, streams_out, &mut underflow).0,
+                )
+            });
+        }
+        if conns_in | conns_out | fd != 0 {
+            // Ordering: Relaxed — a count.
+            let _ = counters::update(&counters.conns, Ordering::Relaxed, |cur| {
+                Ok::<_, ()>(sub_conns(ConnsWord(cur), conns_in, conns_out, fd, &mut underflow).0)
+            });
+        }
     }
     if underflow.any() {
         underflow.report(&at.name());
@@ -365,19 +401,19 @@ fn give_back(at: ScopeCtx<'_>, amount: Amount) {
 /// module docs) and so checks it last; when a parent refuses, this check decides whether go
 /// would have named the scope itself instead, so that errors name the same scope as go's.
 fn check_own<'a>(at: ScopeCtx<'a>, amount: Amount, within: &Within) -> Result<(), Refusal<'a>> {
-    let counters = &at.scope.counters;
     // Ordering: Acquire on the memory word — a closed flag seen here is acted on at once.
-    let word = MemoryWord(counters.memory.load(Ordering::Acquire));
+    let word = MemoryWord(at.scope.counters.memory.load(Ordering::Acquire));
     if word.is_closed() {
         return Err(Refusal::closed(at));
     }
+    let held = at.scope.stat();
     let result = match amount {
         Amount::Memory { size, priority } => {
-            add_memory(word.used(), size, priority, within.memory()).map(drop)
+            add_memory(held.memory, size, priority, within.memory()).map(drop)
         }
         Amount::Streams { inbound, outbound } => {
-            // Ordering: Relaxed — a count, only read for the report.
-            let streams = StreamsWord(counters.streams.load(Ordering::Relaxed));
+            let streams =
+                StreamsWord::new(held.streams_inbound.into(), held.streams_outbound.into());
             add_streams(streams, inbound, outbound, &within.all(at)).map(drop)
         }
         Amount::Conns {
@@ -385,8 +421,11 @@ fn check_own<'a>(at: ScopeCtx<'a>, amount: Amount, within: &Within) -> Result<()
             outbound,
             fd,
         } => {
-            // Ordering: Relaxed — a count, only read for the report.
-            let conns = ConnsWord(counters.conns.load(Ordering::Relaxed));
+            let conns = ConnsWord::new(
+                held.conns_inbound.into(),
+                held.conns_outbound.into(),
+                held.fd.into(),
+            );
             add_conns(conns, inbound, outbound, fd, &within.all(at)).map(drop)
         }
         Amount::Stat(_) => Ok(()),
@@ -437,6 +476,12 @@ fn commit_own<'a>(
         Amount::Stat(_) => return take_within(at, amount, within).map_err(OwnCommit::Refused),
     };
     let limit = within.memory();
+    if let Some(shards) = &at.scope.shards {
+        // A sharded scope (fixed, protocol or service) is never closed and never moves.
+        return shards
+            .reserve_memory(&counters.memory, size, priority, limit)
+            .map_err(refused);
+    }
     // Ordering: AcqRel — Release: the edge commits made before this one are ordered before
     // the releases of a close or transfer that swaps this word later (its Acquire). Acquire:
     // symmetric with those swaps, so a commit that follows a transfer sees its new slots.
@@ -530,7 +575,7 @@ pub(crate) fn reserve_memory<'a>(
                 // Spans never move; kept total rather than assumed.
                 Err(OwnCommit::Moved) => backoff.snooze(),
                 Err(OwnCommit::Refused(refusal)) => {
-                    release_memory(at.ancestor(level + 1), size);
+                    release_memory(at.ancestor(level + 1), size, true);
                     return Err(first_own_refusal(at, level, amount).unwrap_or(refusal));
                 }
             }
@@ -551,15 +596,24 @@ fn first_own_refusal<'a>(at: ScopeCtx<'a>, levels: usize, amount: Amount) -> Opt
 
 /// Releases memory from any scope, then from its owner chain and the edges at its root. Stops
 /// at a closed scope, whose close already released what it held.
-pub(crate) fn release_memory(at: ScopeCtx<'_>, size: u64) {
+///
+/// `exact` says the caller gives back what it reserved (a close, a guard, a rollback). A
+/// caller's own `release_memory` may give back more: then only the first scope's own clamp can
+/// tell, and what is past it reaches the parents as a possible over-release (see
+/// [`Shards::release_memory`](crate::shards::Shards::release_memory)).
+pub(crate) fn release_memory(at: ScopeCtx<'_>, size: u64, exact: bool) {
     if size == 0 {
         return;
     }
     let mut level = at;
+    let mut exact = exact;
     loop {
-        let Some(edges) = release_own_memory(level, size) else {
+        let Some((edges, clamped)) = release_own_memory(level, size, exact) else {
             return;
         };
+        // A level that held all of `size` proves its parents did: they hold at least what
+        // their children hold.
+        exact = !clamped;
         match level.owner() {
             Some(owner) => level = owner,
             None => {
@@ -569,7 +623,7 @@ pub(crate) fn release_memory(at: ScopeCtx<'_>, size: u64) {
                 };
                 for edge in edges.iter() {
                     if let Some(parent) = level.edge(edge) {
-                        give_back(parent, amount);
+                        give_back(parent, amount, exact);
                     }
                 }
                 return;
@@ -578,10 +632,23 @@ pub(crate) fn release_memory(at: ScopeCtx<'_>, size: u64) {
     }
 }
 
-/// Subtracts from a scope's own memory word; returns the edges the memory was held on, or
-/// `None` if the scope is closed. Waits out a transfer in progress: only when it ends is it
-/// known which parents hold the memory.
-fn release_own_memory(at: ScopeCtx<'_>, size: u64) -> Option<EdgeSet> {
+/// Subtracts from a scope's own memory word; returns the edges the memory was held on and
+/// whether the release took more than the scope held (clamped at zero), or `None` if the scope
+/// is closed. Waits out a transfer in progress: only when it ends is it known which parents
+/// hold the memory.
+fn release_own_memory(at: ScopeCtx<'_>, size: u64, exact: bool) -> Option<(EdgeSet, bool)> {
+    let memory = &at.scope.counters.memory;
+    if let Some(shards) = &at.scope.shards {
+        // A sharded scope is never closed and its edges never change.
+        let mut underflow = Underflow::default();
+        shards.release_memory(memory, size, exact, &mut underflow);
+        if underflow.any() {
+            underflow.report(&at.name());
+        }
+        // Ordering: Relaxed — only the edge bits are read, and they never change.
+        let edges = MemoryWord(memory.load(Ordering::Relaxed)).edges();
+        return Some((edges, underflow.memory));
+    }
     enum Busy {
         Closed,
         Transferring,
@@ -592,7 +659,7 @@ fn release_own_memory(at: ScopeCtx<'_>, size: u64) -> Option<EdgeSet> {
         // Ordering: AcqRel — as for commits: this release's edge updates must come after the
         // commits it undoes and be seen by a later close or transfer (Release/Acquire on this
         // word).
-        let result = counters::update(&at.scope.counters.memory, Ordering::AcqRel, |cur| {
+        let result = counters::update(memory, Ordering::AcqRel, |cur| {
             let word = MemoryWord(cur);
             if word.is_closed() {
                 return Err(Busy::Closed);
@@ -609,7 +676,7 @@ fn release_own_memory(at: ScopeCtx<'_>, size: u64) -> Option<EdgeSet> {
                 if underflow.any() {
                     underflow.report(&at.name());
                 }
-                return Some(MemoryWord(previous).edges());
+                return Some((MemoryWord(previous).edges(), underflow.memory));
             }
             Err(Busy::Closed) => return None,
             Err(Busy::Transferring) => backoff.snooze(),
@@ -643,11 +710,11 @@ pub(crate) fn close(at: ScopeCtx<'_>) -> Option<ScopeStat> {
         fd: conns.fd() as u32,
     };
     match at.owner() {
-        Some(owner) => release_memory(owner, stat.memory),
+        Some(owner) => release_memory(owner, stat.memory, true),
         None => {
             for edge in word.edges().iter() {
                 if let Some(parent) = at.edge(edge) {
-                    give_back(parent, Amount::Stat(stat));
+                    give_back(parent, Amount::Stat(stat), true);
                 }
             }
         }
@@ -709,7 +776,7 @@ impl<'a> Transfer<'a> {
 
     /// Releases the frozen usage from a parent (go's `ReleaseForChild`).
     pub(crate) fn give_back(&self, parent: ScopeCtx<'_>) {
-        give_back(parent, Amount::Stat(self.stat));
+        give_back(parent, Amount::Stat(self.stat), true);
     }
 
     /// Ends the transfer with the scope reporting to `edges` from now on. Any slot the new

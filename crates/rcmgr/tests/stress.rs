@@ -495,8 +495,8 @@ fn assert_all_released(rm: &ResourceManager) {
         "peers left: {:?}",
         rm.list_peers()
     );
-    let protocols = rm.list_protocols();
-    assert!(protocols.is_empty(), "protocols left: {protocols:?}");
+    // Protocol and service scopes live as long as the manager; they hold nothing (checked
+    // above).
 }
 
 /// The number of worker threads: enough to contend on any machine, few enough for a

@@ -166,8 +166,9 @@ fn reserve_memory(at: ScopeCtx<'_>, size: usize, priority: Priority) -> Result<(
     walk::reserve_memory(at, size as u64, priority).map_err(|refusal| refusal.into_error(at))
 }
 
+/// A caller's release: it may give back more than it reserved, which each scope clamps.
 fn release_memory(at: ScopeCtx<'_>, size: usize) {
-    walk::release_memory(at, size as u64);
+    walk::release_memory(at, size as u64, false);
 }
 
 fn set_limit(at: ScopeCtx<'_>, limit: BaseLimit) {
@@ -223,7 +224,8 @@ impl MemoryGuard {
 
 impl Drop for MemoryGuard {
     fn drop(&mut self) {
-        release_memory(self.scope.ctx(), self.size);
+        // Exactly what the guard reserved.
+        walk::release_memory(self.scope.ctx(), self.size as u64, true);
     }
 }
 

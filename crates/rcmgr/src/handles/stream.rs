@@ -6,9 +6,10 @@ use super::{PeerScope, ProtocolScope, ServiceScope};
 use crate::{
     edges::{Edge, EdgeSet},
     error::Error,
+    groups::{Group, GroupId},
     registries,
     resource::Direction,
-    scope::{Attachment, Kind, Links, Node, Shared},
+    scope::{Attachment, Kind, Links, Node, Root, ScopeCtx, Shared},
     sync::{Arc, OnceSlot},
     walk::{self, Amount, Transfer},
 };
@@ -163,8 +164,8 @@ impl StreamScope {
         }
         let at = self.node.ctx();
         let transfer = Transfer::begin(at).map_err(|refusal| refusal.into_error(at))?;
-        let group = registries::protocol(peer.root(), protocol);
-        let attachment = attach(&transfer, group, &self.peer)?;
+        let (id, group) = registries::protocol(peer.root(), protocol);
+        let attachment = attach(&transfer, peer.root(), id, &group, &self.peer)?;
         if let Some(transient) = at.edge(Edge::Transient) {
             transfer.give_back(transient);
         }
@@ -209,8 +210,8 @@ impl StreamScope {
         }
         let at = self.node.ctx();
         let transfer = Transfer::begin(at).map_err(|refusal| refusal.into_error(at))?;
-        let group = registries::service(peer.root(), service);
-        let attachment = attach(&transfer, group, &self.peer)?;
+        let (id, group) = registries::service(peer.root(), service);
+        let attachment = attach(&transfer, peer.root(), id, &group, &self.peer)?;
         let edges = transfer.edges.with(Edge::ServicePeer).with(Edge::Service);
         // The slot is empty (checked above, and only this handle sets it).
         let _ = slot.set(attachment);
@@ -231,17 +232,17 @@ impl StreamScope {
     /// ```
     pub fn protocol_scope(&self) -> Option<ProtocolScope> {
         let (_, protocol, _) = self.links()?;
-        protocol
-            .get()
-            .map(|a| ProtocolScope::new(Arc::clone(&a.group)))
+        let root = self.node.root();
+        let group = root.registries.protocols.get(protocol.get()?.group)?;
+        Some(ProtocolScope::new(Arc::clone(root), Arc::clone(group)))
     }
 
     /// The service's scope, once [`set_service`](Self::set_service) has succeeded.
     pub fn service_scope(&self) -> Option<ServiceScope> {
         let (_, _, service) = self.links()?;
-        service
-            .get()
-            .map(|a| ServiceScope::new(Arc::clone(&a.group)))
+        let root = self.node.root();
+        let group = root.registries.services.get(service.get()?.group)?;
+        Some(ServiceScope::new(Arc::clone(root), Arc::clone(group)))
     }
 
     /// Releases everything the stream holds; later reservations and transfers fail with
@@ -263,20 +264,28 @@ impl StreamScope {
 
 /// Reserves a transfer's usage on a protocol or service scope and on its scope for `peer`,
 /// giving the first back if the second refuses.
-fn attach(transfer: &Transfer<'_>, group: Arc<Node>, peer: &PeerId) -> Result<Attachment, Error> {
-    let member = registries::member(&group, peer);
+fn attach(
+    transfer: &Transfer<'_>,
+    root: &Arc<Root>,
+    id: GroupId,
+    group: &Group,
+    peer: &PeerId,
+) -> Result<Attachment, Error> {
+    let member = registries::member(root, group, peer);
     let moving = transfer.scope();
+    let group_ctx = ScopeCtx {
+        root,
+        scope: &group.scope,
+        links: None,
+    };
     transfer
-        .take(group.ctx())
+        .take(group_ctx)
         .map_err(|refusal| refusal.into_transfer_error(moving))?;
     if let Err(refusal) = transfer.take(member.ctx()) {
-        transfer.give_back(group.ctx());
+        transfer.give_back(group_ctx);
         return Err(refusal.into_transfer_error(moving));
     }
-    Ok(Attachment {
-        group,
-        peer: member,
-    })
+    Ok(Attachment { group: id, member })
 }
 
 super::impl_node_handle!(StreamScope);

@@ -7,6 +7,7 @@ use libp2p_identity::PeerId;
 
 use super::Handle;
 use crate::{
+    groups::Group,
     scope::{Fixed, Kind, Node, Root, ScopeCtx, ScopeRef},
     sync::Arc,
 };
@@ -96,13 +97,13 @@ pub struct ProtocolScope {
 }
 
 impl ProtocolScope {
-    pub(crate) fn new(node: Arc<Node>) -> Self {
-        let protocol = match &node.scope.kind {
+    pub(crate) fn new(root: Arc<Root>, group: Arc<Group>) -> Self {
+        let protocol = match &group.scope.kind {
             Kind::Protocol(name) => NameArc::clone(name),
             _ => NameArc::from(""),
         };
         ProtocolScope {
-            scope: ScopeRef::Node(node),
+            scope: ScopeRef::Group(root, group),
             protocol,
         }
     }
@@ -127,13 +128,13 @@ pub struct ServiceScope {
 }
 
 impl ServiceScope {
-    pub(crate) fn new(node: Arc<Node>) -> Self {
-        let service = match &node.scope.kind {
+    pub(crate) fn new(root: Arc<Root>, group: Arc<Group>) -> Self {
+        let service = match &group.scope.kind {
             Kind::Service(name) => NameArc::clone(name),
             _ => NameArc::from(""),
         };
         ServiceScope {
-            scope: ScopeRef::Node(node),
+            scope: ScopeRef::Group(root, group),
             service,
         }
     }

@@ -1,0 +1,164 @@
+//! [`Groups`]: the protocol and service scopes, kept for the manager's whole life and reached
+//! without a lock or a reference count.
+//!
+//! Every stream of a protocol (or service) touches its scope, so on a busy node every thread
+//! does. A lookup in a sharded map takes the shard's lock, and holding the scope through an
+//! `Arc` writes its reference count: two cache lines every thread would fight over. Instead
+//! the scopes live in an append-only table, found by name through a copy-on-write map, and a
+//! stream keeps a [`GroupId`]: looking one up writes nothing shared.
+//!
+//! The price is that protocol and service scopes are never collected (go collects idle
+//! protocol scopes after a minute). Their number is bounded by the protocols the node speaks
+//! (streams get their protocol after negotiation) and the services its code names, so the
+//! table stays small; the per-peer scopes inside them, whose number peers drive, are still
+//! collected (see [`crate::registries`]).
+//!
+//! # Synchronization
+//!
+//! Inserts are serialized by a mutex. An insert sets the new entry's [`OnceSlot`] (which
+//! publishes it with Release) before it stores the new name map (which arc-swap publishes),
+//! and before it raises the length (Release). A reader that found the id in the map, or read
+//! the length, therefore finds the slot set.
+
+use std::{collections::HashMap, sync::Arc as NameArc};
+
+use libp2p_identity::PeerId;
+
+use crate::{
+    scope::{Node, Scope},
+    sync::{Arc, AtomicU64, LimitSlot, Mutex, OnceSlot, Ordering, Registry},
+};
+
+/// Where a protocol or service scope sits in [`Groups`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct GroupId(u64);
+
+/// A protocol or service scope and the per-peer scopes inside it.
+#[derive(Debug)]
+pub(crate) struct Group {
+    pub(crate) scope: Scope,
+    pub(crate) members: Registry<PeerId, Arc<Node>>,
+}
+
+/// Entries of the first segment; each next segment is twice as large.
+const FIRST_SEGMENT: u64 = 64;
+/// Enough segments for every `u64` id: the table never fills (each entry costs kilobytes, so
+/// memory runs out long before the ids do).
+const SEGMENTS: usize = 59;
+
+type Names = HashMap<NameArc<str>, GroupId, foldhash::quality::RandomState>;
+
+/// One segment of the table: allocated whole the first time an id falls in it, each entry
+/// written once.
+type Segment = OnceSlot<Box<[OnceSlot<Arc<Group>>]>>;
+
+/// The protocol (or service) scopes of one manager.
+#[derive(Debug)]
+pub(crate) struct Groups {
+    names: LimitSlot<Names>,
+    segments: [Segment; SEGMENTS],
+    len: AtomicU64,
+    inserting: Mutex<()>,
+}
+
+impl Groups {
+    pub(crate) fn new() -> Self {
+        Groups {
+            names: LimitSlot::new(Arc::new(Names::default())),
+            segments: std::array::from_fn(|_| OnceSlot::new()),
+            len: AtomicU64::new(0),
+            inserting: Mutex::new(()),
+        }
+    }
+
+    /// The scope named `name`, created with `make` if there is none: its id and the scope.
+    pub(crate) fn find_or_insert(
+        &self,
+        name: &str,
+        make: impl FnOnce(NameArc<str>) -> Group,
+    ) -> (GroupId, Arc<Group>) {
+        if let Some(found) = self
+            .find(name)
+            .and_then(|id| Some((id, Arc::clone(self.get(id)?))))
+        {
+            return found;
+        }
+        let _inserting = self.inserting.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = self
+            .find(name)
+            .and_then(|id| Some((id, Arc::clone(self.get(id)?))))
+        {
+            return found;
+        }
+        // Ordering: Relaxed — inserts are serialized by the mutex held here.
+        let next = self.len.load(Ordering::Relaxed);
+        let (segment, offset) = locate(next);
+        let key: NameArc<str> = NameArc::from(name);
+        let group = Arc::new(make(NameArc::clone(&key)));
+        let slots = &self.segments[segment];
+        if slots.get().is_none() {
+            let size = (FIRST_SEGMENT << segment) as usize;
+            let _ = slots.set((0..size).map(|_| OnceSlot::new()).collect());
+        }
+        if let Some(slot) = slots.get().and_then(|slots| slots.get(offset)) {
+            let _ = slot.set(Arc::clone(&group));
+        }
+        let id = GroupId(next);
+        let mut names = (*self.names.load_full()).clone();
+        names.insert(key, id);
+        self.names.store(Arc::new(names));
+        // Ordering: Release — a reader that sees the new length finds the slot set above.
+        self.len.store(next + 1, Ordering::Release);
+        (id, group)
+    }
+
+    /// The id of the scope named `name`, if it exists.
+    #[inline]
+    pub(crate) fn find(&self, name: &str) -> Option<GroupId> {
+        self.names.with(|names| names.get(name).copied())
+    }
+
+    /// The scope with id `id` (every id this table handed out has one).
+    #[inline]
+    pub(crate) fn get(&self, id: GroupId) -> Option<&Arc<Group>> {
+        let (segment, offset) = locate(id.0);
+        self.segments[segment].get()?.get(offset)?.get()
+    }
+
+    /// Every scope, in the order they were created.
+    pub(crate) fn for_each(&self, mut visit: impl FnMut(&Arc<Group>)) {
+        // Ordering: Acquire — pairs with the Release in `find_or_insert`: every slot below the
+        // length read is set.
+        let len = self.len.load(Ordering::Acquire);
+        for id in (0..len).map(GroupId) {
+            if let Some(group) = self.get(id) {
+                visit(group);
+            }
+        }
+    }
+}
+
+/// The segment and offset of `index`: segment `k` holds `FIRST_SEGMENT << k` entries, so
+/// segment `k` starts at `FIRST_SEGMENT * (2^k - 1)`.
+fn locate(index: u64) -> (usize, usize) {
+    let shifted = u128::from(index) + u128::from(FIRST_SEGMENT);
+    let segment = (127 - shifted.leading_zeros() - FIRST_SEGMENT.trailing_zeros()) as usize;
+    let start = u128::from(FIRST_SEGMENT) << segment;
+    (segment, (shifted - start) as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_map_to_segments_without_gaps() {
+        assert_eq!(locate(0), (0, 0));
+        assert_eq!(locate(63), (0, 63));
+        assert_eq!(locate(64), (1, 0));
+        assert_eq!(locate(191), (1, 127));
+        assert_eq!(locate(192), (2, 0));
+        let (segment, offset) = locate(u64::MAX);
+        assert!(segment < SEGMENTS && (offset as u128) < u128::from(FIRST_SEGMENT) << segment);
+    }
+}
