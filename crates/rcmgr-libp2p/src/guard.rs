@@ -55,7 +55,7 @@ impl StreamGuard {
     /// error nothing is held.
     ///
     /// ```
-    /// use rcmgr::{Direction, ResourceManager};
+    /// use rcmgr::{Direction, ResourceManager, ResourceScope};
     /// let rm = ResourceManager::new(rcmgr::ConcreteLimitConfig::infinite());
     /// let guard = rcmgr_libp2p::StreamGuard::open(&rm, rcmgr::PeerId::random(), Direction::Outbound, "/ipfs/ping/1.0.0")?;
     /// assert_eq!(rm.service("libp2p.ping").stat().streams_outbound, 1);
@@ -77,7 +77,7 @@ impl StreamGuard {
     /// The stream's scope: reserve the stream's buffers on it.
     ///
     /// ```
-    /// use rcmgr::{Direction, Priority, ResourceManager};
+    /// use rcmgr::{Direction, Priority, ResourceManager, ResourceScope};
     /// let rm = ResourceManager::new(rcmgr::ConcreteLimitConfig::infinite());
     /// let guard = rcmgr_libp2p::StreamGuard::open(&rm, rcmgr::PeerId::random(), Direction::Inbound, "/echo/1.0.0")?;
     /// let buffer = rcmgr_libp2p::ReservedBuffer::new(guard.scope(), 4096, Priority::LOW)?;
@@ -172,6 +172,7 @@ impl<S> Guarded<S> {
     /// Takes the stream and its guard apart.
     ///
     /// ```
+    /// # use rcmgr::ResourceScope;
     /// # let rm = rcmgr::ResourceManager::new(rcmgr::ConcreteLimitConfig::infinite());
     /// # let guard = rcmgr_libp2p::StreamGuard::open(&rm, rcmgr::PeerId::random(), rcmgr::Direction::Inbound, "/p")?;
     /// let guarded = guard.bind(futures::io::Cursor::new(Vec::<u8>::new()));

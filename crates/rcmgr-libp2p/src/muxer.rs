@@ -35,28 +35,22 @@ const REFUSALS_PER_POLL: usize = 32;
 /// ready for `SwarmBuilder::with_other_transport` or `Swarm::new`.
 ///
 /// ```
-/// use libp2p_core::{Transport, transport::MemoryTransport, upgrade::Version};
-/// # fn muxed(t: MemoryTransport) -> impl Transport<Output = (rcmgr::PeerId, libp2p_core::muxing::StreamMuxerBox)> {
-/// #     t.map(|_, _| -> (rcmgr::PeerId, libp2p_core::muxing::StreamMuxerBox) { unreachable!() })
-/// # }
+/// use libp2p::{
+///     core::{Transport, transport::MemoryTransport, upgrade::Version},
+///     identity, noise, yamux,
+/// };
+///
+/// let key = identity::Keypair::generate_ed25519();
 /// let rm = rcmgr::ResourceManager::default();
-/// // In a node: MemoryTransport::default().upgrade(Version::V1).authenticate(..).multiplex(..)
-/// let authenticated_and_muxed = muxed(MemoryTransport::default());
-/// let limited = rcmgr_libp2p::wrap_transport(authenticated_and_muxed, rm);
-/// let _boxed = limited.boxed();
+/// let muxed = MemoryTransport::default()
+///     .upgrade(Version::V1)
+///     .authenticate(noise::Config::new(&key)?)
+///     .multiplex(yamux::Config::default());
+/// let _transport = rcmgr_libp2p::wrap_transport(muxed, rm).boxed();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///
-/// With the `SwarmBuilder` (see the crate documentation for the whole recipe):
-///
-/// ```ignore
-/// .with_other_transport(|key| {
-///     let tcp = tcp::tokio::Transport::new(tcp::Config::default())
-///         .upgrade(Version::V1)
-///         .authenticate(noise::Config::new(key)?)
-///         .multiplex(yamux::Config::default());
-///     Ok::<_, Box<dyn std::error::Error + Send + Sync>>(rcmgr_libp2p::wrap_transport(tcp, rm.clone()))
-/// })?
-/// ```
+/// The crate documentation shows the same with the `SwarmBuilder`, for TCP and QUIC.
 #[allow(
     clippy::type_complexity,
     reason = "libp2p's own Map type, so that the result stays Send, Unpin and composable exactly when the transport is"
@@ -102,7 +96,6 @@ where
 ///
 /// ```
 /// use libp2p_core::muxing::StreamMuxerBox;
-/// # fn a_muxer() -> StreamMuxerBox { unimplemented!() }
 /// # fn install(muxer: StreamMuxerBox) {
 /// let rm = rcmgr::ResourceManager::default();
 /// let peer = rcmgr::PeerId::random();

@@ -77,38 +77,52 @@ impl Protocols {
     };
 }
 
-/// The transport of `net`, authenticated, multiplexed and wrapped for `rm`.
+/// The transport of `net`, authenticated and multiplexed, and wrapped for `rm` when it is
+/// given.
 fn transport(
     net: Net,
     key: &identity::Keypair,
-    rm: &ResourceManager,
+    rm: Option<&ResourceManager>,
 ) -> libp2p::core::transport::Boxed<(PeerId, StreamMuxerBox)> {
     let noise = || noise::Config::new(key).expect("a noise config");
     match net {
-        Net::Memory => rcmgr_libp2p::wrap_transport(
+        Net::Memory => limited(
             MemoryTransport::default()
                 .upgrade(Version::V1)
                 .authenticate(noise())
                 .multiplex(yamux::Config::default()),
-            rm.clone(),
-        )
-        .map(boxed)
-        .boxed(),
-        Net::Tcp => rcmgr_libp2p::wrap_transport(
+            rm,
+        ),
+        Net::Tcp => limited(
             tcp::tokio::Transport::new(tcp::Config::default())
                 .upgrade(Version::V1)
                 .authenticate(noise())
                 .multiplex(yamux::Config::default()),
-            rm.clone(),
-        )
-        .map(boxed)
-        .boxed(),
-        Net::Quic => rcmgr_libp2p::wrap_transport(
-            quic::tokio::Transport::new(quic::Config::new(key)),
-            rm.clone(),
-        )
-        .map(boxed)
-        .boxed(),
+            rm,
+        ),
+        Net::Quic => limited(quic::tokio::Transport::new(quic::Config::new(key)), rm),
+    }
+}
+
+/// `transport` wrapped for `rm` if given, boxed.
+fn limited<T, M>(
+    transport: T,
+    rm: Option<&ResourceManager>,
+) -> libp2p::core::transport::Boxed<(PeerId, StreamMuxerBox)>
+where
+    T: Transport<Output = (PeerId, M)> + Send + Unpin + 'static,
+    T::Error: Send + Sync + 'static,
+    T::Dial: Send + 'static,
+    T::ListenerUpgrade: Send + 'static,
+    M: StreamMuxer + Send + 'static,
+    M::Substream: Send + 'static,
+    M::Error: Send + Sync + 'static,
+{
+    match rm {
+        Some(rm) => rcmgr_libp2p::wrap_transport(transport, rm.clone())
+            .map(boxed)
+            .boxed(),
+        None => transport.map(boxed).boxed(),
     }
 }
 
@@ -124,6 +138,16 @@ where
 
 /// A swarm with rcmgr on `net`.
 pub fn swarm(net: Net, rm: &ResourceManager, protocols: Protocols) -> Swarm<Node> {
+    build_swarm(net, rm, protocols, true)
+}
+
+/// A swarm with the rcmgr behaviour but a transport that is not wrapped: connections are
+/// accounted, streams are not (unless the application uses `StreamGuard`).
+pub fn unwrapped_swarm(net: Net, rm: &ResourceManager, protocols: Protocols) -> Swarm<Node> {
+    build_swarm(net, rm, protocols, false)
+}
+
+fn build_swarm(net: Net, rm: &ResourceManager, protocols: Protocols, wrap: bool) -> Swarm<Node> {
     let key = identity::Keypair::generate_ed25519();
     let peer = key.public().to_peer_id();
     let identify = protocols.identify.then(|| {
@@ -140,7 +164,7 @@ pub fn swarm(net: Net, rm: &ResourceManager, protocols: Protocols) -> Swarm<Node
         streams: libp2p_stream::Behaviour::new(),
     };
     Swarm::new(
-        transport(net, &key, rm),
+        transport(net, &key, wrap.then_some(rm)),
         behaviour,
         peer,
         swarm::Config::with_tokio_executor().with_idle_connection_timeout(Duration::from_secs(60)),
@@ -169,7 +193,12 @@ impl Running {
 
     /// Starts a node that listens on 127.0.0.1 (or a memory address) and waits until it does.
     pub async fn server(net: Net, rm: &ResourceManager, protocols: Protocols) -> Running {
-        let mut node = Running::client(net, rm, protocols);
+        Running::listening(swarm(net, rm, protocols), net, rm).await
+    }
+
+    /// Starts `swarm` listening on `net`'s loopback address and waits until it does.
+    pub async fn listening(swarm: Swarm<Node>, net: Net, rm: &ResourceManager) -> Running {
+        let mut node = Running::spawn(swarm, rm);
         let listen = net.listen_address();
         node.call(move |swarm| swarm.listen_on(listen))
             .await
