@@ -114,6 +114,21 @@ impl StreamGuard {
 }
 
 /// A stream and its [`StreamGuard`], dropped together; reads and writes go to the stream.
+/// Made by [`StreamGuard::bind`].
+///
+/// ```
+/// use futures::{AsyncReadExt, executor::block_on, io::Cursor};
+/// use rcmgr::ResourceScope;
+/// let rm = rcmgr::ResourceManager::new(rcmgr::ConcreteLimitConfig::infinite());
+/// let guard = rcmgr_libp2p::StreamGuard::open(&rm, rcmgr::PeerId::random(), rcmgr::Direction::Inbound, "/p")?;
+/// let mut guarded = guard.bind(Cursor::new(b"hi".to_vec()));
+/// let mut text = String::new();
+/// block_on(guarded.read_to_string(&mut text))?;
+/// assert_eq!(text, "hi");
+/// drop(guarded);
+/// assert_eq!(rm.protocol("/p").stat().streams_inbound, 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[pin_project]
 pub struct Guarded<S> {
     #[pin]

@@ -127,10 +127,10 @@ impl<M> LimitedMuxer<M> {
     /// [`wrap_transport`] does this for every connection of a transport.
     ///
     /// ```
-    /// # use libp2p_core::muxing::StreamMuxerBox;
-    /// # fn install(muxer: StreamMuxerBox) {
-    /// let limited = rcmgr_libp2p::LimitedMuxer::new(muxer, rcmgr::PeerId::random(), rcmgr::ResourceManager::default());
-    /// assert_eq!(limited.peer(), limited.peer());
+    /// use libp2p_core::muxing::StreamMuxerBox;
+    /// # fn install(muxer: StreamMuxerBox, peer: rcmgr::PeerId, rm: rcmgr::ResourceManager) -> StreamMuxerBox {
+    /// // In a transport's output, for the connection to `peer`:
+    /// StreamMuxerBox::new(rcmgr_libp2p::LimitedMuxer::new(muxer, peer, rm))
     /// # }
     /// ```
     pub fn new(inner: M, peer: PeerId, rm: ResourceManager) -> Self {
@@ -223,7 +223,19 @@ impl<M: StreamMuxer> StreamMuxer for LimitedMuxer<M> {
 }
 
 /// A substream of a [`LimitedMuxer`]: the inner muxer's substream with its stream scope,
-/// which is released when this is dropped.
+/// which is released when this is dropped. Reads and writes go to the inner substream; a
+/// substream rcmgr refused fails them with an error that [`refusal_of`] recognises.
+///
+/// ```
+/// use futures::AsyncWriteExt;
+/// # async fn send(mut substream: rcmgr_libp2p::LimitedSubstream<libp2p_core::muxing::SubstreamBox>) {
+/// if let Err(error) = substream.write_all(b"hello").await {
+///     if let Some(refusal) = rcmgr_libp2p::refusal_of(&error) {
+///         println!("rcmgr refused the stream: {refusal}");
+///     }
+/// }
+/// # }
+/// ```
 #[pin_project]
 pub struct LimitedSubstream<S> {
     #[pin]
