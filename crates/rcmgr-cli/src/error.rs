@@ -44,6 +44,20 @@ pub enum CliError {
     /// Writing the output failed.
     #[error("cannot write the output: {0}")]
     Output(#[from] io::Error),
+    /// The simulation could not be set up.
+    #[error("cannot set up the simulation: {0}")]
+    Setup(String),
+    /// A thread of the simulation could not be started.
+    #[error("cannot start the {what} thread: {source}")]
+    Thread {
+        /// Which thread.
+        what: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// A thread of the simulation panicked; its counts are lost.
+    #[error("the {0} thread stopped unexpectedly")]
+    ThreadPanicked(String),
 }
 
 impl CliError {

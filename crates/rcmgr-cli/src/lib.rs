@@ -3,6 +3,7 @@
 //!
 //! - `rcmgr limits` prints the concrete limits a node gets ([`commands::limits`]);
 //! - `rcmgr check FILE` checks a go-libp2p or kubo limits file ([`commands::check`]);
+//! - `rcmgr simulate` runs the resource manager under attack and reports ([`simulate`]).
 
 #![forbid(unsafe_code)]
 
@@ -10,6 +11,7 @@ pub mod cli;
 pub mod commands;
 pub mod error;
 pub mod scopes;
+pub mod simulate;
 pub mod sizing;
 pub mod table;
 pub mod units;
@@ -28,6 +30,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<Status, CliError> {
     let status = match &cli.command {
         Command::Limits(args) => commands::limits::run(args, out)?,
         Command::Check(args) => commands::check::run(args, out)?,
+        Command::Simulate(args) => simulate::run(args, out)?,
     };
     out.flush()?;
     Ok(status)
