@@ -1,18 +1,18 @@
 //! `rcmgr simulate`: the resource manager driven on every core by honest peers and an
 //! attacker, watched while it runs, and a report at the end.
 //!
-//! One thread per core runs the honest peers ([`honest`]), each keeping a connection and
+//! One thread per core runs the honest peers (module `honest`), each keeping a connection and
 //! opening streams with memory on the node's protocols; one more thread runs the attack
-//! ([`attack`]). Every thread counts in a [`Tally`] of its own, merged at the end, and
+//! (module `attack`). Every thread counts in a [`Tally`] of its own, merged at the end, and
 //! publishes running totals in a padded slot of its own for the progress line. The calling
 //! thread samples usage against limits ([`Peaks`]) while the peers run.
 //!
 //! # Where observability plugs in
 //!
 //! - `--metrics 127.0.0.1:PORT`: a Prometheus reporter is attached to the manager in
-//!   [`build_manager`], and its loopback server is started in [`Simulation::run`] before the
+//!   `build_manager`, and its loopback server is started in [`Simulation::run`] before the
 //!   peers (marked "metrics server" there) and stopped after them.
-//! - `--trace FILE`: a trace writer is attached in [`build_manager`] and flushed after the
+//! - `--trace FILE`: a trace writer is attached in `build_manager` and flushed after the
 //!   peers stop (marked "trace writer" in [`Simulation::run`]).
 //!
 //! Both are options of [`Simulation`], next to the others.
