@@ -113,7 +113,12 @@ impl fmt::Display for Sizing {
             (true, Origin::Machine) => {
                 f.write_str(" and 256 file descriptors or fewer (the base limits)")?
             }
-            _ => write!(f, " and {} file descriptors", Count(self.fds))?,
+            (true, Origin::Given) => write!(
+                f,
+                " and {} file descriptors (256 or fewer: the base limits)",
+                Count(self.fds)
+            )?,
+            (false, _) => write!(f, " and {} file descriptors", Count(self.fds))?,
         }
         if self.fds_origin == Origin::Machine {
             f.write_str(" (1/2 of the soft limit)")?;

@@ -202,14 +202,18 @@ impl Simulation {
         started: Instant,
     ) {
         let deadline = started + self.duration;
-        let (mut last_at, mut last_attempts) = (started, 0);
+        let (mut last_at, mut last_attempts, mut rate) = (started, 0, Rate(0.0));
         loop {
             peaks.record(rm.report());
             let now = Instant::now();
             let totals = LiveTotals::sum(slots.iter().map(|slot| &**slot));
-            let window = now.duration_since(last_at).as_secs_f64().max(f64::EPSILON);
-            let rate = Rate((totals.attempts - last_attempts) as f64 / window);
-            (last_at, last_attempts) = (now, totals.attempts);
+            let window = now.duration_since(last_at);
+            // A rate over less than half a sampling period says more about timing than load.
+            if window >= SAMPLE_EVERY / 2 {
+                let count = totals.attempts.saturating_sub(last_attempts);
+                rate = Rate(count as f64 / window.as_secs_f64());
+                (last_at, last_attempts) = (now, totals.attempts);
+            }
             progress.set_position(millis(now.duration_since(started)));
             progress.set_message(progress_message(self.attack, rate, &totals));
             if now >= deadline {
@@ -228,7 +232,7 @@ impl Simulation {
             ProgressDrawTarget::hidden()
         };
         let bar = ProgressBar::with_draw_target(Some(millis(self.duration)), target);
-        if let Ok(style) = ProgressStyle::with_template("{spinner} {elapsed:>4} [{bar:24}] {msg}") {
+        if let Ok(style) = ProgressStyle::with_template("{elapsed:>3} [{bar:12}] {msg}") {
             bar.set_style(style.progress_chars("=> "));
         }
         bar
@@ -269,7 +273,7 @@ fn progress_message(attack: Attack, rate: Rate, totals: &LiveTotals) -> String {
     } else {
         totals.honest_successes as f64 * 100.0 / totals.honest_attempts as f64
     };
-    let mut message = format!("{rate} · honest served {served:.2}%");
+    let mut message = format!("{rate} · honest ok {served:.2}%");
     if attack != Attack::None {
         message.push_str(&format!(
             " · attacker refused {}",

@@ -67,10 +67,10 @@ impl Outcome {
     }
 
     /// Whether the honest peers kept getting at least [`HONEST_SERVICE_THRESHOLD`] of their
-    /// operations.
-    pub fn honest_served(&self) -> bool {
+    /// operations, or `None` if they made none (no honest peers, or no time).
+    pub fn honest_served(&self) -> Option<bool> {
         self.honest_success_rate()
-            .is_some_and(|rate| rate >= HONEST_SERVICE_THRESHOLD)
+            .map(|rate| rate >= HONEST_SERVICE_THRESHOLD)
     }
 
     /// The verdict on the attack.
@@ -79,7 +79,7 @@ impl Outcome {
             return Verdict::NoAttack;
         }
         let (shared, own) = self.tally.refusals_by_reach(Role::Attacker);
-        if self.honest_served() && own > 0 && own > shared {
+        if self.honest_served() != Some(false) && own > 0 && own > shared {
             Verdict::Contained
         } else {
             Verdict::NotContained
@@ -210,18 +210,20 @@ impl Outcome {
         let tally = &self.tally;
         let attempts = tally.total_attempts(Role::Honest);
         let refused = attempts - tally.total_successes(Role::Honest);
-        let rate = self.honest_success_rate().unwrap_or(0.0);
         writeln!(f, "\nverdict")?;
-        writeln!(
-            f,
-            "honest peers served: {}: {:.3}% of their {} operations succeeded, {} refused \
-             (needs {:.0}%)",
-            yes_no(self.honest_served()),
-            rate * 100.0,
-            Count(attempts),
-            Count(refused),
-            HONEST_SERVICE_THRESHOLD * 100.0
-        )?;
+        match (self.honest_served(), self.honest_success_rate()) {
+            (Some(served), Some(rate)) => writeln!(
+                f,
+                "honest peers served: {}: {:.3}% of their {} operations succeeded, {} refused \
+                 (needs {:.0}%)",
+                yes_no(served),
+                rate * 100.0,
+                Count(attempts),
+                Count(refused),
+                HONEST_SERVICE_THRESHOLD * 100.0
+            )?,
+            _ => writeln!(f, "honest peers served: no honest operations in this run")?,
+        }
         let (shared, own) = tally.refusals_by_reach(Role::Attacker);
         let why = match self.verdict() {
             Verdict::NoAttack => return writeln!(f, "attacker contained: no attacker in this run"),
@@ -240,7 +242,7 @@ impl Outcome {
             Count(total),
             Count(shared)
         )?;
-        if !self.honest_served() {
+        if self.honest_served() == Some(false) {
             let mut honest: Vec<_> = tally
                 .refusals()
                 .iter()
