@@ -24,7 +24,7 @@ pub(crate) const ATTACKER_IPV6_56: &str = "2001:db8:66:6600::/56";
 
 /// How many handles the attacker keeps at most, so that a run on limits that never refuse
 /// does not grow without bound.
-const MAX_HELD: usize = 200_000;
+const MAX_HELD: usize = 50_000;
 /// The stream flooder closes its oldest stream after this many refusals: it closes slowly.
 const CLOSE_ONE_EVERY: u64 = 8;
 /// How often (in operations) the attacker checks for the end and publishes its counts.

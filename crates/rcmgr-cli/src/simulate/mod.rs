@@ -110,7 +110,8 @@ impl Simulation {
     /// peer cannot be made, [`CliError::Thread`] if a thread cannot be started and
     /// [`CliError::ThreadPanicked`] if one stops unexpectedly.
     pub fn run(&self) -> Result<Outcome, CliError> {
-        let threads = self.threads.max(1);
+        // A thread without peers would only spin.
+        let threads = self.threads.clamp(1, self.peers.max(1));
         let rm = build_manager(self.limits.clone())?;
         let start = Instant::now();
         let mut per_thread: Vec<Vec<HonestPeer>> = (0..threads).map(|_| Vec::new()).collect();
@@ -136,6 +137,9 @@ impl Simulation {
                 Err(error)
             };
             for (index, peers) in per_thread.into_iter().enumerate() {
+                if peers.is_empty() {
+                    continue;
+                }
                 let (rm, stop, slot) = (&rm, &stop, &*slots[index]);
                 let name = format!("honest peers {index}");
                 match thread::Builder::new()
@@ -179,7 +183,7 @@ impl Simulation {
         let released = rm.system().stat().is_empty() && rm.transient().stat().is_empty();
         Ok(Outcome {
             peers: self.peers,
-            threads,
+            threads: if self.peers == 0 { 0 } else { threads },
             attack: self.attack,
             attacker: attacker.as_ref().map(Attacker::id),
             elapsed,
