@@ -1,0 +1,133 @@
+//! The command line: `rcmgr limits`, `rcmgr check` and `rcmgr simulate`.
+
+use std::{num::NonZeroUsize, path::PathBuf};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::units::{ByteSize, Seconds};
+
+/// rcmgr: see the limits a libp2p node gets, check a limits file before a restart, and watch
+/// the resource manager hold off an attack.
+#[derive(Debug, Parser)]
+#[command(name = "rcmgr", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the limits a node gets: go-libp2p's defaults and service limits, scaled to this
+    /// machine (or to --memory and --fds), with a limits file over them.
+    Limits(LimitsArgs),
+    /// Check a go-libp2p or kubo limits file: exit 0 if it is fine, 1 with warnings about
+    /// limits that cannot work as written, 2 if it cannot be read.
+    Check(CheckArgs),
+    /// Run the resource manager on every core with honest peers and an attacker, then report
+    /// throughput, refusals, peak usage and whether the honest peers were still served.
+    Simulate(SimulateArgs),
+}
+
+/// What the default limits are scaled for. Without these, autoscaling: 1/8 of this machine's
+/// memory and 1/2 of its soft file descriptor limit, as go-libp2p does.
+#[derive(Clone, Debug, Default, Args)]
+pub struct SizingArgs {
+    /// Memory for the node, for example 8GiB, 512MiB, 1.5G or a number of bytes (binary
+    /// units: K, M, G and T are KiB, MiB, GiB and TiB; KB, MB, GB and TB are decimal).
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<ByteSize>,
+    /// File descriptors for the node.
+    #[arg(long, value_name = "N")]
+    pub fds: Option<u64>,
+}
+
+/// `rcmgr limits`.
+#[derive(Clone, Debug, Args)]
+pub struct LimitsArgs {
+    /// The sizes to scale the defaults for.
+    #[command(flatten)]
+    pub sizing: SizingArgs,
+    /// A go-libp2p or kubo limits file (JSON) applied over the defaults.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// How to print the limits: a table to read, or go-compatible JSON (a limits file that
+    /// go-libp2p, kubo and rcmgr load unchanged).
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// How `rcmgr limits` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// A table, memory in binary units.
+    Table,
+    /// go's JSON limit format.
+    Json,
+}
+
+/// `rcmgr check`.
+#[derive(Clone, Debug, Args)]
+pub struct CheckArgs {
+    /// The limits file to check.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// The sizes to scale the defaults for, which the file is built on.
+    #[command(flatten)]
+    pub sizing: SizingArgs,
+}
+
+/// `rcmgr simulate`.
+#[derive(Clone, Debug, Args)]
+pub struct SimulateArgs {
+    /// Honest peers, each with its own address, connecting and opening streams [default:
+    /// 300, or fewer if their connections would take more than 3/4 of the system scope's
+    /// connection limits]
+    #[arg(long, value_name = "N")]
+    pub peers: Option<usize>,
+    /// How long to run: seconds, or with a unit (2.5s, 500ms, 1m).
+    #[arg(long, default_value = "10", value_name = "S")]
+    pub duration: Seconds,
+    /// The attack to run beside the honest peers.
+    #[arg(long, value_enum, default_value_t = Attack::StreamFlood)]
+    pub attack: Attack,
+    /// A go-libp2p or kubo limits file (JSON) applied over the default limits.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Threads for the honest peers (default: one per core). The attacker has a thread of its
+    /// own.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<NonZeroUsize>,
+    /// The sizes to scale the defaults for.
+    #[command(flatten)]
+    pub sizing: SizingArgs,
+}
+
+/// The attacks `rcmgr simulate` can run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Attack {
+    /// No attacker: the honest peers alone.
+    None,
+    /// One peer opens inbound streams on the node's protocols as fast as it can and keeps
+    /// them open, closing a few only when refused.
+    StreamFlood,
+    /// One host opens inbound connections as fast as it can from one IPv4 address and from
+    /// addresses all over one IPv6 /56, each under a fresh peer ID, and keeps them open.
+    ConnFlood,
+    /// One peer reserves memory greedily on its connections and on streams of every
+    /// protocol, at the highest priority, and never gives it back.
+    Memory,
+}
+
+impl Attack {
+    /// The attack's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Attack::None => "none",
+            Attack::StreamFlood => "stream-flood",
+            Attack::ConnFlood => "conn-flood",
+            Attack::Memory => "memory",
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! The commands that read and print limits.
+
+pub mod check;
+pub mod limits;
