@@ -416,6 +416,8 @@ pub(crate) struct Root {
     generation: CachePadded<AtomicU64>,
     next_conn: CachePadded<AtomicU64>,
     next_stream: CachePadded<AtomicU64>,
+    /// Tells this root apart from every other one of the process (for the id blocks).
+    instance: u64,
     pub(crate) registries: Registries,
     /// What `open_connection` checks before the scopes: address limits and the allowlist.
     pub(crate) gate: Gate,
@@ -441,6 +443,7 @@ impl Root {
             generation: CachePadded::new(AtomicU64::new(1)),
             next_conn: CachePadded::new(AtomicU64::new(1)),
             next_stream: CachePadded::new(AtomicU64::new(1)),
+            instance: ids::new_instance(),
             registries: Registries {
                 peers: Registry::new(),
                 protocols: Groups::new(),
@@ -507,12 +510,77 @@ impl Root {
     }
 
     pub(crate) fn next_conn_id(&self) -> u64 {
-        // Ordering: Relaxed — a unique number is all that is needed.
-        self.next_conn.fetch_add(1, Ordering::Relaxed)
+        ids::next(self.instance, &self.next_conn, ids::Counter::Conn)
     }
 
     pub(crate) fn next_stream_id(&self) -> u64 {
-        // Ordering: Relaxed — a unique number is all that is needed.
-        self.next_stream.fetch_add(1, Ordering::Relaxed)
+        ids::next(self.instance, &self.next_stream, ids::Counter::Stream)
+    }
+}
+
+mod ids {
+    //! Connection and stream numbers, handed out in blocks per thread so that threads opening
+    //! streams at once do not all write one counter's cache line. One thread alone gets 1, 2,
+    //! 3, ... as go numbers them; several threads get distinct numbers from distinct blocks.
+
+    use crate::sync::{AtomicU64, Ordering};
+
+    /// Which of a root's two counters.
+    #[derive(Clone, Copy)]
+    pub(super) enum Counter {
+        Conn,
+        Stream,
+    }
+
+    /// Numbers a thread takes from a counter at once.
+    #[cfg(not(rcmgr_loom))]
+    const BLOCK: u64 = 256;
+
+    /// A number no other root of this process has (under loom, where ids come straight from
+    /// the counters, it is not needed).
+    pub(super) fn new_instance() -> u64 {
+        #[cfg(not(rcmgr_loom))]
+        {
+            static INSTANCES: AtomicU64 = AtomicU64::new(1);
+            // Ordering: Relaxed — only distinct numbers are needed.
+            INSTANCES.fetch_add(1, Ordering::Relaxed)
+        }
+        #[cfg(rcmgr_loom)]
+        {
+            0
+        }
+    }
+
+    /// The next number of `counter` (a root's `next_conn` or `next_stream`; `instance` is the
+    /// root's).
+    pub(super) fn next(instance: u64, counter: &AtomicU64, which: Counter) -> u64 {
+        #[cfg(not(rcmgr_loom))]
+        {
+            use std::cell::Cell;
+            /// A thread's current block: the root it came from, the next number and the end.
+            type Block = Cell<(u64, u64, u64)>;
+            thread_local! {
+                static BLOCKS: [Block; 2] = const { [Cell::new((0, 0, 0)), Cell::new((0, 0, 0))] };
+            }
+            let owner = instance;
+            BLOCKS.with(|blocks| {
+                let block = &blocks[which as usize];
+                let (from, next, end) = block.get();
+                if from == owner && next < end {
+                    block.set((from, next + 1, end));
+                    return next;
+                }
+                // Ordering: Relaxed — only distinct numbers are needed.
+                let start = counter.fetch_add(BLOCK, Ordering::Relaxed);
+                block.set((owner, start + 1, start + BLOCK));
+                start
+            })
+        }
+        #[cfg(rcmgr_loom)]
+        {
+            let _ = (instance, which);
+            // Ordering: Relaxed — only distinct numbers are needed.
+            counter.fetch_add(1, Ordering::Relaxed)
+        }
     }
 }
