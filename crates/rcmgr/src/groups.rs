@@ -55,6 +55,8 @@ type Segment = OnceSlot<Box<[OnceSlot<Arc<Group>>]>>;
 /// The protocol (or service) scopes of one manager.
 #[derive(Debug)]
 pub(crate) struct Groups {
+    /// Tells this table apart from every other one of the process, for the per-thread cache.
+    instance: u64,
     names: LimitSlot<Names>,
     segments: [Segment; SEGMENTS],
     len: AtomicU64,
@@ -64,6 +66,7 @@ pub(crate) struct Groups {
 impl Groups {
     pub(crate) fn new() -> Self {
         Groups {
+            instance: recent::new_table(),
             names: LimitSlot::new(Arc::new(Names::default())),
             segments: std::array::from_fn(|_| OnceSlot::new()),
             len: AtomicU64::new(0),
@@ -71,37 +74,32 @@ impl Groups {
         }
     }
 
-    /// The scope named `name`, created with `make` if there is none: its id and the scope.
+    /// The scope named `name`, created with `make` if there is none: its id, and the scope
+    /// (`None` only if the slot an id names were not written, which the insert protocol rules
+    /// out: the slot is written, under the insert lock, before its id is published).
     pub(crate) fn find_or_insert(
         &self,
         name: &str,
         make: impl FnOnce(NameArc<str>) -> Group,
-    ) -> (GroupId, Arc<Group>) {
-        if let Some(found) = self
-            .find(name)
-            .and_then(|id| Some((id, Arc::clone(self.get(id)?))))
-        {
-            return found;
+    ) -> (GroupId, Option<&Arc<Group>>) {
+        if let Some(id) = self.find(name) {
+            return (id, self.get(id));
         }
         let _inserting = self.inserting.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(found) = self
-            .find(name)
-            .and_then(|id| Some((id, Arc::clone(self.get(id)?))))
-        {
-            return found;
+        if let Some(id) = self.find(name) {
+            return (id, self.get(id));
         }
         // Ordering: Relaxed — inserts are serialized by the mutex held here.
         let next = self.len.load(Ordering::Relaxed);
         let (segment, offset) = locate(next);
-        let key: NameArc<str> = NameArc::from(name);
-        let group = Arc::new(make(NameArc::clone(&key)));
         let slots = &self.segments[segment];
         if slots.get().is_none() {
             let size = (FIRST_SEGMENT << segment) as usize;
             let _ = slots.set((0..size).map(|_| OnceSlot::new()).collect());
         }
+        let key: NameArc<str> = NameArc::from(name);
         if let Some(slot) = slots.get().and_then(|slots| slots.get(offset)) {
-            let _ = slot.set(Arc::clone(&group));
+            let _ = slot.set(Arc::new(make(NameArc::clone(&key))));
         }
         let id = GroupId(next);
         let mut names = (*self.names.load_full()).clone();
@@ -109,13 +107,20 @@ impl Groups {
         self.names.store(Arc::new(names));
         // Ordering: Release — a reader that sees the new length finds the slot set above.
         self.len.store(next + 1, Ordering::Release);
-        (id, group)
+        (id, self.get(id))
     }
 
-    /// The id of the scope named `name`, if it exists.
+    /// The id of the scope named `name`, if it exists: from this thread's cache of recent
+    /// names when it is there (an id never changes meaning: scopes are never removed), else
+    /// from the name map.
     #[inline]
     pub(crate) fn find(&self, name: &str) -> Option<GroupId> {
-        self.names.with(|names| names.get(name).copied())
+        if let Some(id) = recent::get(self.instance, name) {
+            return Some(GroupId(id));
+        }
+        let id = self.names.with(|names| names.get(name).copied())?;
+        recent::put(self.instance, name, id.0);
+        Some(id)
     }
 
     /// The scope with id `id` (every id this table handed out has one).
@@ -161,4 +166,76 @@ mod tests {
         let (segment, offset) = locate(u64::MAX);
         assert!(segment < SEGMENTS && (offset as u128) < u128::from(FIRST_SEGMENT) << segment);
     }
+}
+
+mod recent {
+    //! Each thread remembers the last few names it looked up in each table, so that the
+    //! streams of a busy protocol find its scope without touching the name map.
+
+    /// A number no other table of this process has.
+    pub(super) fn new_table() -> u64 {
+        #[cfg(not(rcmgr_loom))]
+        {
+            use crate::sync::{AtomicU64, Ordering};
+            static TABLES: AtomicU64 = AtomicU64::new(1);
+            // Ordering: Relaxed — only distinct numbers are needed.
+            TABLES.fetch_add(1, Ordering::Relaxed)
+        }
+        #[cfg(rcmgr_loom)]
+        {
+            0
+        }
+    }
+
+    #[cfg(not(rcmgr_loom))]
+    mod cache {
+        use std::cell::RefCell;
+
+        /// How many (table, name) pairs a thread remembers.
+        const ENTRIES: usize = 8;
+
+        /// (table, name, id), most recent last.
+        type Recent = RefCell<Vec<(u64, Box<str>, u64)>>;
+
+        thread_local! {
+            static RECENT: Recent = const { RefCell::new(Vec::new()) };
+        }
+
+        pub(in super::super) fn get(table: u64, name: &str) -> Option<u64> {
+            RECENT
+                .try_with(|recent| {
+                    let recent = recent.try_borrow().ok()?;
+                    recent
+                        .iter()
+                        .rev()
+                        .find(|(t, n, _)| *t == table && &**n == name)
+                        .map(|(_, _, id)| *id)
+                })
+                .ok()
+                .flatten()
+        }
+
+        pub(in super::super) fn put(table: u64, name: &str, id: u64) {
+            let _ = RECENT.try_with(|recent| {
+                if let Ok(mut recent) = recent.try_borrow_mut() {
+                    if recent.len() == ENTRIES {
+                        recent.remove(0);
+                    }
+                    recent.push((table, name.into(), id));
+                }
+            });
+        }
+    }
+
+    #[cfg(not(rcmgr_loom))]
+    pub(super) use cache::{get, put};
+
+    /// Under loom every lookup goes to the name map, which the models then cover.
+    #[cfg(rcmgr_loom)]
+    pub(super) fn get(_table: u64, _name: &str) -> Option<u64> {
+        None
+    }
+
+    #[cfg(rcmgr_loom)]
+    pub(super) fn put(_table: u64, _name: &str, _id: u64) {}
 }

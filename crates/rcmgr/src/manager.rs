@@ -315,7 +315,10 @@ impl ResourceManager {
     /// ```
     pub fn protocol(&self, protocol: &str) -> ProtocolScope {
         let (_, group) = registries::protocol(self.root(), protocol);
-        ProtocolScope::new(Arc::clone(self.root()), group)
+        ProtocolScope::new(
+            Arc::clone(self.root()),
+            group_or_detached(group, || Kind::Protocol(protocol.into())),
+        )
     }
 
     /// The scope of `service`, created if it does not exist.
@@ -326,7 +329,10 @@ impl ResourceManager {
     /// ```
     pub fn service(&self, service: &str) -> ServiceScope {
         let (_, group) = registries::service(self.root(), service);
-        ServiceScope::new(Arc::clone(self.root()), group)
+        ServiceScope::new(
+            Arc::clone(self.root()),
+            group_or_detached(group, || Kind::Service(service.into())),
+        )
     }
 
     /// A snapshot of every scope's usage (go's `ResourceManagerState.Stat`). Each scope is
@@ -511,6 +517,15 @@ fn busiest_groups(root: &Root, groups: &Groups) -> (usize, Vec<ScopeUsage>) {
         }))
     });
     (all.len(), UsageReport::busiest(all))
+}
+
+/// The scope a lookup found; were it ever missing (the table writes a scope before its id can
+/// be found), a scope of its own that nothing else reports to, which keeps views total.
+fn group_or_detached(found: Option<&Arc<Group>>, kind: impl FnOnce() -> Kind) -> Arc<Group> {
+    match found {
+        Some(group) => Arc::clone(group),
+        None => Arc::new(registries::new_group(kind())),
+    }
 }
 
 /// The protocol ID or service name of a protocol (or service) scope.

@@ -64,21 +64,30 @@ pub(crate) fn peer(root: &Arc<Root>, peer: &PeerId) -> Arc<Node> {
     node
 }
 
-/// The scope of `protocol` and its id, created if needed.
-pub(crate) fn protocol(root: &Root, protocol: &str) -> (GroupId, Arc<Group>) {
+/// The id of the scope of `protocol`, and the scope, created if needed.
+pub(crate) fn protocol<'a>(root: &'a Root, protocol: &str) -> (GroupId, Option<&'a Arc<Group>>) {
     group(&root.registries.protocols, protocol, Kind::Protocol)
 }
 
-/// The scope of `service` and its id, created if needed.
-pub(crate) fn service(root: &Root, service: &str) -> (GroupId, Arc<Group>) {
+/// The id of the scope of `service`, and the scope, created if needed.
+pub(crate) fn service<'a>(root: &'a Root, service: &str) -> (GroupId, Option<&'a Arc<Group>>) {
     group(&root.registries.services, service, Kind::Service)
 }
 
-fn group(groups: &Groups, name: &str, kind: fn(NameArc<str>) -> Kind) -> (GroupId, Arc<Group>) {
-    groups.find_or_insert(name, |key| Group {
-        scope: Scope::new(kind(key), EdgeSet::of(&[Edge::System]), LimitCell::new()).sharded(),
+fn group<'a>(
+    groups: &'a Groups,
+    name: &str,
+    kind: fn(NameArc<str>) -> Kind,
+) -> (GroupId, Option<&'a Arc<Group>>) {
+    groups.find_or_insert(name, |key| new_group(kind(key)))
+}
+
+/// A protocol or service scope of `kind`, reporting to the system scope, its counters sharded.
+pub(crate) fn new_group(kind: Kind) -> Group {
+    Group {
+        scope: Scope::new(kind, EdgeSet::of(&[Edge::System]), LimitCell::new()).sharded(),
         members: Registry::new(),
-    })
+    }
 }
 
 /// The scope of `peer` within a protocol or service scope, created if needed. It has no

@@ -5,7 +5,7 @@ use libp2p_identity::PeerId;
 use super::{PeerScope, ProtocolScope, ServiceScope};
 use crate::{
     edges::{Edge, EdgeSet},
-    error::Error,
+    error::{Error, ScopeClosed},
     groups::{Group, GroupId},
     registries,
     resource::Direction,
@@ -165,7 +165,7 @@ impl StreamScope {
         let at = self.node.ctx();
         let transfer = Transfer::begin(at).map_err(|refusal| refusal.into_error(at))?;
         let (id, group) = registries::protocol(peer.root(), protocol);
-        let attachment = attach(&transfer, peer.root(), id, &group, &self.peer)?;
+        let attachment = attach(&transfer, peer.root(), id, group, &self.peer)?;
         if let Some(transient) = at.edge(Edge::Transient) {
             transfer.give_back(transient);
         }
@@ -211,7 +211,7 @@ impl StreamScope {
         let at = self.node.ctx();
         let transfer = Transfer::begin(at).map_err(|refusal| refusal.into_error(at))?;
         let (id, group) = registries::service(peer.root(), service);
-        let attachment = attach(&transfer, peer.root(), id, &group, &self.peer)?;
+        let attachment = attach(&transfer, peer.root(), id, group, &self.peer)?;
         let edges = transfer.edges.with(Edge::ServicePeer).with(Edge::Service);
         // The slot is empty (checked above, and only this handle sets it).
         let _ = slot.set(attachment);
@@ -268,11 +268,19 @@ fn attach(
     transfer: &Transfer<'_>,
     root: &Arc<Root>,
     id: GroupId,
-    group: &Group,
+    group: Option<&Arc<Group>>,
     peer: &PeerId,
 ) -> Result<Attachment, Error> {
-    let member = registries::member(root, group, peer);
     let moving = transfer.scope();
+    // The table writes a scope before its id can be found (see `Groups::find_or_insert`);
+    // were it ever missing, the transfer is refused like one onto a closed scope.
+    let Some(group) = group else {
+        return Err(Error::ScopeClosed(Box::new(ScopeClosed::new(
+            moving.name(),
+            None,
+        ))));
+    };
+    let member = registries::member(root, group, peer);
     let group_ctx = ScopeCtx {
         root,
         scope: &group.scope,
