@@ -75,7 +75,7 @@ impl Groups {
     pub(crate) fn find_or_insert(
         &self,
         name: &str,
-        make: impl FnOnce(NameArc<str>) -> Group,
+        make: impl FnOnce(NameArc<str>, GroupId) -> Group,
     ) -> (GroupId, Arc<Group>) {
         if let Some(found) = self
             .find(name)
@@ -94,7 +94,8 @@ impl Groups {
         let next = self.len.load(Ordering::Relaxed);
         let (segment, offset) = locate(next);
         let key: NameArc<str> = NameArc::from(name);
-        let group = Arc::new(make(NameArc::clone(&key)));
+        let id = GroupId(next);
+        let group = Arc::new(make(NameArc::clone(&key), id));
         let slots = &self.segments[segment];
         if slots.get().is_none() {
             let size = (FIRST_SEGMENT << segment) as usize;
@@ -103,7 +104,6 @@ impl Groups {
         if let Some(slot) = slots.get().and_then(|slots| slots.get(offset)) {
             let _ = slot.set(Arc::clone(&group));
         }
-        let id = GroupId(next);
         let mut names = (*self.names.load_full()).clone();
         names.insert(key, id);
         self.names.store(Arc::new(names));

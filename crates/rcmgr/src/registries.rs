@@ -32,7 +32,8 @@ use crate::{
     edges::{Edge, EdgeSet},
     groups::{Group, GroupId, Groups},
     limit_cell::LimitCell,
-    scope::{Kind, Links, Node, Root, Scope},
+    observe,
+    scope::{Kind, Links, Node, Root, Scope, ScopeCtx},
     sync::{Arc, Ordering, Registry, fence},
 };
 
@@ -50,7 +51,7 @@ fn touch(node: &Node) {
 
 /// The scope of `peer`, created if needed.
 pub(crate) fn peer(root: &Arc<Root>, peer: &PeerId) -> Arc<Node> {
-    let node = root.registries.peers.get_or_insert_with(peer, || {
+    let (node, created) = root.registries.peers.get_or_insert_with(peer, || {
         let node = Node::new(
             Kind::Peer(*peer),
             EdgeSet::of(&[Edge::System]),
@@ -60,34 +61,59 @@ pub(crate) fn peer(root: &Arc<Root>, peer: &PeerId) -> Arc<Node> {
         );
         (*peer, Arc::new(node))
     });
+    if created {
+        observe::trace_created(node.ctx());
+    }
     touch(&node);
     node
 }
 
 /// The scope of `protocol` and its id, created if needed.
 pub(crate) fn protocol(root: &Root, protocol: &str) -> (GroupId, Arc<Group>) {
-    group(&root.registries.protocols, protocol, Kind::Protocol)
+    group(root, &root.registries.protocols, protocol, Kind::Protocol)
 }
 
 /// The scope of `service` and its id, created if needed.
 pub(crate) fn service(root: &Root, service: &str) -> (GroupId, Arc<Group>) {
-    group(&root.registries.services, service, Kind::Service)
+    group(root, &root.registries.services, service, Kind::Service)
 }
 
-fn group(groups: &Groups, name: &str, kind: fn(NameArc<str>) -> Kind) -> (GroupId, Arc<Group>) {
-    groups.find_or_insert(name, |key| Group {
-        scope: Scope::new(kind(key), EdgeSet::of(&[Edge::System]), LimitCell::new()).sharded(),
-        members: Registry::new(),
-    })
+fn group(
+    root: &Root,
+    groups: &Groups,
+    name: &str,
+    kind: fn(NameArc<str>, GroupId) -> Kind,
+) -> (GroupId, Arc<Group>) {
+    let mut created = false;
+    let (id, group) = groups.find_or_insert(name, |key, id| {
+        created = true;
+        Group {
+            scope: Scope::new(
+                kind(key, id),
+                EdgeSet::of(&[Edge::System]),
+                LimitCell::new(),
+            )
+            .sharded(),
+            members: Registry::new(),
+        }
+    });
+    if created {
+        observe::trace_created(ScopeCtx {
+            root,
+            scope: &group.scope,
+            links: None,
+        });
+    }
+    (id, group)
 }
 
 /// The scope of `peer` within a protocol or service scope, created if needed. It has no
 /// edges of its own: a stream reports to it and to the group separately, as in go.
 pub(crate) fn member(root: &Arc<Root>, group: &Group, peer: &PeerId) -> Arc<Node> {
-    let node = group.members.get_or_insert_with(peer, || {
+    let (node, created) = group.members.get_or_insert_with(peer, || {
         let kind = match &group.scope.kind {
-            Kind::Service(name) => Kind::ServicePeer(NameArc::clone(name), *peer),
-            Kind::Protocol(name) => Kind::ProtocolPeer(NameArc::clone(name), *peer),
+            Kind::Service(name, id) => Kind::ServicePeer(NameArc::clone(name), *id, *peer),
+            Kind::Protocol(name, id) => Kind::ProtocolPeer(NameArc::clone(name), *id, *peer),
             // Only protocol and service scopes are groups; the peer's own kind keeps this
             // total.
             _ => Kind::Peer(*peer),
@@ -97,6 +123,9 @@ pub(crate) fn member(root: &Arc<Root>, group: &Group, peer: &PeerId) -> Arc<Node
         };
         (*peer, Arc::new(Node::new(kind, EdgeSet::NONE, links)))
     });
+    if created {
+        observe::trace_created(node.ctx());
+    }
     touch(&node);
     node
 }
@@ -126,6 +155,7 @@ pub(crate) struct Collected {
 /// One collection pass over every registry: the peer scopes, and the per-peer scopes inside
 /// every protocol and service.
 pub(crate) fn collect(root: &Root) -> Collected {
+    let _operation = root.observer.operation();
     let mut collected = Collected::default();
     let registries = &root.registries;
     registries.services.for_each(|service| {
@@ -162,8 +192,12 @@ fn sweep<K: std::hash::Hash + Eq + Clone>(registry: &Registry<K, Arc<Node>>) -> 
         .filter(|key| {
             registry.remove_if(key, |node| {
                 // Ordering: Relaxed — as above; a lookup since the scan reset the count.
-                is_idle(node)
-                    && node.scope.idle_passes.load(Ordering::Relaxed) >= IDLE_PASSES_TO_COLLECT
+                let ripe = is_idle(node)
+                    && node.scope.idle_passes.load(Ordering::Relaxed) >= IDLE_PASSES_TO_COLLECT;
+                if ripe {
+                    observe::trace_destroyed(node.ctx());
+                }
+                ripe
             })
         })
         .count();
