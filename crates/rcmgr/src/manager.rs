@@ -995,11 +995,12 @@ fn trace_setup(
         }
     };
     let (sender, receiver) = std::sync::mpsc::sync_channel(queue);
-    let clock = StdArc::new(crate::sync::AtomicU64::new(wall_clock_ns()));
+    let now_ns = wall_clock_ns();
+    let clock = StdArc::new(crate::sync::AtomicU64::new(now_ns));
     let tracer = observe::Tracer::new(sender, StdArc::clone(&clock));
-    // The first event: the limits in force.
-    let mut start =
-        observe::TraceEvent::new(std::time::SystemTime::now(), observe::TraceEventType::Start);
+    // The first event: the limits in force, at the time the clock starts from.
+    let start_time = std::time::UNIX_EPOCH + Duration::from_nanos(now_ns);
+    let mut start = observe::TraceEvent::new(start_time, observe::TraceEventType::Start);
     start.limit = Some(observe::TraceLimit::Config(Box::new(limits.to_partial())));
     let setup = WriterSetup {
         output,

@@ -274,11 +274,14 @@ fn run(setup: WriterSetup, root: Weak<Root>) {
         line: Vec::with_capacity(256),
     };
     writer.emit(&start);
-    // The clock value stored when the writer last went idle, while it still is.
-    let mut idle_since: Option<u64> = None;
+    // Whether the writer is idle, and the clock value stored when it last went idle: a batch
+    // stamped with it or earlier was handed on during that wait.
+    let (mut idle, mut idle_mark) = (false, 0);
+    // The time given to the last batch: times never go backwards in the output.
+    let mut last_ns = 0;
     let mut last_flush = Instant::now();
     loop {
-        let wait = if idle_since.is_some() {
+        let wait = if idle {
             FLUSH_EVERY.saturating_sub(last_flush.elapsed()).max(TICK)
         } else {
             TICK
@@ -289,11 +292,14 @@ fn run(setup: WriterSetup, root: Weak<Root>) {
         clock.store(now_ns, Ordering::Relaxed);
         match message {
             Ok(Message::Batch(batch)) => {
-                let stamp = match idle_since.take() {
-                    Some(since) if batch.stamp_ns <= since => now_ns,
-                    _ => batch.stamp_ns,
+                idle = false;
+                let stamp = if batch.stamp_ns <= idle_mark {
+                    now_ns
+                } else {
+                    batch.stamp_ns
                 };
-                writer.write(batch, stamp);
+                last_ns = stamp.max(last_ns);
+                writer.write(batch, last_ns);
             }
             Ok(Message::Flush(answer)) => {
                 writer.flush();
@@ -302,7 +308,9 @@ fn run(setup: WriterSetup, root: Weak<Root>) {
             }
             Ok(Message::Stop) | Err(RecvTimeoutError::Disconnected) => break,
             Err(RecvTimeoutError::Timeout) => {
-                idle_since.get_or_insert(now_ns);
+                if !idle {
+                    (idle, idle_mark) = (true, now_ns);
+                }
             }
         }
         if last_flush.elapsed() >= FLUSH_EVERY {
@@ -313,8 +321,8 @@ fn run(setup: WriterSetup, root: Weak<Root>) {
     // What was sent before the stop is all in the queue now: write it too.
     while let Ok(message) = queue.try_recv() {
         if let Message::Batch(batch) = message {
-            let stamp = batch.stamp_ns;
-            writer.write(batch, stamp);
+            last_ns = batch.stamp_ns.max(last_ns);
+            writer.write(batch, last_ns);
         }
     }
     writer.finish();
