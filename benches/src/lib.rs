@@ -44,7 +44,7 @@ pub fn observed_manager(
     let metrics = rcmgr_prometheus::PrometheusReporter::new(&mut registry);
     let rm = ResourceManager::builder(limits)
         .gc_interval(std::time::Duration::ZERO)
-        .metrics(metrics.clone())
+        .metrics(std::sync::Arc::<rcmgr_prometheus::PrometheusReporter>::clone(&metrics))
         .trace(trace)
         .build()
         .unwrap_or_else(|err| panic!("benchmark manager: {err}"));

@@ -1,7 +1,7 @@
 //! A scripted workload, then the registry encoded with prometheus-client's text encoder: every
 //! exported metric has the value the workload implies.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use prometheus_client::{encoding::text::encode, registry::Registry};
 use rcmgr::{
@@ -40,7 +40,7 @@ fn every_metric_has_the_value_the_workload_implies() {
     let mut registry = Registry::default();
     let metrics = PrometheusReporter::new(&mut registry);
     let rm = ResourceManager::builder(limits())
-        .metrics(metrics.clone())
+        .metrics(Arc::<PrometheusReporter>::clone(&metrics))
         .build()
         .expect("the manager builds");
     metrics.bind(&rm);
@@ -260,7 +260,7 @@ fn a_dropped_manager_leaves_only_the_event_metrics() {
     let mut registry = Registry::default();
     let metrics = PrometheusReporter::new(&mut registry);
     let rm = ResourceManager::builder(limits())
-        .metrics(metrics.clone())
+        .metrics(Arc::<PrometheusReporter>::clone(&metrics))
         .build()
         .expect("the manager builds");
     metrics.bind(&rm);

@@ -330,6 +330,8 @@ pub struct TraceError {
 }
 
 impl TraceError {
+    // Under loom there is no trace to fail.
+    #[cfg_attr(rcmgr_loom, allow(dead_code))]
     pub(crate) fn new(path: Option<PathBuf>, error: &std::io::Error) -> Self {
         TraceError {
             path,

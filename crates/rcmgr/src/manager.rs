@@ -15,7 +15,7 @@ use libp2p_identity::PeerId;
 use multiaddr::Multiaddr;
 
 use crate::{
-    error::{Error, TraceError},
+    error::Error,
     gate::{
         self, Allowlist, Clock, ConnLimitPerSubnet, ConnRateLimits, Gate, NetworkPrefixLimit,
         TimeSource,
@@ -665,7 +665,8 @@ fn sorted_names(groups: &Groups) -> Vec<String> {
     names
 }
 
-/// Where the trace's lines go.
+/// Where the trace's lines go. (Under loom there is no trace: the target is kept, unused.)
+#[cfg_attr(rcmgr_loom, allow(dead_code))]
 enum TraceTarget {
     Writer(Box<dyn Write + Send>),
     File(PathBuf),
@@ -954,7 +955,7 @@ impl ResourceManagerBuilder {
             root.observer.tracer = Some(tracer);
             let root = Arc::new(root);
             let writer = observe::writer::spawn(setup, Arc::downgrade(&root))
-                .map_err(|err| Error::Trace(Box::new(TraceError::new(None, &err))))?;
+                .map_err(|err| Error::Trace(Box::new(crate::error::TraceError::new(None, &err))))?;
             let mut rm = ResourceManager::from_root(root, self.gc_interval);
             if let Some(core) = StdArc::get_mut(&mut rm.core) {
                 core.trace_writer = Some(writer);
@@ -984,8 +985,12 @@ fn trace_setup(
         None => None,
         Some(TraceTarget::Writer(writer)) => Some(Output::plain(writer)),
         Some(TraceTarget::File(path)) => {
-            let file = std::fs::File::create(&path)
-                .map_err(|err| Error::Trace(Box::new(TraceError::new(Some(path.clone()), &err))))?;
+            let file = std::fs::File::create(&path).map_err(|err| {
+                Error::Trace(Box::new(crate::error::TraceError::new(
+                    Some(path.clone()),
+                    &err,
+                )))
+            })?;
             let gzip = path.extension().is_some_and(|ext| ext == "gz");
             Some(if gzip {
                 Output::gzip(Box::new(file))

@@ -28,8 +28,10 @@ use crate::{
     },
 };
 
-/// What kind of scope this is, with what its name and limit need.
+/// What kind of scope this is, with what its name and limit need. (The group ids are read
+/// only by the trace, which loom builds leave out.)
 #[derive(Debug)]
+#[cfg_attr(rcmgr_loom, allow(dead_code))]
 pub(crate) enum Kind {
     System,
     Transient,

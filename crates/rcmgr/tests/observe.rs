@@ -350,7 +350,7 @@ fn metrics_callbacks_fire_once_per_event() {
     limits.system.memory = 1 << 20;
     let calls = Arc::new(Calls::default());
     let rm = ResourceManager::builder(limits)
-        .metrics(calls.clone())
+        .metrics(Arc::<Calls>::clone(&calls))
         .build()
         .expect("the manager builds");
     let endpoint = "/ip4/10.0.0.1/tcp/1".parse().expect("ma");

@@ -75,12 +75,12 @@ impl Tracer {
 /// Under loom there is no trace: the guard does nothing.
 #[cfg(rcmgr_loom)]
 #[derive(Debug)]
-pub(crate) struct Operation;
+pub(crate) struct Operation<'a>(std::marker::PhantomData<&'a Tracer>);
 
 #[cfg(rcmgr_loom)]
-impl Operation {
-    pub(crate) fn new(_: Option<&Tracer>) -> Self {
-        Operation
+impl<'a> Operation<'a> {
+    pub(crate) fn new(_: Option<&'a Tracer>) -> Self {
+        Operation(std::marker::PhantomData)
     }
 }
 
