@@ -1,6 +1,6 @@
-//! The command line: `rcmgr limits`, `rcmgr check` and `rcmgr simulate`.
+//! The command line: `rcmgr limits`, `rcmgr check`, `rcmgr simulate` and `rcmgr trace`.
 
-use std::{num::NonZeroUsize, path::PathBuf};
+use std::{net::SocketAddr, num::NonZeroUsize, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -28,6 +28,21 @@ pub enum Command {
     /// Run the resource manager on every core with honest peers and an attacker, then report
     /// throughput, refusals, peak usage and whether the honest peers were still served.
     Simulate(SimulateArgs),
+    /// Summarize a trace file (written by `rcmgr simulate --trace`, by a node, or by
+    /// go-libp2p): refusals by scope and resource, and peak usage of the top-level scopes;
+    /// optionally draw their usage over time as an SVG.
+    Trace(TraceArgs),
+}
+
+/// `rcmgr trace`.
+#[derive(Clone, Debug, Args)]
+pub struct TraceArgs {
+    /// The trace: JSON lines, gzip-compressed or not.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Draw the usage of the top-level scopes over time into this SVG file.
+    #[arg(long, value_name = "OUT.svg")]
+    pub plot: Option<PathBuf>,
 }
 
 /// What the default limits are scaled for. Without these, autoscaling: 1/8 of this machine's
@@ -102,6 +117,16 @@ pub struct SimulateArgs {
     /// The sizes to scale the defaults for.
     #[command(flatten)]
     pub sizing: SizingArgs,
+    /// Serve the manager's Prometheus metrics (go-libp2p's names) at
+    /// http://ADDR/metrics while the simulation runs; a loopback address only. Port 0 picks a
+    /// free port, printed before the run.
+    #[arg(long, value_name = "127.0.0.1:PORT")]
+    pub metrics: Option<SocketAddr>,
+    /// Write a trace of every accounting event to FILE (JSON lines in go's schema,
+    /// gzip-compressed if FILE ends in .gz); read it with `rcmgr trace`. Events the trace
+    /// cannot keep up with are dropped and counted, never slowing the peers.
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
 }
 
 /// The attacks `rcmgr simulate` can run.

@@ -58,6 +58,30 @@ pub enum CliError {
     /// A thread of the simulation panicked; its counts are lost.
     #[error("the {0} thread stopped unexpectedly")]
     ThreadPanicked(String),
+    /// The metrics server could not be started.
+    #[error("cannot serve metrics at {addr}: {reason}")]
+    Metrics {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// A trace file could not be read.
+    #[error("cannot read the trace {path}: {reason}")]
+    Trace {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The plot could not be drawn or written.
+    #[error("cannot draw the plot {path}: {reason}")]
+    Plot {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl CliError {

@@ -3,7 +3,8 @@
 //!
 //! - `rcmgr limits` prints the concrete limits a node gets ([`commands::limits`]);
 //! - `rcmgr check FILE` checks a go-libp2p or kubo limits file ([`commands::check`]);
-//! - `rcmgr simulate` runs the resource manager under attack and reports ([`simulate`]).
+//! - `rcmgr simulate` runs the resource manager under attack and reports ([`simulate`]);
+//! - `rcmgr trace FILE` summarizes a trace and plots it ([`commands::trace`]).
 
 #![forbid(unsafe_code)]
 
@@ -31,6 +32,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<Status, CliError> {
         Command::Limits(args) => commands::limits::run(args, out)?,
         Command::Check(args) => commands::check::run(args, out)?,
         Command::Simulate(args) => simulate::run(args, out)?,
+        Command::Trace(args) => commands::trace::run(args, out)?,
     };
     out.flush()?;
     Ok(status)

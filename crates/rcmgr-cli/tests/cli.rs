@@ -369,3 +369,178 @@ fn simulate_refuses_a_bad_duration() {
     assert_eq!(run.status, 2);
     assert!(run.stderr.contains("invalid duration"), "{}", run.stderr);
 }
+
+/// Checks that `svg` is one well-formed element tree with `<svg>` at its root: every tag is
+/// closed in order.
+fn assert_well_formed_svg(svg: &str) {
+    assert!(svg.trim_start().starts_with("<svg"), "starts with <svg");
+    let mut open: Vec<String> = Vec::new();
+    let mut rest = svg;
+    while let Some(start) = rest.find('<') {
+        let end = rest[start..].find('>').expect("every tag ends") + start;
+        let tag = &rest[start + 1..end];
+        rest = &rest[end + 1..];
+        if tag.starts_with('?') || tag.starts_with('!') {
+            continue;
+        }
+        if let Some(name) = tag.strip_prefix('/') {
+            assert_eq!(
+                open.pop().as_deref(),
+                Some(name.trim()),
+                "tags close in order"
+            );
+        } else if !tag.ends_with('/') {
+            let name = tag.split_whitespace().next().expect("a tag name");
+            open.push(name.to_owned());
+        }
+        if open.is_empty() {
+            assert!(rest.trim().is_empty(), "nothing after the root element");
+        }
+    }
+    assert!(open.is_empty(), "unclosed tags: {open:?}");
+}
+
+#[test]
+fn simulate_writes_a_trace_that_trace_summarizes_and_plots() {
+    let dir = TempDir::new().expect("a temporary directory");
+    let trace = dir.path().join("run.jsonl.gz");
+    let run = rcmgr([
+        "simulate",
+        "--duration",
+        "1",
+        "--peers",
+        "20",
+        "--threads",
+        "1",
+        "--memory",
+        "256MiB",
+        "--fds",
+        "512",
+        "--trace",
+        path(&trace),
+    ]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("Trace written to"), "{}", run.stdout);
+
+    let plot = dir.path().join("usage.svg");
+    let run = rcmgr(["trace", path(&trace), "--plot", path(&plot)]);
+    assert_eq!(run.status, 0, "{}{}", run.stdout, run.stderr);
+    let out = &run.stdout;
+    for part in [
+        "Events by type",
+        "start ",
+        "add_stream",
+        "Refusals by scope and resource",
+        "Peak usage of the top-level scopes",
+        "system ",
+        "transient ",
+        "Usage over time drawn in",
+    ] {
+        assert!(out.contains(part), "{part} is missing from\n{out}");
+    }
+    // The stream flood is refused, and the refusals are attributed.
+    let refusals = out
+        .split("Refusals by scope and resource")
+        .nth(1)
+        .and_then(|rest| rest.split("Peak usage").next())
+        .expect("a refusals section");
+    assert!(refusals.contains("streams (inbound)"), "{refusals}");
+    let svg = std::fs::read_to_string(&plot).expect("the plot is written");
+    assert_well_formed_svg(&svg);
+    for title in ["streams", "connections", "file descriptors", "memory (MiB)"] {
+        assert!(svg.contains(title), "{title} is missing from the plot");
+    }
+}
+
+#[test]
+fn trace_warns_about_lines_that_are_not_events() {
+    let dir = TempDir::new().expect("a temporary directory");
+    let trace = file(
+        &dir,
+        "mixed.jsonl",
+        concat!(
+            r#"{"Time":"2024-05-01T12:00:00Z","Type":"add_stream","Scope":{"Class":"system"},"Name":"system","DeltaIn":1,"StreamsIn":1}"#,
+            "\nnot json\n",
+            r#"{"Time":"2024-05-01T12:00:01.5+01:00","Type":"block_add_stream","Name":"transient","DeltaIn":1,"StreamsIn":3}"#,
+            "\n"
+        ),
+    );
+    let run = rcmgr(["trace", path(&trace)]);
+    assert_eq!(run.status, 1, "{}", run.stderr);
+    assert!(run.stdout.contains("2 events"), "{}", run.stdout);
+    assert!(run.stdout.contains("transient"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("1 lines are not trace events (the first, line 2"),
+        "{}",
+        run.stdout
+    );
+    let missing = rcmgr(["trace", "/nonexistent/trace.jsonl"]);
+    assert_eq!(missing.status, 2);
+    assert!(
+        missing.stderr.contains("cannot read the trace"),
+        "{}",
+        missing.stderr
+    );
+}
+
+#[test]
+fn simulate_serves_metrics_on_loopback_while_it_runs() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rcmgr"))
+        .args([
+            "simulate",
+            "--duration",
+            "2",
+            "--peers",
+            "10",
+            "--threads",
+            "1",
+        ])
+        .args([
+            "--memory",
+            "256MiB",
+            "--fds",
+            "512",
+            "--metrics",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the rcmgr binary runs");
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("a first line");
+    let addr = first
+        .trim()
+        .strip_prefix("Serving metrics at http://")
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("the address comes first: {first}"))
+        .to_owned();
+    let mut stream = std::net::TcpStream::connect(&addr).expect("the server answers");
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("a request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("a response");
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    for metric in [
+        "libp2p_rcmgr_connections{",
+        "libp2p_rcmgr_streams{",
+        "libp2p_rcmgr_limit{",
+        "libp2p_rcmgr_peer_connections_bucket",
+    ] {
+        assert!(
+            response.contains(metric),
+            "{metric} is missing from\n{response}"
+        );
+    }
+    let status = child.wait().expect("simulate finishes");
+    assert!(status.success());
+    let refused = rcmgr(["simulate", "--duration", "1", "--metrics", "192.0.2.1:9000"]);
+    assert_eq!(refused.status, 2);
+    assert!(
+        refused.stderr.contains("only loopback"),
+        "{}",
+        refused.stderr
+    );
+}

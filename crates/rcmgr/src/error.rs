@@ -5,8 +5,7 @@ use std::{fmt, path::PathBuf};
 use crate::{
     gate::{InvalidAllowlistEntry, InvalidIpLimits, IpLimitExceeded, RateLimited},
     name::ScopeName,
-    resource::Priority,
-    resource::Resource,
+    resource::{Direction, Priority, Resource},
 };
 
 /// Everything that can go wrong in rcmgr.
@@ -66,6 +65,10 @@ pub enum Error {
     /// Address-based limits that cannot be enforced as given.
     #[error(transparent)]
     InvalidIpLimits(Box<InvalidIpLimits>),
+    /// The trace could not be started: its file cannot be created, or its thread cannot be
+    /// started.
+    #[error(transparent)]
+    Trace(Box<TraceError>),
 }
 
 impl Error {
@@ -158,6 +161,18 @@ impl Error {
         }
     }
 
+    /// The details of a trace that could not be started.
+    ///
+    /// ```
+    /// assert!(rcmgr::Error::ConnAlreadyAttached.trace().is_none());
+    /// ```
+    pub fn trace(&self) -> Option<&TraceError> {
+        match self {
+            Error::Trace(trace) => Some(trace),
+            _ => None,
+        }
+    }
+
     /// The details of a limits configuration that could not be read or understood.
     ///
     /// ```
@@ -185,6 +200,7 @@ pub struct LimitExceeded {
     current: u64,
     attempted: u64,
     limit: u64,
+    direction: Option<Direction>,
     transfer: bool,
 }
 
@@ -202,8 +218,15 @@ impl LimitExceeded {
             current,
             attempted,
             limit,
+            direction: None,
             transfer: false,
         }
+    }
+
+    /// Records the direction of the streams or connections that were asked for.
+    pub(crate) fn asked(mut self, direction: Option<Direction>) -> Self {
+        self.direction = direction;
+        self
     }
 
     /// Marks a refusal met while moving a scope's usage to a new parent (`set_peer`,
@@ -248,6 +271,21 @@ impl LimitExceeded {
         self.limit
     }
 
+    /// The direction of the refused stream or connection (`None` for memory, and for a
+    /// transfer that moved streams or connections of both directions).
+    ///
+    /// ```
+    /// use rcmgr::{ConcreteLimitConfig, Direction, ResourceManager};
+    /// let mut limits = ConcreteLimitConfig::infinite();
+    /// limits.system.streams = 0;
+    /// let rm = ResourceManager::new(limits);
+    /// let err = rm.open_stream(rcmgr::PeerId::random(), Direction::Outbound).unwrap_err();
+    /// assert_eq!(err.limit_exceeded().unwrap().direction(), Some(Direction::Outbound));
+    /// ```
+    pub fn direction(&self) -> Option<Direction> {
+        self.direction
+    }
+
     /// The priority of a refused memory reservation.
     pub fn priority(&self) -> Option<Priority> {
         match self.resource {
@@ -272,6 +310,62 @@ impl fmt::Display for LimitExceeded {
 }
 
 impl std::error::Error for LimitExceeded {}
+
+/// Why a trace could not be started (see [`Error::Trace`]).
+///
+/// ```
+/// let err = rcmgr::ResourceManager::builder(rcmgr::ConcreteLimitConfig::infinite())
+///     .trace_file("/nonexistent-directory/trace.json")
+///     .build()
+///     .unwrap_err();
+/// let trace = err.trace().unwrap();
+/// assert_eq!(trace.path().unwrap().to_str(), Some("/nonexistent-directory/trace.json"));
+/// assert_eq!(trace.kind(), std::io::ErrorKind::NotFound);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceError {
+    path: Option<PathBuf>,
+    kind: std::io::ErrorKind,
+    message: String,
+}
+
+impl TraceError {
+    // Under loom there is no trace to fail.
+    #[cfg_attr(rcmgr_loom, allow(dead_code))]
+    pub(crate) fn new(path: Option<PathBuf>, error: &std::io::Error) -> Self {
+        TraceError {
+            path,
+            kind: error.kind(),
+            message: error.to_string(),
+        }
+    }
+
+    /// The trace file, when the problem is with one.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        self.path.as_deref()
+    }
+
+    /// The kind of I/O error.
+    pub fn kind(&self) -> std::io::ErrorKind {
+        self.kind
+    }
+}
+
+impl fmt::Display for TraceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.path {
+            Some(path) => write!(
+                f,
+                "cannot create the trace file {}: {}",
+                path.display(),
+                self.message
+            ),
+            None => write!(f, "cannot start the trace writer: {}", self.message),
+        }
+    }
+}
+
+impl std::error::Error for TraceError {}
 
 /// A reservation or transfer on a closed scope, or through one.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -80,7 +80,7 @@ impl Groups {
     pub(crate) fn find_or_insert(
         &self,
         name: &str,
-        make: impl FnOnce(NameArc<str>) -> Group,
+        make: impl FnOnce(NameArc<str>, GroupId) -> Group,
     ) -> (GroupId, Option<&Arc<Group>>) {
         if let Some(id) = self.find(name) {
             return (id, self.get(id));
@@ -98,10 +98,10 @@ impl Groups {
             let _ = slots.set((0..size).map(|_| OnceSlot::new()).collect());
         }
         let key: NameArc<str> = NameArc::from(name);
-        if let Some(slot) = slots.get().and_then(|slots| slots.get(offset)) {
-            let _ = slot.set(Arc::new(make(NameArc::clone(&key))));
-        }
         let id = GroupId(next);
+        if let Some(slot) = slots.get().and_then(|slots| slots.get(offset)) {
+            let _ = slot.set(Arc::new(make(NameArc::clone(&key), id)));
+        }
         let mut names = (*self.names.load_full()).clone();
         names.insert(key, id);
         self.names.store(Arc::new(names));

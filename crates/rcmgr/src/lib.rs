@@ -65,6 +65,7 @@ mod limit_cell;
 pub mod limits;
 mod manager;
 mod name;
+mod observe;
 #[cfg(feature = "reference")]
 pub mod reference;
 mod registries;
@@ -76,7 +77,7 @@ mod stat;
 mod sync;
 mod walk;
 
-pub use error::{ConfigError, ConfigErrorKind, Error, LimitExceeded, ScopeClosed};
+pub use error::{ConfigError, ConfigErrorKind, Error, LimitExceeded, ScopeClosed, TraceError};
 pub use gate::{
     AddressRange, Allowlist, AllowlistEntryProblem, Clock, ConnLimitPerSubnet, ConnRateLimits,
     InvalidAllowlistEntry, InvalidIpLimits, IpLimitExceeded, IpLimits, NetworkPrefixLimit,
@@ -92,9 +93,15 @@ pub use limits::{
     BaseLimit, BaseLimitIncrease, ConcreteLimitConfig, LimitVal, PartialLimitConfig,
     ResourceLimits, ScalingLimit, ScalingLimitConfig,
 };
-pub use manager::{DEFAULT_GC_INTERVAL, ResourceManager, ResourceManagerBuilder};
+pub use manager::{
+    DEFAULT_GC_INTERVAL, DEFAULT_TRACE_QUEUE, ResourceManager, ResourceManagerBuilder,
+    WeakResourceManager,
+};
 pub use multiaddr::Multiaddr;
-pub use name::ScopeName;
+pub use name::{InvalidScopeName, ScopeName};
+pub use observe::{
+    MetricsReporter, TraceEvent, TraceEventType, TraceLimit, TraceReporter, UnknownTraceEventType,
+};
 pub use report::{ScopeUsage, UsageReport};
 pub use resource::{Direction, Priority, Resource};
 pub use stat::{ResourceManagerStat, ScopeStat};

@@ -1,6 +1,14 @@
 //! [`ResourceManager`]: the entry point.
 
-use std::{collections::BTreeMap, fmt, net::SocketAddr, time::Duration};
+use std::{
+    collections::BTreeMap,
+    fmt,
+    io::Write,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{Arc as StdArc, Weak as StdWeak},
+    time::Duration,
+};
 
 use ipnet::IpNet;
 use libp2p_identity::PeerId;
@@ -18,6 +26,7 @@ use crate::{
         TransientScope,
     },
     limits::ConcreteLimitConfig,
+    observe::{self, MetricsReporter, Observer, TraceReporter},
     registries,
     report::{ScopeUsage, UsageReport},
     resource::Direction,
@@ -29,6 +38,12 @@ use crate::{
 /// How often the background collector runs unless [`ResourceManagerBuilder::gc_interval`]
 /// says otherwise: go's one minute.
 pub const DEFAULT_GC_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How many batches of trace events may wait for the trace writer unless
+/// [`ResourceManagerBuilder::trace_queue`] says otherwise. A batch holds the events of one
+/// operation (up to 64); when the queue is full, batches are dropped and counted
+/// ([`ResourceManager::trace_dropped`]).
+pub const DEFAULT_TRACE_QUEUE: usize = 4096;
 
 /// Accounts every connection, stream, file descriptor and byte of buffer memory of a libp2p
 /// node in a graph of scopes, and refuses what would take any scope past its limit.
@@ -57,22 +72,62 @@ pub const DEFAULT_GC_INTERVAL: Duration = Duration::from_secs(60);
 /// ```
 #[derive(Clone)]
 pub struct ResourceManager {
-    core: Arc<Core>,
+    core: StdArc<Core>,
 }
 
-/// What the manager handles share. Dropping the last handle stops the collector and empties
-/// the registries, which breaks the reference cycle between them and the root (handles still
-/// alive keep working: their scopes stay valid, they are just no longer listed).
+/// A handle to a [`ResourceManager`] that does not keep it alive: for exporters and other
+/// observers that the manager itself refers to (its metrics reporter), which would otherwise
+/// form a cycle.
+///
+/// ```
+/// let rm = rcmgr::ResourceManager::new(rcmgr::ConcreteLimitConfig::infinite());
+/// let weak = rm.downgrade();
+/// assert!(weak.upgrade().is_some());
+/// drop(rm);
+/// assert!(weak.upgrade().is_none());
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct WeakResourceManager {
+    core: StdWeak<Core>,
+}
+
+impl WeakResourceManager {
+    /// The manager, if a handle to it is still alive somewhere.
+    pub fn upgrade(&self) -> Option<ResourceManager> {
+        self.core.upgrade().map(|core| ResourceManager { core })
+    }
+}
+
+/// What the manager handles share. Dropping the last handle stops the collector, finishes the
+/// trace and empties the registries, which breaks the reference cycle between them and the
+/// root (handles still alive keep working: their scopes stay valid, they are just no longer
+/// listed).
 struct Core {
     root: Arc<Root>,
     #[cfg(not(rcmgr_loom))]
     collector: Option<collector::Collector>,
+    #[cfg(not(rcmgr_loom))]
+    trace_writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl fmt::Debug for Core {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Core").finish_non_exhaustive()
+    }
 }
 
 impl Drop for Core {
     fn drop(&mut self) {
         #[cfg(not(rcmgr_loom))]
-        drop(self.collector.take());
+        {
+            drop(self.collector.take());
+            if let Some(writer) = self.trace_writer.take() {
+                if let Some(tracer) = self.root.observer.tracer() {
+                    tracer.stop();
+                }
+                let _ = writer.join();
+            }
+        }
         // The per-peer scopes refer back to the root; emptying the registries that hold them
         // breaks the cycle (protocol and service scopes themselves hold no reference to it).
         let registries = &self.root.registries;
@@ -118,6 +173,7 @@ impl ResourceManager {
     /// assert!(rm.list_peers().is_empty());
     /// ```
     pub fn new(limits: ConcreteLimitConfig) -> Self {
+        observe::log_start(&limits);
         let gate = Gate::new(&limits, Allowlist::new(), TimeSource::monotonic());
         let root = Arc::new(Root::new(limits, gate));
         ResourceManager::from_root(root, Some(DEFAULT_GC_INTERVAL))
@@ -138,6 +194,10 @@ impl ResourceManager {
             gc_interval: Some(DEFAULT_GC_INTERVAL),
             allowlist: Vec::new(),
             clock: None,
+            metrics: None,
+            trace_target: None,
+            trace_reporters: Vec::new(),
+            trace_queue: DEFAULT_TRACE_QUEUE,
         }
     }
 
@@ -147,11 +207,68 @@ impl ResourceManager {
         #[cfg(rcmgr_loom)]
         let _ = gc_interval;
         ResourceManager {
-            core: Arc::new(Core {
+            core: StdArc::new(Core {
                 root,
                 #[cfg(not(rcmgr_loom))]
                 collector,
+                #[cfg(not(rcmgr_loom))]
+                trace_writer: None,
             }),
+        }
+    }
+
+    /// A handle that does not keep the manager alive (see [`WeakResourceManager`]).
+    ///
+    /// ```
+    /// let rm = rcmgr::ResourceManager::new(rcmgr::ConcreteLimitConfig::infinite());
+    /// assert!(rm.downgrade().upgrade().is_some());
+    /// ```
+    pub fn downgrade(&self) -> WeakResourceManager {
+        WeakResourceManager {
+            core: StdArc::downgrade(&self.core),
+        }
+    }
+
+    /// Trace events dropped so far because the trace's queue was full (a reservation never
+    /// waits for the trace; see [`ResourceManagerBuilder::trace_queue`]). Always 0 without a
+    /// trace.
+    ///
+    /// ```
+    /// let rm = rcmgr::ResourceManager::builder(rcmgr::ConcreteLimitConfig::infinite())
+    ///     .trace(std::io::sink())
+    ///     .build()?;
+    /// assert_eq!(rm.trace_dropped(), 0);
+    /// # Ok::<(), rcmgr::Error>(())
+    /// ```
+    pub fn trace_dropped(&self) -> u64 {
+        #[cfg(not(rcmgr_loom))]
+        if let Some(tracer) = self.root().observer.tracer() {
+            return tracer.dropped();
+        }
+        0
+    }
+
+    /// Waits until every trace event recorded before this call (on any thread: each hands its
+    /// events on when its operation returns) is written to the trace output, flushed, and
+    /// given to the trace reporters. Does nothing without a trace. Dropping the last manager
+    /// handle does this too, and closes the output.
+    ///
+    /// ```
+    /// use rcmgr::{ConcreteLimitConfig, Direction, ResourceManager};
+    /// let path = std::env::temp_dir().join(format!("rcmgr-doc-trace-{}.json", std::process::id()));
+    /// let rm = ResourceManager::builder(ConcreteLimitConfig::infinite()).trace_file(&path).build()?;
+    /// drop(rm.open_stream(rcmgr::PeerId::random(), Direction::Inbound)?);
+    /// rm.flush_trace();
+    /// let text = std::fs::read_to_string(&path)?;
+    /// assert!(text.lines().next().unwrap().contains(r#""Type":"start""#));
+    /// assert!(text.contains(r#""Type":"add_stream""#));
+    /// # std::fs::remove_file(&path)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn flush_trace(&self) {
+        #[cfg(not(rcmgr_loom))]
+        if let Some(tracer) = self.root().observer.tracer() {
+            tracer.flush();
         }
     }
 
@@ -192,7 +309,16 @@ impl ResourceManager {
         use_fd: bool,
         endpoint: &Multiaddr,
     ) -> Result<ConnectionScope, Error> {
-        gate::open_connection(self.root(), direction, use_fd, endpoint)
+        let root = self.root();
+        let _operation = root.observer.operation();
+        let opened = gate::open_connection(root, direction, use_fd, endpoint);
+        if let Some(metrics) = root.observer.metrics() {
+            match &opened {
+                Ok(_) => metrics.allow_conn(direction, use_fd),
+                Err(_) => metrics.block_conn(direction, use_fd),
+            }
+        }
+        opened
     }
 
     /// The allowlist (go's `GetAllowlist`): change it at any time, also while connections
@@ -268,8 +394,16 @@ impl ResourceManager {
     /// ```
     pub fn open_stream(&self, peer: PeerId, direction: Direction) -> Result<StreamScope, Error> {
         let root = self.root();
+        let _operation = root.observer.operation();
         let peer_node = registries::peer(root, &peer);
-        StreamScope::open(peer, peer_node, root.next_stream_id(), direction)
+        let opened = StreamScope::open(peer, peer_node, root.next_stream_id(), direction);
+        if let Some(metrics) = root.observer.metrics() {
+            match &opened {
+                Ok(_) => metrics.allow_stream(&peer, direction),
+                Err(_) => metrics.block_stream(&peer, direction),
+            }
+        }
+        opened
     }
 
     /// The system scope.
@@ -304,6 +438,7 @@ impl ResourceManager {
     /// assert_eq!(rm.list_peers(), vec![id]);
     /// ```
     pub fn peer(&self, peer: &PeerId) -> PeerScope {
+        let _operation = self.root().observer.operation();
         PeerScope::new(registries::peer(self.root(), peer), *peer)
     }
 
@@ -314,10 +449,11 @@ impl ResourceManager {
     /// assert_eq!(rm.protocol("/x").protocol(), "/x");
     /// ```
     pub fn protocol(&self, protocol: &str) -> ProtocolScope {
-        let (_, group) = registries::protocol(self.root(), protocol);
+        let _operation = self.root().observer.operation();
+        let (id, group) = registries::protocol(self.root(), protocol);
         ProtocolScope::new(
             Arc::clone(self.root()),
-            group_or_detached(group, || Kind::Protocol(protocol.into())),
+            group_or_detached(group, || Kind::Protocol(protocol.into(), id)),
         )
     }
 
@@ -328,10 +464,11 @@ impl ResourceManager {
     /// assert_eq!(rm.service("s").service(), "s");
     /// ```
     pub fn service(&self, service: &str) -> ServiceScope {
-        let (_, group) = registries::service(self.root(), service);
+        let _operation = self.root().observer.operation();
+        let (id, group) = registries::service(self.root(), service);
         ServiceScope::new(
             Arc::clone(self.root()),
-            group_or_detached(group, || Kind::Service(service.into())),
+            group_or_detached(group, || Kind::Service(service.into(), id)),
         )
     }
 
@@ -531,7 +668,7 @@ fn group_or_detached(found: Option<&Arc<Group>>, kind: impl FnOnce() -> Kind) ->
 /// The protocol ID or service name of a protocol (or service) scope.
 fn group_name(group: &Group) -> String {
     match &group.scope.kind {
-        Kind::Protocol(name) | Kind::Service(name) => name.to_string(),
+        Kind::Protocol(name, _) | Kind::Service(name, _) => name.to_string(),
         _ => String::new(),
     }
 }
@@ -543,17 +680,137 @@ fn sorted_names(groups: &Groups) -> Vec<String> {
     names
 }
 
+/// Where the trace's lines go. (Under loom there is no trace: the target is kept, unused.)
+#[cfg_attr(rcmgr_loom, allow(dead_code))]
+enum TraceTarget {
+    Writer(Box<dyn Write + Send>),
+    File(PathBuf),
+}
+
 /// Options for a [`ResourceManager`]; see [`ResourceManager::builder`].
-#[derive(Debug)]
 #[must_use = "call build() to get the manager"]
 pub struct ResourceManagerBuilder {
     limits: ConcreteLimitConfig,
     gc_interval: Option<Duration>,
     allowlist: Vec<Multiaddr>,
     clock: Option<Box<dyn Clock>>,
+    metrics: Option<StdArc<dyn MetricsReporter>>,
+    trace_target: Option<TraceTarget>,
+    trace_reporters: Vec<StdArc<dyn TraceReporter>>,
+    trace_queue: usize,
+}
+
+impl fmt::Debug for ResourceManagerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let trace = match &self.trace_target {
+            Some(TraceTarget::File(path)) => Some(path.display().to_string()),
+            Some(TraceTarget::Writer(_)) => Some("a writer".to_owned()),
+            None => None,
+        };
+        f.debug_struct("ResourceManagerBuilder")
+            .field("limits", &self.limits)
+            .field("gc_interval", &self.gc_interval)
+            .field("allowlist", &self.allowlist)
+            .field("clock", &self.clock)
+            .field("metrics", &self.metrics.is_some())
+            .field("trace", &trace)
+            .field("trace_reporters", &self.trace_reporters.len())
+            .field("trace_queue", &self.trace_queue)
+            .finish()
+    }
 }
 
 impl ResourceManagerBuilder {
+    /// Reports allowed and refused reservations to `reporter` (go's `WithMetrics`); see
+    /// [`MetricsReporter`]. The `rcmgr-prometheus` crate has one that exports go's metrics.
+    /// Calling it again replaces the reporter.
+    ///
+    /// ```
+    /// #[derive(Debug)]
+    /// struct Quiet;
+    /// impl rcmgr::MetricsReporter for Quiet {}
+    /// let _rm = rcmgr::ResourceManager::builder(rcmgr::ConcreteLimitConfig::infinite())
+    ///     .metrics(std::sync::Arc::new(Quiet))
+    ///     .build()?;
+    /// # Ok::<(), rcmgr::Error>(())
+    /// ```
+    pub fn metrics(mut self, reporter: StdArc<dyn MetricsReporter>) -> Self {
+        self.metrics = Some(reporter);
+        self
+    }
+
+    /// Writes a trace of every accounting event to `writer`, one JSON object per line in
+    /// go's schema (see [`TraceEvent`](crate::TraceEvent)), from a thread of its own (go's
+    /// `WithTrace`, without its gzip: use [`trace_file`](Self::trace_file) with a `.gz` path
+    /// for that). Replaces an earlier `trace` or `trace_file`.
+    ///
+    /// ```
+    /// let _rm = rcmgr::ResourceManager::builder(rcmgr::ConcreteLimitConfig::infinite())
+    ///     .trace(std::io::sink())
+    ///     .build()?;
+    /// # Ok::<(), rcmgr::Error>(())
+    /// ```
+    pub fn trace(mut self, writer: impl Write + Send + 'static) -> Self {
+        self.trace_target = Some(TraceTarget::Writer(Box::new(writer)));
+        self
+    }
+
+    /// Writes the trace (see [`trace`](Self::trace)) to a file, created or truncated when the
+    /// manager is built, gzip-compressed when the path ends in `.gz` (as go's trace files
+    /// are). [`build`](Self::build) fails with [`Error::Trace`] if the file cannot be created.
+    ///
+    /// ```
+    /// let path = std::env::temp_dir().join(format!("rcmgr-doc-{}.jsonl.gz", std::process::id()));
+    /// let rm = rcmgr::ResourceManager::builder(rcmgr::ConcreteLimitConfig::infinite())
+    ///     .trace_file(&path)
+    ///     .build()?;
+    /// drop(rm); // writes the last events and finishes the gzip stream
+    /// assert!(std::fs::metadata(&path)?.len() > 0);
+    /// # std::fs::remove_file(&path)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn trace_file(mut self, path: impl AsRef<Path>) -> Self {
+        self.trace_target = Some(TraceTarget::File(path.as_ref().to_path_buf()));
+        self
+    }
+
+    /// Hands every trace event to `reporter` as well (go's `WithTraceReporter`), on the
+    /// trace's thread; see [`TraceReporter`]. A trace runs with reporters alone too. Calling
+    /// it again adds another.
+    ///
+    /// ```
+    /// #[derive(Debug)]
+    /// struct Ignore;
+    /// impl rcmgr::TraceReporter for Ignore {
+    ///     fn consume(&self, _event: &rcmgr::TraceEvent) {}
+    /// }
+    /// let _rm = rcmgr::ResourceManager::builder(rcmgr::ConcreteLimitConfig::infinite())
+    ///     .trace_reporter(std::sync::Arc::new(Ignore))
+    ///     .build()?;
+    /// # Ok::<(), rcmgr::Error>(())
+    /// ```
+    pub fn trace_reporter(mut self, reporter: StdArc<dyn TraceReporter>) -> Self {
+        self.trace_reporters.push(reporter);
+        self
+    }
+
+    /// How many batches of trace events (one operation's events each, at most 64) may wait
+    /// for the trace's thread; [`DEFAULT_TRACE_QUEUE`] unless set. When it is full, new
+    /// batches are dropped and counted ([`ResourceManager::trace_dropped`]). At least 1.
+    ///
+    /// ```
+    /// let rm = rcmgr::ResourceManager::builder(rcmgr::ConcreteLimitConfig::infinite())
+    ///     .trace(std::io::sink())
+    ///     .trace_queue(64)
+    ///     .build()?;
+    /// # drop(rm);
+    /// # Ok::<(), rcmgr::Error>(())
+    /// ```
+    pub fn trace_queue(mut self, batches: usize) -> Self {
+        self.trace_queue = batches.max(1);
+        self
+    }
+
     /// How often the background collector runs. `Duration::ZERO` turns it off (call
     /// [`ResourceManager::gc`] yourself then).
     ///
@@ -691,10 +948,88 @@ impl ResourceManagerBuilder {
             Some(clock) => TimeSource::Custom(clock),
             None => TimeSource::monotonic(),
         };
+        observe::log_start(&self.limits);
+        #[cfg(not(rcmgr_loom))]
+        let trace = trace_setup(
+            &self.limits,
+            self.trace_target,
+            self.trace_reporters,
+            self.trace_queue,
+        )?;
         let gate = Gate::new(&self.limits, allowlist, time);
-        let root = Arc::new(Root::new(self.limits, gate));
-        Ok(ResourceManager::from_root(root, self.gc_interval))
+        let mut root = Root::new(self.limits, gate);
+        root.observer = Observer {
+            metrics: self.metrics,
+            tracer: None,
+        };
+        #[cfg(not(rcmgr_loom))]
+        {
+            let Some((tracer, setup)) = trace else {
+                return Ok(ResourceManager::from_root(Arc::new(root), self.gc_interval));
+            };
+            root.observer.tracer = Some(tracer);
+            let root = Arc::new(root);
+            let writer = observe::writer::spawn(setup, Arc::downgrade(&root))
+                .map_err(|err| Error::Trace(Box::new(crate::error::TraceError::new(None, &err))))?;
+            let mut rm = ResourceManager::from_root(root, self.gc_interval);
+            if let Some(core) = StdArc::get_mut(&mut rm.core) {
+                core.trace_writer = Some(writer);
+            }
+            Ok(rm)
+        }
+        #[cfg(rcmgr_loom)]
+        {
+            let _ = (self.trace_target, self.trace_reporters, self.trace_queue);
+            Ok(ResourceManager::from_root(Arc::new(root), self.gc_interval))
+        }
     }
+}
+
+/// The tracer and the writer thread's setup for a trace to `target` and `reporters`, or
+/// `None` when neither is given.
+#[cfg(not(rcmgr_loom))]
+fn trace_setup(
+    limits: &ConcreteLimitConfig,
+    target: Option<TraceTarget>,
+    reporters: Vec<StdArc<dyn TraceReporter>>,
+    queue: usize,
+) -> Result<Option<(observe::Tracer, observe::writer::WriterSetup)>, Error> {
+    use observe::writer::{Output, WriterSetup, wall_clock_ns};
+    let output = match target {
+        None if reporters.is_empty() => return Ok(None),
+        None => None,
+        Some(TraceTarget::Writer(writer)) => Some(Output::plain(writer)),
+        Some(TraceTarget::File(path)) => {
+            let file = std::fs::File::create(&path).map_err(|err| {
+                Error::Trace(Box::new(crate::error::TraceError::new(
+                    Some(path.clone()),
+                    &err,
+                )))
+            })?;
+            let gzip = path.extension().is_some_and(|ext| ext == "gz");
+            Some(if gzip {
+                Output::gzip(Box::new(file))
+            } else {
+                Output::plain(Box::new(file))
+            })
+        }
+    };
+    let (sender, receiver) = std::sync::mpsc::sync_channel(queue);
+    let now_ns = wall_clock_ns();
+    let clock = StdArc::new(crate::sync::AtomicU64::new(now_ns));
+    let tracer = observe::Tracer::new(sender, StdArc::clone(&clock));
+    // The first event: the limits in force, at the time the clock starts from.
+    let start_time = std::time::UNIX_EPOCH + Duration::from_nanos(now_ns);
+    let mut start = observe::TraceEvent::new(start_time, observe::TraceEventType::Start);
+    start.limit = Some(observe::TraceLimit::Config(Box::new(limits.to_partial())));
+    let setup = WriterSetup {
+        output,
+        reporters,
+        queue: receiver,
+        clock,
+        start,
+    };
+    Ok(Some((tracer, setup)))
 }
 
 /// Replaces `target` with `value` if there is one.

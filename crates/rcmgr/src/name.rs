@@ -1,6 +1,6 @@
 //! [`ScopeName`]: which scope, in go's naming scheme.
 
-use std::{fmt, sync::Arc};
+use std::{fmt, str::FromStr, sync::Arc};
 
 use libp2p_identity::PeerId;
 
@@ -146,5 +146,89 @@ impl fmt::Display for ScopeName {
             ScopeName::Stream(n) => write!(f, "stream-{n}"),
             ScopeName::Span { owner, index } => write!(f, "{owner}.span-{index}"),
         }
+    }
+}
+
+/// A string that is not a scope name in go's scheme.
+///
+/// ```
+/// assert!("nowhere".parse::<rcmgr::ScopeName>().is_err());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidScopeName(String);
+
+impl fmt::Display for InvalidScopeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "not a scope name: {:?}", self.0)
+    }
+}
+
+impl std::error::Error for InvalidScopeName {}
+
+/// Reads go's scope names back (`system`, `peer:<id>`, `protocol:<p>.peer:<id>`, `conn-7`,
+/// `<owner>.span-<k>`, ...), as traces and logs write them.
+///
+/// A protocol or service name may itself contain `.peer:` or `.span-`: the text is read from
+/// its end, so a suffix is taken as a span only if a number follows `.span-`, and as a peer
+/// only if a valid peer ID follows `.peer:`.
+///
+/// ```
+/// use rcmgr::ScopeName;
+/// let peer = rcmgr::PeerId::random();
+/// let name: ScopeName = format!("protocol:/ipfs/ping/1.0.0.peer:{peer}.span-2").parse()?;
+/// assert_eq!(name.owner(), Some(&ScopeName::ProtocolPeer { protocol: "/ipfs/ping/1.0.0".into(), peer }));
+/// assert_eq!("conn-7".parse::<ScopeName>()?, ScopeName::Conn(7));
+/// # Ok::<(), rcmgr::InvalidScopeName>(())
+/// ```
+impl FromStr for ScopeName {
+    type Err = InvalidScopeName;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let invalid = || InvalidScopeName(text.to_owned());
+        if let Some((owner, index)) = text.rsplit_once(".span-")
+            && let Ok(index) = index.parse::<u64>()
+        {
+            return Ok(ScopeName::Span {
+                owner: Box::new(owner.parse().map_err(|_| invalid())?),
+                index,
+            });
+        }
+        let with_peer = |rest: &str| -> (Arc<str>, Option<PeerId>) {
+            match rest.rsplit_once(".peer:") {
+                Some((group, peer)) => match peer.parse::<PeerId>() {
+                    Ok(peer) => (Arc::from(group), Some(peer)),
+                    Err(_) => (Arc::from(rest), None),
+                },
+                None => (Arc::from(rest), None),
+            }
+        };
+        let number = |n: &str| n.parse::<u64>().map_err(|_| invalid());
+        Ok(match text {
+            "system" => ScopeName::System,
+            "transient" => ScopeName::Transient,
+            "allowlistedSystem" => ScopeName::AllowlistedSystem,
+            "allowlistedTransient" => ScopeName::AllowlistedTransient,
+            _ => {
+                if let Some(n) = text.strip_prefix("conn-") {
+                    ScopeName::Conn(number(n)?)
+                } else if let Some(n) = text.strip_prefix("stream-") {
+                    ScopeName::Stream(number(n)?)
+                } else if let Some(peer) = text.strip_prefix("peer:") {
+                    ScopeName::Peer(peer.parse().map_err(|_| invalid())?)
+                } else if let Some(rest) = text.strip_prefix("protocol:") {
+                    match with_peer(rest) {
+                        (protocol, Some(peer)) => ScopeName::ProtocolPeer { protocol, peer },
+                        (protocol, None) => ScopeName::Protocol(protocol),
+                    }
+                } else if let Some(rest) = text.strip_prefix("service:") {
+                    match with_peer(rest) {
+                        (service, Some(peer)) => ScopeName::ServicePeer { service, peer },
+                        (service, None) => ScopeName::Service(service),
+                    }
+                } else {
+                    return Err(invalid());
+                }
+            }
+        })
     }
 }

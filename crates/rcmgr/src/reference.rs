@@ -852,6 +852,19 @@ enum Amount {
 }
 
 impl Amount {
+    /// The direction of the streams or connections asked for, if they all go one way.
+    fn direction(self) -> Option<Direction> {
+        let delta = self.delta();
+        let inbound = delta.streams_inbound + delta.conns_inbound;
+        let outbound = delta.streams_outbound + delta.conns_outbound;
+        match (inbound, outbound) {
+            (0, 0) => None,
+            (_, 0) => Some(Direction::Inbound),
+            (0, _) => Some(Direction::Outbound),
+            _ => None,
+        }
+    }
+
     /// A memory amount for a release (the priority plays no part there).
     fn memory(size: u64) -> Self {
         Amount::Memory {
@@ -1017,7 +1030,7 @@ struct Refusal {
 
 #[derive(Clone, Copy, Debug)]
 enum Why {
-    Limit(Hit),
+    Limit(Hit, Amount),
     Closed,
 }
 
@@ -1387,7 +1400,7 @@ impl State {
         if account.closed {
             return Err(refuse(Why::Closed));
         }
-        check(&account.usage, amount, &limit).map_err(|hit| refuse(Why::Limit(hit)))?;
+        check(&account.usage, amount, &limit).map_err(|hit| refuse(Why::Limit(hit, amount)))?;
         account.usage.add(amount.delta());
         Ok(())
     }
@@ -1592,9 +1605,10 @@ impl State {
     fn error(&self, refusal: &Refusal, asked: &At) -> Error {
         let by = (refusal.by != *asked).then(|| self.name(&refusal.by));
         match refusal.why {
-            Why::Limit(hit) => {
+            Why::Limit(hit, amount) => {
                 let numbers = (hit.current, hit.attempted, hit.limit);
-                let exceeded = LimitExceeded::new(self.name(asked), by, hit.resource, numbers);
+                let exceeded = LimitExceeded::new(self.name(asked), by, hit.resource, numbers)
+                    .asked(amount.direction());
                 Error::LimitExceeded(Box::new(exceeded))
             }
             Why::Closed => Error::ScopeClosed(Box::new(ScopeClosed::new(self.name(asked), by))),
@@ -1605,10 +1619,11 @@ impl State {
     /// parent's name alone, as go words it.
     fn transfer_error(&self, refusal: &Refusal, moving: &At) -> Error {
         match refusal.why {
-            Why::Limit(hit) => {
+            Why::Limit(hit, amount) => {
                 let numbers = (hit.current, hit.attempted, hit.limit);
                 let by = Some(self.name(&refusal.by));
-                let exceeded = LimitExceeded::new(self.name(moving), by, hit.resource, numbers);
+                let exceeded = LimitExceeded::new(self.name(moving), by, hit.resource, numbers)
+                    .asked(amount.direction());
                 Error::LimitExceeded(Box::new(exceeded.in_transfer()))
             }
             Why::Closed => self.error(refusal, moving),

@@ -32,7 +32,8 @@ use crate::{
     edges::{Edge, EdgeSet},
     groups::{Group, GroupId, Groups},
     limit_cell::LimitCell,
-    scope::{Kind, Links, Node, Root, Scope},
+    observe,
+    scope::{Kind, Links, Node, Root, Scope, ScopeCtx},
     sync::{Arc, Ordering, Registry, fence},
 };
 
@@ -50,7 +51,7 @@ fn touch(node: &Node) {
 
 /// The scope of `peer`, created if needed.
 pub(crate) fn peer(root: &Arc<Root>, peer: &PeerId) -> Arc<Node> {
-    let node = root.registries.peers.get_or_insert_with(peer, || {
+    let (node, created) = root.registries.peers.get_or_insert_with(peer, || {
         let node = Node::new(
             Kind::Peer(*peer),
             EdgeSet::of(&[Edge::System]),
@@ -60,26 +61,42 @@ pub(crate) fn peer(root: &Arc<Root>, peer: &PeerId) -> Arc<Node> {
         );
         (*peer, Arc::new(node))
     });
+    if created {
+        observe::trace_created(node.ctx());
+    }
     touch(&node);
     node
 }
 
 /// The id of the scope of `protocol`, and the scope, created if needed.
 pub(crate) fn protocol<'a>(root: &'a Root, protocol: &str) -> (GroupId, Option<&'a Arc<Group>>) {
-    group(&root.registries.protocols, protocol, Kind::Protocol)
+    group(root, &root.registries.protocols, protocol, Kind::Protocol)
 }
 
 /// The id of the scope of `service`, and the scope, created if needed.
 pub(crate) fn service<'a>(root: &'a Root, service: &str) -> (GroupId, Option<&'a Arc<Group>>) {
-    group(&root.registries.services, service, Kind::Service)
+    group(root, &root.registries.services, service, Kind::Service)
 }
 
 fn group<'a>(
+    root: &Root,
     groups: &'a Groups,
     name: &str,
-    kind: fn(NameArc<str>) -> Kind,
+    kind: fn(NameArc<str>, GroupId) -> Kind,
 ) -> (GroupId, Option<&'a Arc<Group>>) {
-    groups.find_or_insert(name, |key| new_group(kind(key)))
+    let mut created = false;
+    let (id, group) = groups.find_or_insert(name, |key, id| {
+        created = true;
+        new_group(kind(key, id))
+    });
+    if let Some(group) = group.filter(|_| created) {
+        observe::trace_created(ScopeCtx {
+            root,
+            scope: &group.scope,
+            links: None,
+        });
+    }
+    (id, group)
 }
 
 /// A protocol or service scope of `kind`, reporting to the system scope, its counters sharded.
@@ -93,10 +110,10 @@ pub(crate) fn new_group(kind: Kind) -> Group {
 /// The scope of `peer` within a protocol or service scope, created if needed. It has no
 /// edges of its own: a stream reports to it and to the group separately, as in go.
 pub(crate) fn member(root: &Arc<Root>, group: &Group, peer: &PeerId) -> Arc<Node> {
-    let node = group.members.get_or_insert_with(peer, || {
+    let (node, created) = group.members.get_or_insert_with(peer, || {
         let kind = match &group.scope.kind {
-            Kind::Service(name) => Kind::ServicePeer(NameArc::clone(name), *peer),
-            Kind::Protocol(name) => Kind::ProtocolPeer(NameArc::clone(name), *peer),
+            Kind::Service(name, id) => Kind::ServicePeer(NameArc::clone(name), *id, *peer),
+            Kind::Protocol(name, id) => Kind::ProtocolPeer(NameArc::clone(name), *id, *peer),
             // Only protocol and service scopes are groups; the peer's own kind keeps this
             // total.
             _ => Kind::Peer(*peer),
@@ -106,6 +123,9 @@ pub(crate) fn member(root: &Arc<Root>, group: &Group, peer: &PeerId) -> Arc<Node
         };
         (*peer, Arc::new(Node::new(kind, EdgeSet::NONE, links)))
     });
+    if created {
+        observe::trace_created(node.ctx());
+    }
     touch(&node);
     node
 }
@@ -135,6 +155,7 @@ pub(crate) struct Collected {
 /// One collection pass over every registry: the peer scopes, and the per-peer scopes inside
 /// every protocol and service.
 pub(crate) fn collect(root: &Root) -> Collected {
+    let _operation = root.observer.operation();
     let mut collected = Collected::default();
     let registries = &root.registries;
     registries.services.for_each(|service| {
@@ -171,8 +192,12 @@ fn sweep<K: std::hash::Hash + Eq + Clone>(registry: &Registry<K, Arc<Node>>) -> 
         .filter(|key| {
             registry.remove_if(key, |node| {
                 // Ordering: Relaxed — as above; a lookup since the scan reset the count.
-                is_idle(node)
-                    && node.scope.idle_passes.load(Ordering::Relaxed) >= IDLE_PASSES_TO_COLLECT
+                let ripe = is_idle(node)
+                    && node.scope.idle_passes.load(Ordering::Relaxed) >= IDLE_PASSES_TO_COLLECT;
+                if ripe {
+                    observe::trace_destroyed(node.ctx());
+                }
+                ripe
             })
         })
         .count();

@@ -20,6 +20,7 @@ use crate::{
     limit_cell::LimitCell,
     limits::{BaseLimit, ConcreteLimitConfig, LimitKey},
     name::ScopeName,
+    observe::Observer,
     shards::Shards,
     stat::ScopeStat,
     sync::{
@@ -27,17 +28,21 @@ use crate::{
     },
 };
 
-/// What kind of scope this is, with what its name and limit need.
+/// What kind of scope this is, with what its name and limit need. (The group ids are read
+/// only by the trace, which loom builds leave out.)
 #[derive(Debug)]
+#[cfg_attr(rcmgr_loom, allow(dead_code))]
 pub(crate) enum Kind {
     System,
     Transient,
     AllowlistedSystem,
     AllowlistedTransient,
-    Service(NameArc<str>),
-    ServicePeer(NameArc<str>, PeerId),
-    Protocol(NameArc<str>),
-    ProtocolPeer(NameArc<str>, PeerId),
+    /// A service scope, with its place in the service table (how traces name it cheaply).
+    Service(NameArc<str>, GroupId),
+    ServicePeer(NameArc<str>, GroupId, PeerId),
+    /// A protocol scope, with its place in the protocol table.
+    Protocol(NameArc<str>, GroupId),
+    ProtocolPeer(NameArc<str>, GroupId, PeerId),
     Peer(PeerId),
     Conn(u64),
     Stream(u64),
@@ -108,10 +113,10 @@ impl Scope {
             Kind::Transient => LimitKey::Transient,
             Kind::AllowlistedSystem => LimitKey::AllowlistedSystem,
             Kind::AllowlistedTransient => LimitKey::AllowlistedTransient,
-            Kind::Service(name) => LimitKey::Service(name),
-            Kind::ServicePeer(name, _) => LimitKey::ServicePeer(name),
-            Kind::Protocol(name) => LimitKey::Protocol(name),
-            Kind::ProtocolPeer(name, _) => LimitKey::ProtocolPeer(name),
+            Kind::Service(name, _) => LimitKey::Service(name),
+            Kind::ServicePeer(name, _, _) => LimitKey::ServicePeer(name),
+            Kind::Protocol(name, _) => LimitKey::Protocol(name),
+            Kind::ProtocolPeer(name, _, _) => LimitKey::ProtocolPeer(name),
             Kind::Peer(peer) => LimitKey::Peer(peer),
             Kind::Conn(_) | Kind::Stream(_) | Kind::Span(_) => return None,
         })
@@ -315,13 +320,13 @@ impl<'a> ScopeCtx<'a> {
             Kind::Transient => ScopeName::Transient,
             Kind::AllowlistedSystem => ScopeName::AllowlistedSystem,
             Kind::AllowlistedTransient => ScopeName::AllowlistedTransient,
-            Kind::Service(name) => ScopeName::Service(NameArc::clone(name)),
-            Kind::ServicePeer(name, peer) => ScopeName::ServicePeer {
+            Kind::Service(name, _) => ScopeName::Service(NameArc::clone(name)),
+            Kind::ServicePeer(name, _, peer) => ScopeName::ServicePeer {
                 service: NameArc::clone(name),
                 peer: *peer,
             },
-            Kind::Protocol(name) => ScopeName::Protocol(NameArc::clone(name)),
-            Kind::ProtocolPeer(name, peer) => ScopeName::ProtocolPeer {
+            Kind::Protocol(name, _) => ScopeName::Protocol(NameArc::clone(name)),
+            Kind::ProtocolPeer(name, _, peer) => ScopeName::ProtocolPeer {
                 protocol: NameArc::clone(name),
                 peer: *peer,
             },
@@ -421,6 +426,8 @@ pub(crate) struct Root {
     pub(crate) registries: Registries,
     /// What `open_connection` checks before the scopes: address limits and the allowlist.
     pub(crate) gate: Gate,
+    /// The metrics reporter and the trace, where installed.
+    pub(crate) observer: Observer,
 }
 
 /// A fixed scope of the root, on cache lines of its own, its counters sharded.
@@ -450,6 +457,7 @@ impl Root {
                 services: Groups::new(),
             },
             gate,
+            observer: Observer::default(),
         }
     }
 

@@ -222,25 +222,34 @@ impl<K: Hash + Eq, V> Registry<K, V> {
         }
     }
 
-    /// The value under `key`, inserting `make()` first if there is none. The clone is taken
-    /// under the shard guard, so the entry cannot be removed in between.
-    pub(crate) fn get_or_insert_with<Q>(&self, key: &Q, make: impl FnOnce() -> (K, V)) -> V
+    /// The value under `key`, inserting `make()` first if there is none, and whether it was
+    /// inserted by this call. The clone is taken under the shard guard, so the entry cannot be
+    /// removed in between.
+    pub(crate) fn get_or_insert_with<Q>(&self, key: &Q, make: impl FnOnce() -> (K, V)) -> (V, bool)
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
         V: Clone,
     {
         if let Some(found) = self.get(key) {
-            return found;
+            return (found, false);
         }
         let (owned_key, value) = make();
         #[cfg(not(rcmgr_loom))]
         {
-            self.map.entry(owned_key).or_insert(value).value().clone()
+            match self.map.entry(owned_key) {
+                dashmap::Entry::Occupied(found) => (found.get().clone(), false),
+                dashmap::Entry::Vacant(vacant) => (vacant.insert(value).value().clone(), true),
+            }
         }
         #[cfg(rcmgr_loom)]
         {
-            self.lock().entry(owned_key).or_insert(value).clone()
+            match self.lock().entry(owned_key) {
+                std::collections::hash_map::Entry::Occupied(found) => (found.get().clone(), false),
+                std::collections::hash_map::Entry::Vacant(vacant) => {
+                    (vacant.insert(value).clone(), true)
+                }
+            }
         }
     }
 

@@ -42,6 +42,7 @@ use crate::{
     edges::EdgeSet,
     error::{Error, LimitExceeded, ScopeClosed},
     limits::BaseLimit,
+    observe::{self, trace_change},
     resource::Priority,
     scope::{Scope, ScopeCtx},
     stat::ScopeStat,
@@ -69,6 +70,18 @@ pub(crate) enum Amount {
 }
 
 impl Amount {
+    /// The direction of the streams or connections asked for, when they go one way.
+    pub(crate) fn direction(self) -> Option<crate::resource::Direction> {
+        use crate::resource::Direction;
+        let (_, (streams_in, streams_out), (conns_in, conns_out, _)) = self.parts();
+        match (streams_in + conns_in, streams_out + conns_out) {
+            (0, 0) => None,
+            (_, 0) => Some(Direction::Inbound),
+            (0, _) => Some(Direction::Outbound),
+            _ => None,
+        }
+    }
+
     /// The amount as (memory, (inbound, outbound) streams, (inbound, outbound, fd) conns).
     #[inline]
     fn parts(self) -> (u64, (u64, u64), (u64, u64, u64)) {
@@ -96,7 +109,8 @@ impl Amount {
 /// Why a scope refused.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Why {
-    Limit(Hit),
+    /// A limit refused `amount` (what the refused step asked of the scope).
+    Limit(Hit, Amount),
     Closed,
 }
 
@@ -108,10 +122,10 @@ pub(crate) struct Refusal<'a> {
 }
 
 impl Refusal<'_> {
-    fn limit(by: ScopeCtx<'_>, hit: Hit) -> Refusal<'_> {
+    fn limit(by: ScopeCtx<'_>, hit: Hit, amount: Amount) -> Refusal<'_> {
         Refusal {
             by,
-            why: Why::Limit(hit),
+            why: Why::Limit(hit, amount),
         }
     }
 
@@ -122,33 +136,42 @@ impl Refusal<'_> {
         }
     }
 
-    /// The public error for a reservation the caller made on `asked`.
+    /// The public error for a reservation the caller made on `asked`. A limit refusal is
+    /// reported here, once (trace, metrics, debug log).
     pub(crate) fn into_error(self, asked: ScopeCtx<'_>) -> Error {
         let by = (!self.by.is(&asked)).then(|| self.by.name());
         match self.why {
-            Why::Limit(hit) => Error::LimitExceeded(Box::new(LimitExceeded::new(
-                asked.name(),
-                by,
-                hit.resource,
-                (hit.current, hit.attempted, hit.limit),
-            ))),
+            Why::Limit(hit, amount) => {
+                let refusal = LimitExceeded::new(
+                    asked.name(),
+                    by,
+                    hit.resource,
+                    (hit.current, hit.attempted, hit.limit),
+                )
+                .asked(amount.direction());
+                observe::refused(self.by, amount, &refusal);
+                Error::LimitExceeded(Box::new(refusal))
+            }
             Why::Closed => Error::ScopeClosed(Box::new(ScopeClosed::new(asked.name(), by))),
         }
     }
 
     /// The public error for a transfer of `moving` refused by its new parent: go words it
-    /// with the parent's name alone.
+    /// with the parent's name alone. Reported as [`into_error`](Self::into_error) does.
     pub(crate) fn into_transfer_error(self, moving: ScopeCtx<'_>) -> Error {
         match self.why {
-            Why::Limit(hit) => Error::LimitExceeded(Box::new(
-                LimitExceeded::new(
+            Why::Limit(hit, amount) => {
+                let refusal = LimitExceeded::new(
                     moving.name(),
                     Some(self.by.name()),
                     hit.resource,
                     (hit.current, hit.attempted, hit.limit),
                 )
-                .in_transfer(),
-            )),
+                .asked(amount.direction())
+                .in_transfer();
+                observe::refused(self.by, amount, &refusal);
+                Error::LimitExceeded(Box::new(refusal))
+            }
             Why::Closed => self.into_error(moving),
         }
     }
@@ -173,7 +196,7 @@ impl Drop for Rollback<'_> {
     fn drop(&mut self) {
         for edge in self.edges.first(self.taken).iter().rev() {
             if let Some(parent) = self.at.edge(edge) {
-                give_back(parent, self.amount, true);
+                release_edge(parent, self.amount, true);
             }
         }
     }
@@ -216,12 +239,14 @@ impl Within {
 /// Reserves `amount` on `at` alone, against its own limit only (go's `*ForChild`). Used for
 /// parents, which other reservations share.
 fn take<'a>(at: ScopeCtx<'a>, amount: Amount, generation: u64) -> Result<(), Refusal<'a>> {
-    take_within(at, amount, &Within::of(at, amount, generation))
+    take_within(at, amount, &Within::of(at, amount, generation))?;
+    trace_change(at, amount, true);
+    Ok(())
 }
 
 /// [`take`] against a limit the caller already read.
 fn take_within<'a>(at: ScopeCtx<'a>, amount: Amount, within: &Within) -> Result<(), Refusal<'a>> {
-    let refused = |hit| Refusal::limit(at, hit);
+    let refused = |hit| Refusal::limit(at, hit, amount);
     match amount {
         Amount::Memory { size, priority } => take_memory(at, size, priority, within.memory()),
         Amount::Streams { inbound, outbound } => {
@@ -293,10 +318,11 @@ fn take_memory<'a>(
     limit: u64,
 ) -> Result<(), Refusal<'a>> {
     let memory = &at.scope.counters.memory;
+    let asked = Amount::Memory { size, priority };
     if let Some(shards) = &at.scope.shards {
         return shards
             .reserve_memory(memory, size, priority, limit)
-            .map_err(|hit| Refusal::limit(at, hit));
+            .map_err(|hit| Refusal::limit(at, hit, asked));
     }
     let next = |cur| {
         let word = MemoryWord(cur);
@@ -305,7 +331,7 @@ fn take_memory<'a>(
         }
         add_memory(word.used(), size, priority, limit)
             .map(|used| word.with_used(used).0)
-            .map_err(|hit| Refusal::limit(at, hit))
+            .map_err(|hit| Refusal::limit(at, hit, asked))
     };
     if size == 0 {
         // Ordering: Relaxed — a parent's memory count; nothing is published through it.
@@ -322,7 +348,13 @@ fn take_stat<'a>(at: ScopeCtx<'a>, stat: ScopeStat, limit: &BaseLimit) -> Result
     let (streams_in, streams_out) = (stat.streams_inbound.into(), stat.streams_outbound.into());
     let (conns_in, conns_out) = (stat.conns_inbound.into(), stat.conns_outbound.into());
     let fd = stat.fd.into();
-    take_memory(at, stat.memory, Priority::ALWAYS, limit.memory)?;
+    take_memory(at, stat.memory, Priority::ALWAYS, limit.memory).map_err(|refusal| Refusal {
+        why: match refusal.why {
+            Why::Limit(hit, _) => Why::Limit(hit, Amount::Stat(stat)),
+            closed => closed,
+        },
+        ..refusal
+    })?;
     let memory = Amount::Memory {
         size: stat.memory,
         priority: Priority::ALWAYS,
@@ -330,7 +362,7 @@ fn take_stat<'a>(at: ScopeCtx<'a>, stat: ScopeStat, limit: &BaseLimit) -> Result
     let streams = take_streams(at.scope, (streams_in, streams_out), limit);
     if let Err(hit) = streams {
         give_back(at, memory, true);
-        return Err(Refusal::limit(at, hit));
+        return Err(Refusal::limit(at, hit, Amount::Stat(stat)));
     }
     let conns = take_conns(at.scope, (conns_in, conns_out, fd), limit);
     if let Err(hit) = conns {
@@ -340,13 +372,20 @@ fn take_stat<'a>(at: ScopeCtx<'a>, stat: ScopeStat, limit: &BaseLimit) -> Result
             outbound: streams_out,
         };
         give_back(at, streams, true);
-        return Err(Refusal::limit(at, hit));
+        return Err(Refusal::limit(at, hit, Amount::Stat(stat)));
     }
     Ok(())
 }
 
+/// [`give_back`], recorded in the trace: a parent releasing what a child gave back.
+fn release_edge(at: ScopeCtx<'_>, amount: Amount, exact: bool) {
+    give_back(at, amount, exact);
+    trace_change(at, amount, false);
+}
+
 /// Releases `amount` from `at` alone (go's `ReleaseForChild`): counts clamp at zero, with go's
-/// warning.
+/// warning. Not traced: [`release_edge`] is, and a step undone inside [`take_stat`] is not
+/// (go's `ReserveForChild` records nothing for it either).
 fn give_back(at: ScopeCtx<'_>, amount: Amount, exact: bool) {
     let counters = &at.scope.counters;
     let mut underflow = Underflow::default();
@@ -430,7 +469,7 @@ fn check_own<'a>(at: ScopeCtx<'a>, amount: Amount, within: &Within) -> Result<()
         }
         Amount::Stat(_) => Ok(()),
     };
-    result.map_err(|hit| Refusal::limit(at, hit))
+    result.map_err(|hit| Refusal::limit(at, hit, amount))
 }
 
 /// Why committing to a scope's own word did not happen.
@@ -449,7 +488,7 @@ fn commit_own<'a>(
     within: &Within,
 ) -> Result<(), OwnCommit<'a>> {
     let counters = &at.scope.counters;
-    let refused = |hit| OwnCommit::Refused(Refusal::limit(at, hit));
+    let refused = |hit| OwnCommit::Refused(Refusal::limit(at, hit, amount));
     let (size, priority) = match amount {
         Amount::Memory { size, priority } => (size, priority),
         // Stream and connection counts are committed to a scope only while it is being opened,
@@ -459,6 +498,7 @@ fn commit_own<'a>(
             let streams = StreamsWord(counters.streams.load(Ordering::Relaxed));
             let new = add_streams(streams, inbound, outbound, &within.all(at)).map_err(refused)?;
             counters.streams.store(new.0, Ordering::Relaxed);
+            trace_change(at, amount, true);
             return Ok(());
         }
         Amount::Conns {
@@ -471,21 +511,28 @@ fn commit_own<'a>(
             let limit = within.all(at);
             let new = add_conns(conns, inbound, outbound, fd, &limit).map_err(refused)?;
             counters.conns.store(new.0, Ordering::Relaxed);
+            trace_change(at, amount, true);
             return Ok(());
         }
-        Amount::Stat(_) => return take_within(at, amount, within).map_err(OwnCommit::Refused),
+        Amount::Stat(_) => {
+            take_within(at, amount, within).map_err(OwnCommit::Refused)?;
+            trace_change(at, amount, true);
+            return Ok(());
+        }
     };
     let limit = within.memory();
     if let Some(shards) = &at.scope.shards {
         // A sharded scope (fixed, protocol or service) is never closed and never moves.
-        return shards
+        shards
             .reserve_memory(&counters.memory, size, priority, limit)
-            .map_err(refused);
+            .map_err(refused)?;
+        trace_change(at, amount, true);
+        return Ok(());
     }
     // Ordering: AcqRel — Release: the edge commits made before this one are ordered before
     // the releases of a close or transfer that swaps this word later (its Acquire). Acquire:
     // symmetric with those swaps, so a commit that follows a transfer sees its new slots.
-    counters::update(&counters.memory, Ordering::AcqRel, |cur| {
+    let previous = counters::update(&counters.memory, Ordering::AcqRel, |cur| {
         let word = MemoryWord(cur);
         if word.is_closed() {
             return Err(OwnCommit::Refused(Refusal::closed(at)));
@@ -496,8 +543,11 @@ fn commit_own<'a>(
         add_memory(word.used(), size, priority, limit)
             .map(|used| word.with_used(used).0)
             .map_err(refused)
-    })
-    .map(drop)
+    })?;
+    let old = MemoryWord(previous).used();
+    observe::conn_memory(at, old, old + size);
+    trace_change(at, amount, true);
+    Ok(())
 }
 
 /// Reserves `amount` on a scope with edges (not a span): its edges in walk order, then its
@@ -623,7 +673,7 @@ pub(crate) fn release_memory(at: ScopeCtx<'_>, size: u64, exact: bool) {
                 };
                 for edge in edges.iter() {
                     if let Some(parent) = level.edge(edge) {
-                        give_back(parent, amount, exact);
+                        release_edge(parent, amount, exact);
                     }
                 }
                 return;
@@ -645,6 +695,7 @@ fn release_own_memory(at: ScopeCtx<'_>, size: u64, exact: bool) -> Option<(EdgeS
         if underflow.any() {
             underflow.report(&at.name());
         }
+        trace_released_memory(at, size);
         // Ordering: Relaxed — only the edge bits are read, and they never change.
         let edges = MemoryWord(memory.load(Ordering::Relaxed)).edges();
         return Some((edges, underflow.memory));
@@ -676,12 +727,24 @@ fn release_own_memory(at: ScopeCtx<'_>, size: u64, exact: bool) -> Option<(EdgeS
                 if underflow.any() {
                     underflow.report(&at.name());
                 }
+                let old = MemoryWord(previous).used();
+                observe::conn_memory(at, old, old.saturating_sub(size));
+                trace_released_memory(at, size);
                 return Some((MemoryWord(previous).edges(), underflow.memory));
             }
             Err(Busy::Closed) => return None,
             Err(Busy::Transferring) => backoff.snooze(),
         }
     }
+}
+
+/// Records `size` bytes released from `at`'s own word in the trace.
+fn trace_released_memory(at: ScopeCtx<'_>, size: u64) {
+    let amount = Amount::Memory {
+        size,
+        priority: Priority::ALWAYS,
+    };
+    trace_change(at, amount, false);
 }
 
 /// Closes a scope: marks it closed, zeroes it and releases everything it held from its
@@ -709,16 +772,18 @@ pub(crate) fn close(at: ScopeCtx<'_>) -> Option<ScopeStat> {
         conns_outbound: conns.outbound() as u32,
         fd: conns.fd() as u32,
     };
+    observe::conn_memory(at, stat.memory, 0);
     match at.owner() {
         Some(owner) => release_memory(owner, stat.memory, true),
         None => {
             for edge in word.edges().iter() {
                 if let Some(parent) = at.edge(edge) {
-                    give_back(parent, Amount::Stat(stat), true);
+                    release_edge(parent, Amount::Stat(stat), true);
                 }
             }
         }
     }
+    observe::trace_destroyed(at);
     Some(stat)
 }
 
@@ -776,7 +841,7 @@ impl<'a> Transfer<'a> {
 
     /// Releases the frozen usage from a parent (go's `ReleaseForChild`).
     pub(crate) fn give_back(&self, parent: ScopeCtx<'_>) {
-        give_back(parent, Amount::Stat(self.stat), true);
+        release_edge(parent, Amount::Stat(self.stat), true);
     }
 
     /// Ends the transfer with the scope reporting to `edges` from now on. Any slot the new

@@ -9,11 +9,11 @@
 //!
 //! # Where observability plugs in
 //!
-//! - `--metrics 127.0.0.1:PORT`: a Prometheus reporter is attached to the manager in
-//!   `build_manager`, and its loopback server is started in [`Simulation::run`] before the
-//!   peers (marked "metrics server" there) and stopped after them.
-//! - `--trace FILE`: a trace writer is attached in `build_manager` and flushed after the
-//!   peers stop (marked "trace writer" in [`Simulation::run`]).
+//! - `--metrics 127.0.0.1:PORT`: a Prometheus reporter (`rcmgr-prometheus`) is attached to the
+//!   manager in `build_manager`, and its loopback server ([`MetricsServer`]) is started in
+//!   [`Simulation::run`] before the peers and stopped after them.
+//! - `--trace FILE`: the manager writes a trace to FILE (`build_manager`); it is flushed once
+//!   the peers stop, and the events it had to drop are reported.
 //!
 //! Both are options of [`Simulation`], next to the others.
 
@@ -21,11 +21,15 @@ mod attack;
 mod honest;
 mod peaks;
 mod report;
+mod serve;
 mod tally;
 
 use std::{
     io::{IsTerminal, Write},
+    net::SocketAddr,
     num::NonZeroUsize,
+    path::PathBuf,
+    sync::Arc,
     sync::atomic::{AtomicBool, Ordering},
     thread,
     time::{Duration, Instant},
@@ -39,6 +43,7 @@ use self::{attack::Attacker, honest::HonestPeer};
 pub use self::{
     peaks::Peaks,
     report::{HONEST_SERVICE_THRESHOLD, Outcome, Verdict},
+    serve::MetricsServer,
     tally::{LiveSlot, LiveTotals, Op, RefusalKey, Refused, RefusedBy, Role, Tally},
 };
 use crate::{
@@ -76,9 +81,19 @@ pub fn run(args: &SimulateArgs, out: &mut dyn Write) -> Result<Status, CliError>
         limits: built,
         limits_description: limits.describe(),
         progress: true,
+        metrics: args.metrics,
+        trace: args.trace.clone(),
     };
-    let outcome = simulation.run()?;
+    let outcome = simulation.run_reporting(out)?;
     write!(out, "{outcome}")?;
+    if let (Some(path), Some(dropped)) = (&simulation.trace, outcome.trace_dropped) {
+        writeln!(
+            out,
+            "\nTrace written to {}; {} events dropped because the trace could not keep up.",
+            path.display(),
+            Count(dropped)
+        )?;
+    }
     Ok(Status::Ok)
 }
 
@@ -99,6 +114,10 @@ pub struct Simulation {
     pub limits_description: String,
     /// Whether to draw the live progress line (only ever drawn on a terminal).
     pub progress: bool,
+    /// Where to serve Prometheus metrics while the peers run (a loopback address).
+    pub metrics: Option<SocketAddr>,
+    /// Where to write the trace.
+    pub trace: Option<PathBuf>,
 }
 
 impl Simulation {
@@ -110,9 +129,23 @@ impl Simulation {
     /// peer cannot be made, [`CliError::Thread`] if a thread cannot be started and
     /// [`CliError::ThreadPanicked`] if one stops unexpectedly.
     pub fn run(&self) -> Result<Outcome, CliError> {
+        self.run_reporting(&mut std::io::sink())
+    }
+
+    /// [`run`](Self::run), writing to `out` where the metrics are served before the peers
+    /// start.
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](Self::run), and [`CliError::Metrics`] if the metrics cannot be served.
+    pub fn run_reporting(&self, out: &mut dyn Write) -> Result<Outcome, CliError> {
         // A thread without peers would only spin.
         let threads = self.threads.clamp(1, self.peers.max(1));
-        let rm = build_manager(self.limits.clone())?;
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = self
+            .metrics
+            .map(|_| rcmgr_prometheus::PrometheusReporter::new(&mut registry));
+        let rm = build_manager(self.limits.clone(), metrics.as_ref(), self.trace.as_deref())?;
         let start = Instant::now();
         let mut per_thread: Vec<Vec<HonestPeer>> = (0..threads).map(|_| Vec::new()).collect();
         for index in 0..self.peers {
@@ -128,7 +161,16 @@ impl Simulation {
         let progress = self.progress_bar();
         let mut peaks = Peaks::default();
 
-        // Metrics server: start it here, before the peers, when --metrics is given.
+        // The metrics server runs while the peers do.
+        let server = match self.metrics {
+            Some(addr) => {
+                let server = MetricsServer::start(addr, Arc::new(registry))?;
+                writeln!(out, "Serving metrics at http://{}/metrics", server.addr())?;
+                out.flush()?;
+                Some(server)
+            }
+            None => None,
+        };
         let (tally, elapsed) = thread::scope(|scope| {
             let mut running = Vec::new();
             let stop_all = |error| {
@@ -178,7 +220,10 @@ impl Simulation {
             Ok((total, elapsed))
         })?;
         progress.finish_and_clear();
-        // Trace writer: flush it here, once every peer has stopped, when --trace is given.
+        drop(server);
+        // Everything the peers did is in the trace once it is flushed.
+        rm.flush_trace();
+        let trace_dropped = self.trace.as_ref().map(|_| rm.trace_dropped());
 
         let released = rm.system().stat().is_empty() && rm.transient().stat().is_empty();
         Ok(Outcome {
@@ -193,6 +238,7 @@ impl Simulation {
             samples: peaks.samples(),
             sample_every: SAMPLE_EVERY,
             released,
+            trace_dropped,
         })
     }
 
@@ -294,11 +340,23 @@ fn millis(duration: Duration) -> u64 {
 /// The manager the peers run against: `limits`, with idle peer scopes collected every
 /// [`GC_EVERY`].
 ///
-/// The observability layer attaches here: `--metrics` adds the Prometheus reporter and
-/// `--trace` the trace writer to this builder.
-fn build_manager(limits: ConcreteLimitConfig) -> Result<ResourceManager, CliError> {
-    ResourceManager::builder(limits)
-        .gc_interval(GC_EVERY)
-        .build()
-        .map_err(CliError::Manager)
+/// `--metrics` adds the Prometheus reporter, bound to the manager, and `--trace` the trace
+/// file.
+fn build_manager(
+    limits: ConcreteLimitConfig,
+    metrics: Option<&Arc<rcmgr_prometheus::PrometheusReporter>>,
+    trace: Option<&std::path::Path>,
+) -> Result<ResourceManager, CliError> {
+    let mut builder = ResourceManager::builder(limits).gc_interval(GC_EVERY);
+    if let Some(metrics) = metrics {
+        builder = builder.metrics(Arc::clone(metrics) as Arc<dyn rcmgr::MetricsReporter>);
+    }
+    if let Some(path) = trace {
+        builder = builder.trace_file(path);
+    }
+    let rm = builder.build().map_err(CliError::Manager)?;
+    if let Some(metrics) = metrics {
+        metrics.bind(&rm);
+    }
+    Ok(rm)
 }

@@ -44,6 +44,8 @@ pub struct Outcome {
     /// Whether the system and transient scopes were back to zero once every handle was
     /// dropped.
     pub released: bool,
+    /// With a trace: the events it dropped because it could not keep up.
+    pub trace_dropped: Option<u64>,
 }
 
 /// Whether the honest peers kept being served and the attacker was held by limits of its

@@ -7,7 +7,7 @@ use crate::{
     edges::{Edge, EdgeSet},
     error::Error,
     gate::IpCount,
-    registries,
+    observe, registries,
     resource::Direction,
     scope::{Kind, Links, Node, Root, Shared},
     sync::{Arc, OnceSlot},
@@ -89,7 +89,12 @@ impl ConnectionScope {
             outbound,
             fd: u64::from(use_fd),
         };
-        walk::reserve_dag(node.ctx(), amount).map_err(|refusal| refusal.into_error(node.ctx()))?;
+        observe::trace_created(node.ctx());
+        if let Err(refusal) = walk::reserve_dag(node.ctx(), amount) {
+            let err = refusal.into_error(node.ctx());
+            observe::trace_destroyed(node.ctx());
+            return Err(err);
+        }
         Ok(ConnectionScope {
             node: Arc::new(node),
             direction,
@@ -180,6 +185,8 @@ impl ConnectionScope {
             return Err(Error::ConnAlreadyAttached);
         }
         let at = node.ctx();
+        let observer = &root.observer;
+        let _operation = observer.operation();
         let transfer = Transfer::begin(at).map_err(|refusal| refusal.into_error(at))?;
         let mut edges = transfer.edges;
         if edges.contains(Edge::AllowlistedTransient)
@@ -201,6 +208,9 @@ impl ConnectionScope {
             let err = refusal.into_transfer_error(at);
             // Still in its transient scope (the normal one if it was just moved there).
             transfer.finish(edges);
+            if let Some(metrics) = observer.metrics() {
+                metrics.block_peer(&peer);
+            }
             return Err(err);
         }
         let transient = if edges.contains(Edge::AllowlistedTransient) {
@@ -214,6 +224,9 @@ impl ConnectionScope {
         // The slot is empty (checked above, and only this handle sets it).
         let _ = slot.set(peer_node);
         transfer.finish(edges.without(transient).with(Edge::Peer));
+        if let Some(metrics) = observer.metrics() {
+            metrics.allow_peer(&peer);
+        }
         Ok(())
     }
 
@@ -276,7 +289,9 @@ impl ConnectionScope {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn done(&mut self) {
-        walk::close(self.node.ctx());
+        let at = self.node.ctx();
+        let _operation = at.root.observer.operation();
+        walk::close(at);
         if let Some(count) = self.ip_count.take() {
             self.node.root().gate.release(count);
         }

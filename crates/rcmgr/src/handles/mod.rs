@@ -16,6 +16,7 @@ use crate::{
     error::{Error, ScopeClosed},
     limits::BaseLimit,
     name::ScopeName,
+    observe,
     resource::Priority,
     scope::{Kind, Links, Node, ScopeCtx, ScopeRef},
     stat::ScopeStat,
@@ -162,12 +163,25 @@ impl_resource_scope!(
     ServiceScope
 );
 
+/// A caller's reservation: one public operation, reported once to the metrics whatever the
+/// number of span levels it passes (go reports each level: quirk 8).
 fn reserve_memory(at: ScopeCtx<'_>, size: usize, priority: Priority) -> Result<(), Error> {
-    walk::reserve_memory(at, size as u64, priority).map_err(|refusal| refusal.into_error(at))
+    let observer = &at.root.observer;
+    let _operation = observer.operation();
+    let reserved =
+        walk::reserve_memory(at, size as u64, priority).map_err(|refusal| refusal.into_error(at));
+    if let Some(metrics) = observer.metrics() {
+        match &reserved {
+            Ok(()) => metrics.allow_memory(size),
+            Err(_) => metrics.block_memory(size),
+        }
+    }
+    reserved
 }
 
 /// A caller's release: it may give back more than it reserved, which each scope clamps.
 fn release_memory(at: ScopeCtx<'_>, size: usize) {
+    let _operation = at.root.observer.operation();
     walk::release_memory(at, size as u64, false);
 }
 
@@ -224,8 +238,10 @@ impl MemoryGuard {
 
 impl Drop for MemoryGuard {
     fn drop(&mut self) {
+        let at = self.scope.ctx();
+        let _operation = at.root.observer.operation();
         // Exactly what the guard reserved.
-        walk::release_memory(self.scope.ctx(), self.size as u64, true);
+        walk::release_memory(at, self.size as u64, true);
     }
 }
 
@@ -275,6 +291,8 @@ impl Span {
                 owner: owner.to_ref(),
             },
         );
+        let _operation = at.root.observer.operation();
+        observe::trace_created(node.ctx());
         Ok(Span {
             node: Arc::new(node),
         })
@@ -294,7 +312,9 @@ impl Span {
     /// # Ok::<(), rcmgr::Error>(())
     /// ```
     pub fn done(&mut self) {
-        walk::close(self.node.ctx());
+        let at = self.node.ctx();
+        let _operation = at.root.observer.operation();
+        walk::close(at);
     }
 }
 

@@ -7,6 +7,7 @@ use crate::{
     edges::{Edge, EdgeSet},
     error::{Error, ScopeClosed},
     groups::{Group, GroupId},
+    observe::{self, MetricsReporter},
     registries,
     resource::Direction,
     scope::{Attachment, Kind, Links, Node, Root, ScopeCtx, Shared},
@@ -65,7 +66,12 @@ impl StreamScope {
         );
         let (inbound, outbound) = crate::counters::Counters::one_stream(direction);
         let amount = Amount::Streams { inbound, outbound };
-        walk::reserve_dag(node.ctx(), amount).map_err(|refusal| refusal.into_error(node.ctx()))?;
+        observe::trace_created(node.ctx());
+        if let Err(refusal) = walk::reserve_dag(node.ctx(), amount) {
+            let err = refusal.into_error(node.ctx());
+            observe::trace_destroyed(node.ctx());
+            return Err(err);
+        }
         Ok(StreamScope {
             node: Arc::new(node),
             peer,
@@ -163,9 +169,21 @@ impl StreamScope {
             return Err(Error::StreamAlreadyAttachedToProtocol);
         }
         let at = self.node.ctx();
+        let observer = &at.root.observer;
+        let _operation = observer.operation();
         let transfer = Transfer::begin(at).map_err(|refusal| refusal.into_error(at))?;
         let (id, group) = registries::protocol(peer.root(), protocol);
-        let attachment = attach(&transfer, peer.root(), id, group, &self.peer)?;
+        let attachment = attach(&transfer, peer.root(), id, group, &self.peer).map_err(
+            |(err, refused_by)| {
+                if let Some(metrics) = observer.metrics() {
+                    match refused_by {
+                        Attaching::Group => metrics.block_protocol(protocol),
+                        Attaching::Member => metrics.block_protocol_peer(protocol, &self.peer),
+                    }
+                }
+                err
+            },
+        )?;
         if let Some(transient) = at.edge(Edge::Transient) {
             transfer.give_back(transient);
         }
@@ -177,6 +195,9 @@ impl StreamScope {
         // The slot is empty (checked above, and only this handle sets it).
         let _ = slot.set(attachment);
         transfer.finish(edges);
+        if let Some(metrics) = observer.metrics() {
+            metrics.allow_protocol(protocol);
+        }
         Ok(())
     }
 
@@ -209,13 +230,25 @@ impl StreamScope {
             return Err(Error::StreamNotAttachedToProtocol);
         }
         let at = self.node.ctx();
+        let observer = &at.root.observer;
+        let _operation = observer.operation();
         let transfer = Transfer::begin(at).map_err(|refusal| refusal.into_error(at))?;
         let (id, group) = registries::service(peer.root(), service);
-        let attachment = attach(&transfer, peer.root(), id, group, &self.peer)?;
+        let attachment = attach(&transfer, peer.root(), id, group, &self.peer).map_err(
+            |(err, refused_by)| {
+                if let Some(metrics) = observer.metrics() {
+                    report_service_refusal(metrics, refused_by, service, &self.peer);
+                }
+                err
+            },
+        )?;
         let edges = transfer.edges.with(Edge::ServicePeer).with(Edge::Service);
         // The slot is empty (checked above, and only this handle sets it).
         let _ = slot.set(attachment);
         transfer.finish(edges);
+        if let Some(metrics) = observer.metrics() {
+            metrics.allow_service(service);
+        }
         Ok(())
     }
 
@@ -258,27 +291,47 @@ impl StreamScope {
     /// # Ok::<(), rcmgr::Error>(())
     /// ```
     pub fn done(&mut self) {
-        walk::close(self.node.ctx());
+        let at = self.node.ctx();
+        let _operation = at.root.observer.operation();
+        walk::close(at);
+    }
+}
+
+/// Which scope refused an attachment: the protocol (or service) scope, or its scope for the
+/// stream's peer.
+#[derive(Clone, Copy, Debug)]
+enum Attaching {
+    Group,
+    Member,
+}
+
+fn report_service_refusal(
+    metrics: &dyn MetricsReporter,
+    refused_by: Attaching,
+    service: &str,
+    peer: &PeerId,
+) {
+    match refused_by {
+        Attaching::Group => metrics.block_service(service),
+        Attaching::Member => metrics.block_service_peer(service, peer),
     }
 }
 
 /// Reserves a transfer's usage on a protocol or service scope and on its scope for `peer`,
-/// giving the first back if the second refuses.
+/// giving the first back if the second refuses. A refusal says which of the two refused.
 fn attach(
     transfer: &Transfer<'_>,
     root: &Arc<Root>,
     id: GroupId,
     group: Option<&Arc<Group>>,
     peer: &PeerId,
-) -> Result<Attachment, Error> {
+) -> Result<Attachment, (Error, Attaching)> {
     let moving = transfer.scope();
     // The table writes a scope before its id can be found (see `Groups::find_or_insert`);
     // were it ever missing, the transfer is refused like one onto a closed scope.
     let Some(group) = group else {
-        return Err(Error::ScopeClosed(Box::new(ScopeClosed::new(
-            moving.name(),
-            None,
-        ))));
+        let closed = Error::ScopeClosed(Box::new(ScopeClosed::new(moving.name(), None)));
+        return Err((closed, Attaching::Group));
     };
     let member = registries::member(root, group, peer);
     let group_ctx = ScopeCtx {
@@ -288,10 +341,10 @@ fn attach(
     };
     transfer
         .take(group_ctx)
-        .map_err(|refusal| refusal.into_transfer_error(moving))?;
+        .map_err(|refusal| (refusal.into_transfer_error(moving), Attaching::Group))?;
     if let Err(refusal) = transfer.take(member.ctx()) {
         transfer.give_back(group_ctx);
-        return Err(refusal.into_transfer_error(moving));
+        return Err((refusal.into_transfer_error(moving), Attaching::Member));
     }
     Ok(Attachment { group: id, member })
 }

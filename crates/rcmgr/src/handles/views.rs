@@ -99,7 +99,7 @@ pub struct ProtocolScope {
 impl ProtocolScope {
     pub(crate) fn new(root: Arc<Root>, group: Arc<Group>) -> Self {
         let protocol = match &group.scope.kind {
-            Kind::Protocol(name) => NameArc::clone(name),
+            Kind::Protocol(name, _) => NameArc::clone(name),
             _ => NameArc::from(""),
         };
         ProtocolScope {
@@ -130,7 +130,7 @@ pub struct ServiceScope {
 impl ServiceScope {
     pub(crate) fn new(root: Arc<Root>, group: Arc<Group>) -> Self {
         let service = match &group.scope.kind {
-            Kind::Service(name) => NameArc::clone(name),
+            Kind::Service(name, _) => NameArc::clone(name),
             _ => NameArc::from(""),
         };
         ServiceScope {

@@ -1,0 +1,427 @@
+//! The trace's hot half: events recorded where counters change, kept in a buffer of the
+//! calling thread and handed to the writer thread ([`super::writer`]) through a bounded queue
+//! at the end of every public operation.
+//!
+//! Recording an event costs the scope's identity (no allocation and no shared write, except
+//! for spans, whose name is built), the deltas, and the scope's totals after the change
+//! (`Scope::stat`, which sums the pools of a sharded scope). Nothing is formatted here.
+//!
+//! # Where events wait
+//!
+//! In the calling thread's buffer until the public operation that recorded them returns (an
+//! [`Operation`] guard flushes it), or until it holds [`BATCH`] events; then in the queue
+//! until the writer takes them. So no event lingers in a thread that stops calling the
+//! manager. A batch that finds the queue full is dropped and counted
+//! ([`Tracer::dropped`]): a reservation never waits for the trace.
+//!
+//! # Synchronization
+//!
+//! The queue (`std::sync::mpsc::sync_channel`) orders each batch after the events in it. The
+//! drop counter and the coarse clock are statistics: Relaxed.
+
+use std::{
+    cell::RefCell,
+    sync::{
+        Arc as StdArc,
+        mpsc::{SyncSender, TrySendError, sync_channel},
+    },
+};
+
+use libp2p_identity::PeerId;
+
+use super::event::{TraceEvent, TraceEventType};
+use crate::{
+    groups::GroupId,
+    limits::BaseLimit,
+    name::ScopeName,
+    resource::{Priority, Resource},
+    scope::{Kind, ScopeCtx},
+    stat::ScopeStat,
+    sync::{AtomicU64, Ordering},
+    walk::Amount,
+};
+
+/// Receives every trace event, on the trace's writer thread, in the order they were written
+/// (go's `TraceReporter`). Install one with
+/// [`ResourceManagerBuilder::trace_reporter`](crate::ResourceManagerBuilder::trace_reporter).
+///
+/// It runs off the reservation path: a slow reporter delays the trace file and, once the
+/// queue is full, makes the manager drop events (see
+/// [`ResourceManager::trace_dropped`](crate::ResourceManager::trace_dropped)), but never slows
+/// a reservation.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use rcmgr::{ConcreteLimitConfig, Direction, ResourceManager, TraceEvent, TraceEventType, TraceReporter};
+///
+/// #[derive(Debug, Default)]
+/// struct Kinds(Mutex<Vec<TraceEventType>>);
+///
+/// impl TraceReporter for Kinds {
+///     fn consume(&self, event: &TraceEvent) {
+///         self.0.lock().unwrap().push(event.kind);
+///     }
+/// }
+///
+/// let kinds = Arc::new(Kinds::default());
+/// let rm = ResourceManager::builder(ConcreteLimitConfig::infinite())
+///     .trace_reporter(kinds.clone())
+///     .build()?;
+/// drop(rm.open_stream(rcmgr::PeerId::random(), Direction::Inbound)?);
+/// rm.flush_trace();
+/// let kinds = kinds.0.lock().unwrap();
+/// assert_eq!(kinds[0], TraceEventType::Start);
+/// assert!(kinds.contains(&TraceEventType::AddStream));
+/// assert_eq!(kinds.last(), Some(&TraceEventType::DestroyScope));
+/// # Ok::<(), rcmgr::Error>(())
+/// ```
+pub trait TraceReporter: Send + Sync + 'static {
+    /// Called once for every event.
+    fn consume(&self, event: &TraceEvent);
+}
+
+/// Events a thread collects before it hands them on even within one operation.
+pub(crate) const BATCH: usize = 64;
+
+/// A scope as an event names it: cheap to copy. Protocol and service scopes are named by their
+/// place in their table, which the writer resolves (cloning their shared names here would
+/// write to a cache line that every thread using the protocol shares).
+#[derive(Clone, Debug)]
+pub(crate) enum ScopeKey {
+    /// A scope whose name holds no shared string: fixed, peer, connection, stream, and spans
+    /// (whose names are built: the one allocation tracing makes).
+    Name(ScopeName),
+    Protocol(GroupId),
+    ProtocolPeer(GroupId, PeerId),
+    Service(GroupId),
+    ServicePeer(GroupId, PeerId),
+}
+
+impl ScopeKey {
+    pub(crate) fn of(at: ScopeCtx<'_>) -> ScopeKey {
+        match &at.scope.kind {
+            Kind::System => ScopeKey::Name(ScopeName::System),
+            Kind::Transient => ScopeKey::Name(ScopeName::Transient),
+            Kind::AllowlistedSystem => ScopeKey::Name(ScopeName::AllowlistedSystem),
+            Kind::AllowlistedTransient => ScopeKey::Name(ScopeName::AllowlistedTransient),
+            Kind::Peer(peer) => ScopeKey::Name(ScopeName::Peer(*peer)),
+            Kind::Conn(n) => ScopeKey::Name(ScopeName::Conn(*n)),
+            Kind::Stream(n) => ScopeKey::Name(ScopeName::Stream(*n)),
+            Kind::Protocol(_, id) => ScopeKey::Protocol(*id),
+            Kind::ProtocolPeer(_, id, peer) => ScopeKey::ProtocolPeer(*id, *peer),
+            Kind::Service(_, id) => ScopeKey::Service(*id),
+            Kind::ServicePeer(_, id, peer) => ScopeKey::ServicePeer(*id, *peer),
+            Kind::Span(_) => ScopeKey::Name(at.name()),
+        }
+    }
+}
+
+/// What an event carries besides its type and scope.
+#[derive(Clone, Debug)]
+pub(crate) enum Detail {
+    Counts {
+        priority: u8,
+        delta: i64,
+        delta_in: i64,
+        delta_out: i64,
+        totals: ScopeStat,
+    },
+    Limit(BaseLimit),
+    Nothing,
+}
+
+/// An event as recorded on the reservation path.
+#[derive(Clone, Debug)]
+pub(crate) struct Record {
+    pub(crate) kind: TraceEventType,
+    pub(crate) scope: ScopeKey,
+    pub(crate) detail: Detail,
+}
+
+/// Events recorded together, with the coarse time at which they were handed on.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    pub(crate) stamp_ns: u64,
+    pub(crate) records: Vec<Record>,
+}
+
+/// What the writer thread is told.
+#[derive(Debug)]
+pub(crate) enum Message {
+    Batch(Batch),
+    /// Write and flush everything received so far, then answer.
+    Flush(SyncSender<()>),
+    /// Write everything received so far, close the output and stop.
+    Stop,
+}
+
+/// The events the calling thread recorded and has not handed on yet, and the tracer they
+/// belong to.
+struct Pending {
+    owner: usize,
+    records: Vec<Record>,
+}
+
+thread_local! {
+    static PENDING: RefCell<Pending> = const {
+        RefCell::new(Pending { owner: 0, records: Vec::new() })
+    };
+}
+
+/// A manager's end of the trace: the queue to its writer thread, the events dropped, and the
+/// clock the writer keeps.
+#[derive(Debug)]
+pub(crate) struct Tracer {
+    queue: SyncSender<Message>,
+    dropped: AtomicU64,
+    /// Nanoseconds since the Unix epoch, refreshed by the writer thread (see
+    /// [`super::writer`]).
+    clock: StdArc<AtomicU64>,
+}
+
+impl Tracer {
+    pub(crate) fn new(queue: SyncSender<Message>, clock: StdArc<AtomicU64>) -> Self {
+        Tracer {
+            queue,
+            dropped: AtomicU64::new(0),
+            clock,
+        }
+    }
+
+    /// This tracer's identity in the threads' buffers.
+    fn id(&self) -> usize {
+        std::ptr::from_ref(self) as usize
+    }
+
+    /// Events dropped so far because the queue was full (or the writer had stopped).
+    pub(crate) fn dropped(&self) -> u64 {
+        // Ordering: Relaxed — a statistic.
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    fn count_dropped(&self, events: usize) {
+        // Ordering: Relaxed — a statistic.
+        self.dropped.fetch_add(events as u64, Ordering::Relaxed);
+    }
+
+    /// Appends an event to the calling thread's buffer, handing the buffer on when it is full.
+    pub(crate) fn record(&self, record: Record) {
+        let me = self.id();
+        let kept = PENDING.try_with(|cell| {
+            let Ok(mut pending) = cell.try_borrow_mut() else {
+                return false;
+            };
+            if pending.owner != me {
+                // Events of another manager are left only by an operation that panicked
+                // before its end: they are dropped.
+                pending.records.clear();
+                pending.owner = me;
+            }
+            pending.records.push(record);
+            if pending.records.len() >= BATCH {
+                self.hand_on(&mut pending.records);
+            }
+            true
+        });
+        if kept != Ok(true) {
+            self.count_dropped(1);
+        }
+    }
+
+    /// Hands the calling thread's events on to the writer (the end of a public operation).
+    pub(crate) fn flush_pending(&self) {
+        let me = self.id();
+        let _ = PENDING.try_with(|cell| {
+            if let Ok(mut pending) = cell.try_borrow_mut()
+                && pending.owner == me
+                && !pending.records.is_empty()
+            {
+                self.hand_on(&mut pending.records);
+            }
+        });
+    }
+
+    fn hand_on(&self, records: &mut Vec<Record>) {
+        let batch = Batch {
+            // Ordering: Relaxed — a timestamp; nothing is read through it.
+            stamp_ns: self.clock.load(Ordering::Relaxed),
+            records: std::mem::replace(records, Vec::with_capacity(BATCH / 4)),
+        };
+        match self.queue.try_send(Message::Batch(batch)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(Message::Batch(mut batch)))
+            | Err(TrySendError::Disconnected(Message::Batch(mut batch))) => {
+                self.count_dropped(batch.records.len());
+                batch.records.clear();
+                *records = batch.records;
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Hands on this thread's events and waits until the writer has written and flushed
+    /// everything it was sent before.
+    pub(crate) fn flush(&self) {
+        self.flush_pending();
+        let (answer, answered) = sync_channel(1);
+        if self.queue.send(Message::Flush(answer)).is_ok() {
+            let _ = answered.recv();
+        }
+    }
+
+    /// Hands on this thread's events and tells the writer to finish.
+    pub(crate) fn stop(&self) {
+        self.flush_pending();
+        let _ = self.queue.send(Message::Stop);
+    }
+
+    /// Records the creation of a scope, with its limit.
+    pub(crate) fn created(&self, at: ScopeCtx<'_>) {
+        self.record(Record {
+            kind: TraceEventType::CreateScope,
+            scope: ScopeKey::of(at),
+            detail: Detail::Limit(at.limit()),
+        });
+    }
+
+    /// Records the end of a scope (closed or collected).
+    pub(crate) fn destroyed(&self, at: ScopeCtx<'_>) {
+        self.record(Record {
+            kind: TraceEventType::DestroyScope,
+            scope: ScopeKey::of(at),
+            detail: Detail::Nothing,
+        });
+    }
+
+    /// Records `amount` taken by `at` (`taken`) or given back, one event per kind of
+    /// resource it holds (go skips the kinds that do not change), with `at`'s totals after.
+    pub(crate) fn changed(&self, at: ScopeCtx<'_>, amount: Amount, taken: bool) {
+        let (memory, priority, (streams_in, streams_out), (conns_in, conns_out, fd)) =
+            amount_parts(amount);
+        let sign = if taken { 1 } else { -1 };
+        let totals = at.scope.stat();
+        let key = ScopeKey::of(at);
+        let event = |kind, priority, delta, delta_in, delta_out| Record {
+            kind,
+            scope: key.clone(),
+            detail: Detail::Counts {
+                priority,
+                delta,
+                delta_in,
+                delta_out,
+                totals,
+            },
+        };
+        if memory != 0 {
+            let (kind, priority) = if taken {
+                (TraceEventType::ReserveMemory, priority.0)
+            } else {
+                (TraceEventType::ReleaseMemory, 0)
+            };
+            self.record(event(kind, priority, sign * memory, 0, 0));
+        }
+        if streams_in | streams_out != 0 {
+            let kind = if taken {
+                TraceEventType::AddStream
+            } else {
+                TraceEventType::RemoveStream
+            };
+            self.record(event(kind, 0, 0, sign * streams_in, sign * streams_out));
+        }
+        if conns_in | conns_out | fd != 0 {
+            let kind = if taken {
+                TraceEventType::AddConn
+            } else {
+                TraceEventType::RemoveConn
+            };
+            let (delta_in, delta_out) = (sign * conns_in, sign * conns_out);
+            self.record(event(kind, 0, sign * fd, delta_in, delta_out));
+        }
+    }
+
+    /// Records a refusal by `at`'s limit of `resource`: one `block_*` event for that kind of
+    /// resource, with what was asked of it and what `at` held.
+    pub(crate) fn blocked(&self, at: ScopeCtx<'_>, amount: Amount, resource: Resource) {
+        let (memory, _, (streams_in, streams_out), (conns_in, conns_out, fd)) =
+            amount_parts(amount);
+        let (kind, priority, delta, delta_in, delta_out) = match resource {
+            Resource::Memory { priority } => {
+                (TraceEventType::BlockReserveMemory, priority.0, memory, 0, 0)
+            }
+            Resource::StreamsInbound | Resource::StreamsOutbound | Resource::Streams => (
+                TraceEventType::BlockAddStream,
+                0,
+                0,
+                streams_in,
+                streams_out,
+            ),
+            _ => (TraceEventType::BlockAddConn, 0, fd, conns_in, conns_out),
+        };
+        self.record(Record {
+            kind,
+            scope: ScopeKey::of(at),
+            detail: Detail::Counts {
+                priority,
+                delta,
+                delta_in,
+                delta_out,
+                totals: at.scope.stat(),
+            },
+        });
+    }
+}
+
+/// An amount as (bytes, priority, (inbound, outbound) streams, (inbound, outbound, fd) conns),
+/// signed for events. A moved scope's memory goes at go's `ReserveForChild` priority, ALWAYS.
+fn amount_parts(amount: Amount) -> (i64, Priority, (i64, i64), (i64, i64, i64)) {
+    let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    match amount {
+        Amount::Memory { size, priority } => (signed(size), priority, (0, 0), (0, 0, 0)),
+        Amount::Streams { inbound, outbound } => (
+            0,
+            Priority::ALWAYS,
+            (signed(inbound), signed(outbound)),
+            (0, 0, 0),
+        ),
+        Amount::Conns {
+            inbound,
+            outbound,
+            fd,
+        } => (
+            0,
+            Priority::ALWAYS,
+            (0, 0),
+            (signed(inbound), signed(outbound), signed(fd)),
+        ),
+        Amount::Stat(stat) => (
+            signed(stat.memory),
+            Priority::ALWAYS,
+            (stat.streams_inbound.into(), stat.streams_outbound.into()),
+            (
+                stat.conns_inbound.into(),
+                stat.conns_outbound.into(),
+                stat.fd.into(),
+            ),
+        ),
+    }
+}
+
+/// Hands the calling thread's events on when a public operation ends (also by an early
+/// return or a panic).
+#[derive(Debug)]
+pub(crate) struct Operation<'a>(Option<&'a Tracer>);
+
+impl<'a> Operation<'a> {
+    pub(crate) fn new(tracer: Option<&'a Tracer>) -> Self {
+        Operation(tracer)
+    }
+}
+
+impl Drop for Operation<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(tracer) = self.0 {
+            tracer.flush_pending();
+        }
+    }
+}
