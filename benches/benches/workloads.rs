@@ -17,9 +17,9 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use rcmgr::{ConcreteLimitConfig, Direction, ResourceScope, reference::ReferenceManager};
 use rcmgr_benches::{
     ConnectionChurn, allowlist_workload, connected_peer, connection_lifecycle, disjoint_peers,
-    fresh_peers, full_system, gated_limits, manager, observed_manager, reference_peers,
-    reference_stream_lifecycle, refused_open_stream, run_on_threads, span_memory, stream_lifecycle,
-    swap_limits_every_millisecond, thread_levels,
+    fresh_peers, full_system, gated_limits, manager, metrics_manager, observed_manager,
+    reference_peers, reference_stream_lifecycle, refused_open_stream, run_on_threads, span_memory,
+    stream_lifecycle, swap_limits_every_millisecond, thread_levels,
 };
 
 /// W1: the stream lifecycle on one thread, on a peer that holds an open connection; and the
@@ -37,8 +37,14 @@ fn w1_stream_lifecycle(c: &mut Criterion) {
     group.bench_function("W1/stream-lifecycle/reference", |b| {
         b.iter(|| reference_stream_lifecycle(black_box(&reference), reference_peer[0].0))
     });
-    // The same with go's Prometheus metrics and a trace whose lines are discarded: what
-    // observability costs the reservation path (its writer thread runs beside it).
+    // The same with go's Prometheus metrics, then with metrics and a trace whose lines are
+    // discarded: what observability costs the reservation path (the trace's writer thread
+    // runs beside it).
+    let (metered, _metered_registry) = metrics_manager(ConcreteLimitConfig::infinite());
+    let metered_peer = connected_peer(&metered, 0);
+    group.bench_function("W1/stream-lifecycle/metrics", |b| {
+        b.iter(|| stream_lifecycle(black_box(&metered), black_box(metered_peer.peer)))
+    });
     let (observed, _registry) = observed_manager(ConcreteLimitConfig::infinite(), std::io::sink());
     let observed_peer = connected_peer(&observed, 0);
     group.bench_function("W1/stream-lifecycle/observed", |b| {

@@ -31,21 +31,34 @@ pub fn manager(limits: ConcreteLimitConfig) -> ResourceManager {
         .unwrap_or_else(|err| panic!("benchmark manager: {err}"))
 }
 
-/// A manager for the observed variant of W1: [`manager`]'s options plus go's Prometheus
+/// A manager for the metrics variant of W1: [`manager`]'s options plus go's Prometheus
 /// metrics (`rcmgr-prometheus`, registered on the returned registry, which a scrape would
-/// encode) and a trace whose lines go to `trace` (`std::io::sink()` to measure the recording
-/// alone). Every operation then records its trace events and hands them to the trace's
-/// thread; the refusal counters and connection histograms are what the reporter updates.
+/// encode). The reporter's callbacks run on the calling thread; its gauges are read at scrape
+/// time.
+pub fn metrics_manager(
+    limits: ConcreteLimitConfig,
+) -> (ResourceManager, prometheus_client::registry::Registry) {
+    with_prometheus(ResourceManager::builder(limits))
+}
+
+/// A manager for the observed variant of W1: [`metrics_manager`]'s options plus a trace whose
+/// lines go to `trace` (`std::io::sink()` to measure the recording alone). Every operation
+/// then also records its trace events and hands them to the trace's thread.
 pub fn observed_manager(
     limits: ConcreteLimitConfig,
     trace: impl std::io::Write + Send + 'static,
 ) -> (ResourceManager, prometheus_client::registry::Registry) {
+    with_prometheus(ResourceManager::builder(limits).trace(trace))
+}
+
+fn with_prometheus(
+    builder: rcmgr::ResourceManagerBuilder,
+) -> (ResourceManager, prometheus_client::registry::Registry) {
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = rcmgr_prometheus::PrometheusReporter::new(&mut registry);
-    let rm = ResourceManager::builder(limits)
+    let rm = builder
         .gc_interval(std::time::Duration::ZERO)
         .metrics(std::sync::Arc::<rcmgr_prometheus::PrometheusReporter>::clone(&metrics))
-        .trace(trace)
         .build()
         .unwrap_or_else(|err| panic!("benchmark manager: {err}"));
     metrics.bind(&rm);

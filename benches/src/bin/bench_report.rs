@@ -26,9 +26,9 @@ use std::{
 use rcmgr::{ConcreteLimitConfig, ResourceScope, reference::ReferenceManager};
 use rcmgr_benches::{
     ConnectionChurn, connected_peer, connection_lifecycle, disjoint_peers, fresh_peers,
-    full_system, gated_limits, manager, reference_peers, reference_stream_lifecycle,
-    refused_open_stream, resident_memory, run_on_threads, span_memory, stream_lifecycle,
-    swap_limits_every_millisecond, thread_levels,
+    full_system, gated_limits, manager, metrics_manager, observed_manager, reference_peers,
+    reference_stream_lifecycle, refused_open_stream, resident_memory, run_on_threads, span_memory,
+    stream_lifecycle, swap_limits_every_millisecond, thread_levels,
 };
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
@@ -169,6 +169,32 @@ fn main() {
             allocations: Some(w1_allocs),
         },
     );
+    // W1 with observability: go's Prometheus metrics, then metrics and a discarded trace.
+    let (metered, _metered_registry) = metrics_manager(ConcreteLimitConfig::infinite());
+    let (observed, _observed_registry) =
+        observed_manager(ConcreteLimitConfig::infinite(), std::io::sink());
+    for (workload, observed_rm) in [
+        ("W1 with Prometheus metrics", &metered),
+        ("W1 with metrics and a trace", &observed),
+    ] {
+        let observed_peer = connected_peer(observed_rm, 0).peer;
+        let ns = median_ns(budget, 1, &|_, _| {
+            stream_lifecycle(observed_rm, observed_peer)
+        });
+        print_row(
+            &mut rows,
+            Row {
+                workload: workload.into(),
+                threads: 1,
+                ns_per_op: ns,
+                target: format!("<= 1.25 x W1 ({:.2} x)", ns / w1),
+                pass: Some(ns <= 1.25 * w1),
+                allocations: Some(allocations_per_op(10_000, |_| {
+                    stream_lifecycle(observed_rm, observed_peer)
+                })),
+            },
+        );
+    }
     let reference = ReferenceManager::new(ConcreteLimitConfig::infinite());
     let reference_peer = reference_peers(&reference, 1)[0].0;
     let reference_w1 = |_| reference_stream_lifecycle(&reference, reference_peer);

@@ -1017,7 +1017,8 @@ fn trace_setup(
     let (sender, receiver) = std::sync::mpsc::sync_channel(queue);
     let now_ns = wall_clock_ns();
     let clock = StdArc::new(crate::sync::AtomicU64::new(now_ns));
-    let tracer = observe::Tracer::new(sender, StdArc::clone(&clock));
+    let congested = StdArc::new(crate::sync::AtomicBool::new(false));
+    let tracer = observe::Tracer::new(sender, StdArc::clone(&clock), StdArc::clone(&congested));
     // The first event: the limits in force, at the time the clock starts from.
     let start_time = std::time::UNIX_EPOCH + Duration::from_nanos(now_ns);
     let mut start = observe::TraceEvent::new(start_time, observe::TraceEventType::Start);
@@ -1027,6 +1028,7 @@ fn trace_setup(
         reporters,
         queue: receiver,
         clock,
+        congested,
         start,
     };
     Ok(Some((tracer, setup)))

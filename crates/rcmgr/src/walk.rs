@@ -82,6 +82,17 @@ impl Amount {
         }
     }
 
+    /// How many kinds of resource (memory, streams, connections) the amount changes: the
+    /// number of trace events it makes at one scope.
+    #[cfg_attr(rcmgr_loom, allow(dead_code))]
+    #[inline]
+    pub(crate) fn kinds(self) -> u64 {
+        let (memory, (streams_in, streams_out), (conns_in, conns_out, fd)) = self.parts();
+        u64::from(memory != 0)
+            + u64::from(streams_in | streams_out != 0)
+            + u64::from(conns_in | conns_out | fd != 0)
+    }
+
     /// The amount as (memory, (inbound, outbound) streams, (inbound, outbound, fd) conns).
     #[inline]
     fn parts(self) -> (u64, (u64, u64), (u64, u64, u64)) {

@@ -14,13 +14,25 @@
 //! manager. A batch that finds the queue full is dropped and counted
 //! ([`Tracer::dropped`]): a reservation never waits for the trace.
 //!
+//! # Shedding load
+//!
+//! Once a batch finds the queue full, the tracer is *congested*: events are then counted as
+//! dropped without being recorded, until the writer has emptied the queue. Recording an event
+//! costs more than the counter change it describes, and while the writer is behind every
+//! recorded batch would be thrown away anyway; skipping them leaves the reservation path
+//! nearly as fast as without a trace, and the writer catches up sooner. The trace keeps whole
+//! operations (the flag changes between them almost always) and the count stays exact: written
+//! plus dropped is every event.
+//!
 //! # Synchronization
 //!
 //! The queue (`std::sync::mpsc::sync_channel`) orders each batch after the events in it. The
-//! drop counter and the coarse clock are statistics: Relaxed.
+//! drop counter, the congestion flag and the coarse clock are statistics: Relaxed (a stale
+//! flag records a batch that is dropped, or skips one the queue had room for; both are
+//! counted).
 
 use std::{
-    cell::RefCell,
+    cell::{Cell, RefCell},
     sync::{
         Arc as StdArc,
         mpsc::{SyncSender, TrySendError, sync_channel},
@@ -37,7 +49,7 @@ use crate::{
     resource::{Priority, Resource},
     scope::{Kind, ScopeCtx},
     stat::ScopeStat,
-    sync::{AtomicU64, Ordering},
+    sync::{AtomicBool, AtomicU64, Ordering},
     walk::Amount,
 };
 
@@ -166,6 +178,10 @@ thread_local! {
     static PENDING: RefCell<Pending> = const {
         RefCell::new(Pending { owner: 0, records: Vec::new() })
     };
+    /// The tracer (by [`Tracer::id`]) whose events the calling thread skipped while it was
+    /// congested, and how many it has not counted yet. Apart from `PENDING` so that skipping,
+    /// the path taken while the writer is behind, is a plain read and write.
+    static SKIPPED: Cell<(usize, u64)> = const { Cell::new((0, 0)) };
 }
 
 /// A manager's end of the trace: the queue to its writer thread, the events dropped, and the
@@ -174,18 +190,33 @@ thread_local! {
 pub(crate) struct Tracer {
     queue: SyncSender<Message>,
     dropped: AtomicU64,
+    /// Set when a batch finds the queue full, cleared by the writer when it has emptied the
+    /// queue (see the module docs). Shared with the writer.
+    congested: StdArc<AtomicBool>,
     /// Nanoseconds since the Unix epoch, refreshed by the writer thread (see
     /// [`super::writer`]).
     clock: StdArc<AtomicU64>,
 }
 
 impl Tracer {
-    pub(crate) fn new(queue: SyncSender<Message>, clock: StdArc<AtomicU64>) -> Self {
+    pub(crate) fn new(
+        queue: SyncSender<Message>,
+        clock: StdArc<AtomicU64>,
+        congested: StdArc<AtomicBool>,
+    ) -> Self {
         Tracer {
             queue,
             dropped: AtomicU64::new(0),
+            congested,
             clock,
         }
+    }
+
+    /// Whether events are being skipped (see the module docs).
+    #[inline]
+    fn is_congested(&self) -> bool {
+        // Ordering: Relaxed — a hint; see the module docs.
+        self.congested.load(Ordering::Relaxed)
     }
 
     /// This tracer's identity in the threads' buffers.
@@ -199,13 +230,19 @@ impl Tracer {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    fn count_dropped(&self, events: usize) {
+    fn count_dropped(&self, events: u64) {
         // Ordering: Relaxed — a statistic.
-        self.dropped.fetch_add(events as u64, Ordering::Relaxed);
+        self.dropped.fetch_add(events, Ordering::Relaxed);
     }
 
-    /// Appends an event to the calling thread's buffer, handing the buffer on when it is full.
-    pub(crate) fn record(&self, record: Record) {
+    /// Appends the event `record` builds to the calling thread's buffer, handing the buffer on
+    /// when it is full; while the tracer is congested, counts it as dropped without building
+    /// it.
+    fn record(&self, record: impl FnOnce() -> Record) {
+        if self.is_congested() {
+            self.skip(1);
+            return;
+        }
         let me = self.id();
         let kept = PENDING.try_with(|cell| {
             let Ok(mut pending) = cell.try_borrow_mut() else {
@@ -217,7 +254,7 @@ impl Tracer {
                 pending.records.clear();
                 pending.owner = me;
             }
-            pending.records.push(record);
+            pending.records.push(record());
             if pending.records.len() >= BATCH {
                 self.hand_on(&mut pending.records);
             }
@@ -228,7 +265,28 @@ impl Tracer {
         }
     }
 
-    /// Hands the calling thread's events on to the writer (the end of a public operation).
+    /// Counts `events` skipped while congested, in the calling thread's tally.
+    fn skip(&self, events: u64) {
+        let me = self.id();
+        let counted = SKIPPED.try_with(|cell| {
+            // A tally of another manager is left only by an operation that panicked before
+            // its end: it is lost, as its recorded events are.
+            let (owner, tally) = cell.get();
+            let tally = if owner == me { tally + events } else { events };
+            if tally >= BATCH as u64 {
+                self.count_dropped(tally);
+                cell.set((me, 0));
+            } else {
+                cell.set((me, tally));
+            }
+        });
+        if counted.is_err() {
+            self.count_dropped(events);
+        }
+    }
+
+    /// Hands the calling thread's events on to the writer and counts those it skipped (the
+    /// end of a public operation).
     pub(crate) fn flush_pending(&self) {
         let me = self.id();
         let _ = PENDING.try_with(|cell| {
@@ -237,6 +295,14 @@ impl Tracer {
                 && !pending.records.is_empty()
             {
                 self.hand_on(&mut pending.records);
+            }
+        });
+        let _ = SKIPPED.try_with(|cell| {
+            if let (owner, tally @ 1..) = cell.get()
+                && owner == me
+            {
+                self.count_dropped(tally);
+                cell.set((me, 0));
             }
         });
     }
@@ -251,7 +317,9 @@ impl Tracer {
             Ok(()) => {}
             Err(TrySendError::Full(Message::Batch(mut batch)))
             | Err(TrySendError::Disconnected(Message::Batch(mut batch))) => {
-                self.count_dropped(batch.records.len());
+                // Ordering: Relaxed — a hint; see the module docs.
+                self.congested.store(true, Ordering::Relaxed);
+                self.count_dropped(batch.records.len() as u64);
                 batch.records.clear();
                 *records = batch.records;
             }
@@ -277,7 +345,7 @@ impl Tracer {
 
     /// Records the creation of a scope, with its limit.
     pub(crate) fn created(&self, at: ScopeCtx<'_>) {
-        self.record(Record {
+        self.record(|| Record {
             kind: TraceEventType::CreateScope,
             scope: ScopeKey::of(at),
             detail: Detail::Limit(at.limit()),
@@ -286,7 +354,7 @@ impl Tracer {
 
     /// Records the end of a scope (closed or collected).
     pub(crate) fn destroyed(&self, at: ScopeCtx<'_>) {
-        self.record(Record {
+        self.record(|| Record {
             kind: TraceEventType::DestroyScope,
             scope: ScopeKey::of(at),
             detail: Detail::Nothing,
@@ -296,21 +364,37 @@ impl Tracer {
     /// Records `amount` taken by `at` (`taken`) or given back, one event per kind of
     /// resource it holds (go skips the kinds that do not change), with `at`'s totals after.
     pub(crate) fn changed(&self, at: ScopeCtx<'_>, amount: Amount, taken: bool) {
+        if self.is_congested() {
+            self.skip(amount.kinds());
+            return;
+        }
+        self.record_change(at, amount, taken);
+    }
+
+    #[inline(never)]
+    fn record_change(&self, at: ScopeCtx<'_>, amount: Amount, taken: bool) {
         let (memory, priority, (streams_in, streams_out), (conns_in, conns_out, fd)) =
             amount_parts(amount);
         let sign = if taken { 1 } else { -1 };
-        let totals = at.scope.stat();
-        let key = ScopeKey::of(at);
-        let event = |kind, priority, delta, delta_in, delta_out| Record {
-            kind,
-            scope: key.clone(),
-            detail: Detail::Counts {
-                priority,
-                delta,
-                delta_in,
-                delta_out,
-                totals,
-            },
+        // The scope's identity and totals, read once for all its events, and only if one is
+        // recorded.
+        let mut identity: Option<(ScopeKey, ScopeStat)> = None;
+        let mut event = |kind, priority, delta, delta_in, delta_out| {
+            self.record(|| {
+                let (key, totals) =
+                    identity.get_or_insert_with(|| (ScopeKey::of(at), at.scope.stat()));
+                Record {
+                    kind,
+                    scope: key.clone(),
+                    detail: Detail::Counts {
+                        priority,
+                        delta,
+                        delta_in,
+                        delta_out,
+                        totals: *totals,
+                    },
+                }
+            });
         };
         if memory != 0 {
             let (kind, priority) = if taken {
@@ -318,7 +402,7 @@ impl Tracer {
             } else {
                 (TraceEventType::ReleaseMemory, 0)
             };
-            self.record(event(kind, priority, sign * memory, 0, 0));
+            event(kind, priority, sign * memory, 0, 0);
         }
         if streams_in | streams_out != 0 {
             let kind = if taken {
@@ -326,7 +410,7 @@ impl Tracer {
             } else {
                 TraceEventType::RemoveStream
             };
-            self.record(event(kind, 0, 0, sign * streams_in, sign * streams_out));
+            event(kind, 0, 0, sign * streams_in, sign * streams_out);
         }
         if conns_in | conns_out | fd != 0 {
             let kind = if taken {
@@ -334,8 +418,7 @@ impl Tracer {
             } else {
                 TraceEventType::RemoveConn
             };
-            let (delta_in, delta_out) = (sign * conns_in, sign * conns_out);
-            self.record(event(kind, 0, sign * fd, delta_in, delta_out));
+            event(kind, 0, sign * fd, sign * conns_in, sign * conns_out);
         }
     }
 
@@ -357,7 +440,7 @@ impl Tracer {
             ),
             _ => (TraceEventType::BlockAddConn, 0, fd, conns_in, conns_out),
         };
-        self.record(Record {
+        self.record(|| Record {
             kind,
             scope: ScopeKey::of(at),
             detail: Detail::Counts {

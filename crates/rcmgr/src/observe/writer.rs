@@ -13,6 +13,12 @@
 //! millisecond of the operation, coarser only while the writer itself is stalled (a blocked
 //! output).
 //!
+//! # Congestion
+//!
+//! Each time the writer finds the queue empty it clears the tracer's congestion flag, so the
+//! recording threads, which skip events while a full queue has set it, record again (see
+//! [`super::trace`]).
+//!
 //! # Output
 //!
 //! Lines are buffered and flushed at least every [`FLUSH_EVERY`], on [`Message::Flush`], and
@@ -24,7 +30,7 @@ use std::{
     io::{self, BufWriter, Write},
     sync::{
         Arc as StdArc, Weak,
-        mpsc::{Receiver, RecvTimeoutError},
+        mpsc::{Receiver, RecvTimeoutError, TryRecvError},
     },
     thread::JoinHandle,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -40,7 +46,7 @@ use crate::{
     groups::GroupId,
     name::ScopeName,
     scope::{Kind, Root},
-    sync::{AtomicU64, Ordering},
+    sync::{AtomicBool, AtomicU64, Ordering},
 };
 
 /// How long the writer waits for events before it counts as idle; the clock's resolution
@@ -247,6 +253,8 @@ pub(crate) struct WriterSetup {
     pub(crate) reporters: Vec<StdArc<dyn TraceReporter>>,
     pub(crate) queue: Receiver<Message>,
     pub(crate) clock: StdArc<AtomicU64>,
+    /// The tracer's congestion flag, cleared here whenever the queue is empty.
+    pub(crate) congested: StdArc<AtomicBool>,
     /// The first event: the limits in force.
     pub(crate) start: TraceEvent,
 }
@@ -264,6 +272,7 @@ fn run(setup: WriterSetup, root: Weak<Root>) {
         reporters,
         queue,
         clock,
+        congested,
         start,
     } = setup;
     let mut writer = Writer {
@@ -286,7 +295,18 @@ fn run(setup: WriterSetup, root: Weak<Root>) {
         } else {
             TICK
         };
-        let message = queue.recv_timeout(wait);
+        let message = match queue.try_recv() {
+            Ok(message) => Ok(message),
+            Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+            Err(TryRecvError::Empty) => {
+                // The queue is empty: the recording threads may record again.
+                // Ordering: Relaxed — a hint; see `trace`'s module docs.
+                if congested.load(Ordering::Relaxed) {
+                    congested.store(false, Ordering::Relaxed);
+                }
+                queue.recv_timeout(wait)
+            }
+        };
         let now_ns = wall_clock_ns();
         // Ordering: Relaxed — a timestamp; nothing is read through it.
         clock.store(now_ns, Ordering::Relaxed);
