@@ -5,7 +5,7 @@
 //! [`PrometheusReporter`] registers its metrics on a prometheus-client [`Registry`] (the crate
 //! and version libp2p-metrics uses, so a node exports rcmgr's metrics beside libp2p's from one
 //! registry) and is installed as the manager's
-//! [`MetricsReporter`](rcmgr::MetricsReporter):
+//! [`MetricsReporter`]:
 //!
 //! ```
 //! use prometheus_client::{encoding::text::encode, registry::Registry};

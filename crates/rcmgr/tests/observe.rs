@@ -210,6 +210,18 @@ fn spans_of_every_scope_are_traced() {
 #[derive(Clone, Default)]
 struct SlowLines(Arc<Mutex<Vec<u8>>>);
 
+impl SlowLines {
+    /// The lines written so far.
+    fn line_count(&self) -> u64 {
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .split(|b| *b == b'\n')
+            .filter(|line| !line.is_empty())
+            .count() as u64
+    }
+}
+
 impl Write for SlowLines {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         std::thread::sleep(Duration::from_millis(2));
@@ -243,17 +255,29 @@ fn a_full_queue_drops_and_counts_and_never_blocks() {
         dropped > 0,
         "a queue of one batch behind a slow writer overflows"
     );
+    // Once the writer has caught up, operations are recorded again: a stream opened after a
+    // flush is written whole, and nothing more is dropped. (Each operation hands on a batch
+    // and the queue holds one: the flushes keep the two from meeting a full queue.)
+    rm.flush_trace();
+    let before = lines.line_count();
+    let stream = rm.open_stream(peer, Direction::Inbound).expect("unlimited");
+    rm.flush_trace();
+    drop(stream);
+    rm.flush_trace();
+    assert_eq!(
+        rm.trace_dropped(),
+        dropped,
+        "nothing dropped after catching up"
+    );
+    assert_eq!(
+        lines.line_count(),
+        before + 9,
+        "the last stream is traced whole"
+    );
     drop(rm);
-    let written = lines
-        .0
-        .lock()
-        .expect("not poisoned")
-        .split(|b| *b == b'\n')
-        .filter(|line| !line.is_empty())
-        .count() as u64;
     // start, the peer's creation, then per stream: create, three edges and its own add,
     // three edge removals and destroy.
-    assert_eq!(written + dropped, 2 + 9 * STREAMS);
+    assert_eq!(lines.line_count() + dropped, 2 + 9 * (STREAMS + 1));
 }
 
 /// Counts every callback by name, and the refusals' details.

@@ -15,9 +15,9 @@
 //!
 //! # Congestion
 //!
-//! Each time the writer finds the queue empty it clears the tracer's congestion flag, so the
-//! recording threads, which skip events while a full queue has set it, record again (see
-//! [`super::trace`]).
+//! Each time the writer finds the queue empty, and on every flush, it clears the tracer's
+//! congestion flag, so the recording threads, which skip events while a full queue has set it,
+//! record again (see [`super::trace`]).
 //!
 //! # Output
 //!
@@ -324,6 +324,11 @@ fn run(setup: WriterSetup, root: Weak<Root>) {
             Ok(Message::Flush(answer)) => {
                 writer.flush();
                 last_flush = Instant::now();
+                // Everything sent before the flush is written: whoever waits for it records
+                // again from here (another thread's batch still queued sets the flag again if
+                // the queue fills).
+                // Ordering: Relaxed — a hint; see `trace`'s module docs.
+                congested.store(false, Ordering::Relaxed);
                 let _ = answer.send(());
             }
             Ok(Message::Stop) | Err(RecvTimeoutError::Disconnected) => break,
