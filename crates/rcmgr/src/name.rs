@@ -1,6 +1,6 @@
 //! [`ScopeName`]: which scope, in go's naming scheme.
 
-use std::{fmt, str::FromStr, sync::Arc};
+use std::{cell::RefCell, fmt, str::FromStr, sync::Arc};
 
 use libp2p_identity::PeerId;
 
@@ -136,15 +136,59 @@ impl fmt::Display for ScopeName {
             ScopeName::AllowlistedSystem => f.write_str("allowlistedSystem"),
             ScopeName::AllowlistedTransient => f.write_str("allowlistedTransient"),
             ScopeName::Service(service) => write!(f, "service:{service}"),
-            ScopeName::ServicePeer { service, peer } => write!(f, "service:{service}.peer:{peer}"),
+            ScopeName::ServicePeer { service, peer } => {
+                write!(f, "service:{service}.peer:{}", Base58(peer))
+            }
             ScopeName::Protocol(protocol) => write!(f, "protocol:{protocol}"),
             ScopeName::ProtocolPeer { protocol, peer } => {
-                write!(f, "protocol:{protocol}.peer:{peer}")
+                write!(f, "protocol:{protocol}.peer:{}", Base58(peer))
             }
-            ScopeName::Peer(peer) => write!(f, "peer:{peer}"),
+            ScopeName::Peer(peer) => write!(f, "peer:{}", Base58(peer)),
             ScopeName::Conn(n) => write!(f, "conn-{n}"),
             ScopeName::Stream(n) => write!(f, "stream-{n}"),
             ScopeName::Span { owner, index } => write!(f, "{owner}.span-{index}"),
+        }
+    }
+}
+
+/// A peer ID as `Display` prints it (base58), from a small per-thread cache of recent peers.
+///
+/// Base58 costs time quadratic in the length: printing a 38-byte peer ID takes thousands of
+/// instructions, and a trace writes two per event (the name and the scope object), mostly for
+/// the few peers that are busy. The cache is direct-mapped on the last byte of the ID's digest
+/// (a public key or a hash of one: evenly spread), so a lookup is one comparison.
+pub(crate) struct Base58<'a>(pub(crate) &'a PeerId);
+
+/// Slots in each thread's cache of peer IDs' text.
+const RECENT_PEERS: usize = 64;
+
+/// A peer and its base58 text.
+type PeerText = Option<(PeerId, Box<str>)>;
+
+thread_local! {
+    static RECENT_PEER_TEXT: RefCell<[PeerText; RECENT_PEERS]> =
+        const { RefCell::new([const { None }; RECENT_PEERS]) };
+}
+
+impl fmt::Display for Base58<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let peer = self.0;
+        let digest = peer.as_ref().digest();
+        let slot = usize::from(digest.last().copied().unwrap_or(0)) % RECENT_PEERS;
+        let cached = RECENT_PEER_TEXT.try_with(|recent| {
+            // Not borrowed unless a formatter re-entered this (it does not); then print
+            // without the cache.
+            let mut recent = recent.try_borrow_mut().ok()?;
+            let entry = &mut recent[slot];
+            if entry.as_ref().is_none_or(|(cached, _)| cached != peer) {
+                *entry = Some((*peer, peer.to_base58().into_boxed_str()));
+            }
+            let (_, text) = entry.as_ref()?;
+            Some(f.write_str(text))
+        });
+        match cached {
+            Ok(Some(written)) => written,
+            _ => f.write_str(&peer.to_base58()),
         }
     }
 }
@@ -230,5 +274,30 @@ impl FromStr for ScopeName {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_peer_text_is_always_the_peers_own() {
+        // More peers than slots, so slots are shared and overwritten; each is printed several
+        // times in an order that alternates peers sharing a slot.
+        let peers: Vec<PeerId> = (0..4 * RECENT_PEERS).map(|_| PeerId::random()).collect();
+        for _round in 0..3 {
+            for peer in peers.iter().chain(peers.iter().rev()) {
+                assert_eq!(Base58(peer).to_string(), peer.to_base58());
+                assert_eq!(
+                    ScopeName::ProtocolPeer {
+                        protocol: "/p".into(),
+                        peer: *peer
+                    }
+                    .to_string(),
+                    format!("protocol:/p.peer:{}", peer.to_base58())
+                );
+            }
+        }
     }
 }

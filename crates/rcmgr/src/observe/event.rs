@@ -8,7 +8,12 @@ use serde::{
 };
 
 use super::time::{format_rfc3339_nanos, parse_rfc3339};
-use crate::{limits::BaseLimit, limits::PartialLimitConfig, name::ScopeName, stat::ScopeStat};
+use crate::{
+    limits::BaseLimit,
+    limits::PartialLimitConfig,
+    name::{Base58, ScopeName},
+    stat::ScopeStat,
+};
 
 /// What a [`TraceEvent`] records: go's `TraceEvtTyp`, with go's names on the wire.
 ///
@@ -297,6 +302,15 @@ fn base_limit_from_json(value: &serde_json::Value) -> BaseLimit {
     limit
 }
 
+/// A peer ID serialized as its base58 text, through the names' per-thread cache.
+struct PeerText<'a>(&'a libp2p_identity::PeerId);
+
+impl Serialize for PeerText<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&Base58(self.0))
+    }
+}
+
 /// go's `scopeClass` object for a scope name (see [`TraceEvent`]).
 struct ScopeObject<'a>(&'a ScopeName);
 
@@ -327,7 +341,7 @@ impl Serialize for ScopeObject<'_> {
             }
             ScopeName::Peer(peer) => {
                 object.serialize_field("Class", "peer")?;
-                object.serialize_field("Peer", &peer.to_base58())?;
+                object.serialize_field("Peer", &PeerText(peer))?;
             }
             ScopeName::Service(service) => {
                 object.serialize_field("Class", "service")?;
@@ -336,7 +350,7 @@ impl Serialize for ScopeObject<'_> {
             ScopeName::ServicePeer { service, peer } => {
                 object.serialize_field("Class", "service-peer")?;
                 object.serialize_field("Service", &**service)?;
-                object.serialize_field("Peer", &peer.to_base58())?;
+                object.serialize_field("Peer", &PeerText(peer))?;
             }
             ScopeName::Protocol(protocol) => {
                 object.serialize_field("Class", "protocol")?;
@@ -345,7 +359,7 @@ impl Serialize for ScopeObject<'_> {
             ScopeName::ProtocolPeer { protocol, peer } => {
                 object.serialize_field("Class", "protocol-peer")?;
                 object.serialize_field("Protocol", &**protocol)?;
-                object.serialize_field("Peer", &peer.to_base58())?;
+                object.serialize_field("Peer", &PeerText(peer))?;
             }
             // The loop above leaves no span.
             ScopeName::Span { .. } => object.serialize_field("Class", "span")?,
