@@ -1,6 +1,8 @@
 //! [`ScopeName`]: which scope, in go's naming scheme.
 
-use std::{cell::RefCell, fmt, str::FromStr, sync::Arc};
+#[cfg(not(rcmgr_loom))]
+use std::cell::RefCell;
+use std::{fmt, str::FromStr, sync::Arc};
 
 use libp2p_identity::PeerId;
 
@@ -160,17 +162,29 @@ impl fmt::Display for ScopeName {
 pub(crate) struct Base58<'a>(pub(crate) &'a PeerId);
 
 /// Slots in each thread's cache of peer IDs' text.
+#[cfg_attr(rcmgr_loom, allow(dead_code))]
 const RECENT_PEERS: usize = 64;
 
-/// A peer and its base58 text.
-type PeerText = Option<(PeerId, Box<str>)>;
-
+// Like the crate's other per-thread caches, compiled out under loom: loom runs every modelled
+// thread on one OS thread, so a std thread-local would be shared by all of them.
+#[cfg(not(rcmgr_loom))]
 thread_local! {
-    static RECENT_PEER_TEXT: RefCell<[PeerText; RECENT_PEERS]> =
-        const { RefCell::new([const { None }; RECENT_PEERS]) };
+    /// The slots, a peer and its base58 text in each. Empty until the thread first prints a
+    /// peer, then on the heap.
+    static RECENT_PEER_TEXT: RefCell<Vec<PeerText>> = const { RefCell::new(Vec::new()) };
 }
 
+/// A slot of the cache: a peer and its base58 text.
+#[cfg(not(rcmgr_loom))]
+type PeerText = Option<(PeerId, Box<str>)>;
+
 impl fmt::Display for Base58<'_> {
+    #[cfg(rcmgr_loom)]
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.to_base58())
+    }
+
+    #[cfg(not(rcmgr_loom))]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let peer = self.0;
         let digest = peer.as_ref().digest();
@@ -179,7 +193,10 @@ impl fmt::Display for Base58<'_> {
             // Not borrowed unless a formatter re-entered this (it does not); then print
             // without the cache.
             let mut recent = recent.try_borrow_mut().ok()?;
-            let entry = &mut recent[slot];
+            if recent.is_empty() {
+                recent.resize_with(RECENT_PEERS, || None);
+            }
+            let entry = recent.get_mut(slot)?;
             if entry.as_ref().is_none_or(|(cached, _)| cached != peer) {
                 *entry = Some((*peer, peer.to_base58().into_boxed_str()));
             }
