@@ -8,7 +8,7 @@
 
 use std::{fmt, io::Write, path::Path};
 
-use rcmgr::{BaseLimit, ConcreteLimitConfig, ConfigError, PartialLimitConfig};
+use rcmgr::{BaseLimit, ConcreteLimitConfig, ConfigError, PartialLimitConfig, limits::names_field};
 use serde_json::Value;
 
 use crate::{
@@ -448,19 +448,6 @@ fn unknown_limit_fields(scope: &str, limits: &Value, unknown: &mut Vec<String>) 
             }
         }
     }
-}
-
-/// Whether a key names `name` as go matches keys: ASCII letters in any case, and the two
-/// non-ASCII letters Unicode folds onto ASCII ones (as rcmgr's reader does).
-fn names_field(key: &str, name: &str) -> bool {
-    let fold = |c: char| match c {
-        'ſ' => 's',
-        '\u{212A}' => 'k',
-        c => c.to_ascii_lowercase(),
-    };
-    key.chars()
-        .map(fold)
-        .eq(name.chars().map(|c| c.to_ascii_lowercase()))
 }
 
 #[cfg(test)]

@@ -370,10 +370,18 @@ impl<'de> Deserialize<'de> for LimitVal {
     }
 }
 
-/// Whether a key in the file names the field `name`, as go matches them: ASCII letters in any
-/// case, and the two non-ASCII letters Unicode folds onto ASCII ones (`ſ` onto `s`, the Kelvin
-/// sign onto `k`).
-fn names_field(key: &str, name: &str) -> bool {
+/// Whether a key in a limits file names the field or scope `name`, as go (and this crate's
+/// reader) match them: ASCII letters in any case, and the two non-ASCII letters Unicode folds
+/// onto ASCII ones (`ſ` onto `s`, the Kelvin sign onto `k`). For tools that inspect a file's
+/// keys themselves, such as a checker listing the keys the reader ignores.
+///
+/// ```
+/// use rcmgr::limits::names_field;
+/// assert!(names_field("streamsInbound", "StreamsInbound"));
+/// assert!(names_field("ſystem", "System"));
+/// assert!(!names_field("Systems", "System"));
+/// ```
+pub fn names_field(key: &str, name: &str) -> bool {
     let fold = |c: char| match c {
         'ſ' => 's',
         '\u{212A}' => 'k',
