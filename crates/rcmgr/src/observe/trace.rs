@@ -235,14 +235,19 @@ impl Tracer {
         self.dropped.fetch_add(events, Ordering::Relaxed);
     }
 
-    /// Appends the event `record` builds to the calling thread's buffer, handing the buffer on
-    /// when it is full; while the tracer is congested, counts it as dropped without building
-    /// it.
-    fn record(&self, record: impl FnOnce() -> Record) {
+    /// Records the event `build` makes; while the tracer is congested, counts it as dropped
+    /// without building it.
+    fn record(&self, build: impl FnOnce() -> Record) {
         if self.is_congested() {
             self.skip(1);
-            return;
+        } else {
+            self.push(build());
         }
+    }
+
+    /// Appends `record` to the calling thread's buffer, handing the buffer on when it is full.
+    /// The caller has checked that the tracer is not congested.
+    fn push(&self, record: Record) {
         let me = self.id();
         let kept = PENDING.try_with(|cell| {
             let Ok(mut pending) = cell.try_borrow_mut() else {
@@ -254,7 +259,7 @@ impl Tracer {
                 pending.records.clear();
                 pending.owner = me;
             }
-            pending.records.push(record());
+            pending.records.push(record);
             if pending.records.len() >= BATCH {
                 self.hand_on(&mut pending.records);
             }
@@ -376,24 +381,20 @@ impl Tracer {
         let (memory, priority, (streams_in, streams_out), (conns_in, conns_out, fd)) =
             amount_parts(amount);
         let sign = if taken { 1 } else { -1 };
-        // The scope's identity and totals, read once for all its events, and only if one is
-        // recorded.
-        let mut identity: Option<(ScopeKey, ScopeStat)> = None;
-        let mut event = |kind, priority, delta, delta_in, delta_out| {
-            self.record(|| {
-                let (key, totals) =
-                    identity.get_or_insert_with(|| (ScopeKey::of(at), at.scope.stat()));
-                Record {
-                    kind,
-                    scope: key.clone(),
-                    detail: Detail::Counts {
-                        priority,
-                        delta,
-                        delta_in,
-                        delta_out,
-                        totals: *totals,
-                    },
-                }
+        // The scope's identity and totals, read once for all its events (`changed` has checked
+        // the congestion).
+        let (key, totals) = (ScopeKey::of(at), at.scope.stat());
+        let event = |kind, priority, delta, delta_in, delta_out| {
+            self.push(Record {
+                kind,
+                scope: key.clone(),
+                detail: Detail::Counts {
+                    priority,
+                    delta,
+                    delta_in,
+                    delta_out,
+                    totals,
+                },
             });
         };
         if memory != 0 {
