@@ -32,19 +32,9 @@ impl ScopeUsage {
     /// more than 1.0 means usage above a limit that was lowered. Unlimited resources count as
     /// unused; a zero limit counts as full only when something is held against it.
     pub fn load(&self) -> f64 {
-        let (s, l) = (&self.stat, &self.limit);
-        let pairs = [
-            (u64::from(s.streams_inbound), l.streams_inbound),
-            (u64::from(s.streams_outbound), l.streams_outbound),
-            (s.streams(), l.streams),
-            (u64::from(s.conns_inbound), l.conns_inbound),
-            (u64::from(s.conns_outbound), l.conns_outbound),
-            (s.conns(), l.conns),
-            (u64::from(s.fd), l.fd),
-            (s.memory, l.memory),
-        ];
-        pairs
+        self.counts()
             .into_iter()
+            .chain([(self.stat.memory, self.limit.memory)])
             .map(|(used, limit)| match (used, limit) {
                 (0, _) => 0.0,
                 (_, limit) if limit >= BaseLimit::UNLIMITED => 0.0,
@@ -52,6 +42,21 @@ impl ScopeUsage {
                 (used, limit) => used as f64 / limit as f64,
             })
             .fold(0.0, f64::max)
+    }
+
+    /// Each count (streams in, out and total, connections in, out and total, file
+    /// descriptors) as (used, limit), in the table's column order.
+    fn counts(&self) -> [(u64, u64); 7] {
+        let (s, l) = (&self.stat, &self.limit);
+        [
+            (u64::from(s.streams_inbound), l.streams_inbound),
+            (u64::from(s.streams_outbound), l.streams_outbound),
+            (s.streams(), l.streams),
+            (u64::from(s.conns_inbound), l.conns_inbound),
+            (u64::from(s.conns_outbound), l.conns_outbound),
+            (s.conns(), l.conns),
+            (u64::from(s.fd), l.fd),
+        ]
     }
 }
 
@@ -152,16 +157,7 @@ const COLUMNS: [&str; 8] = [
 fn write_row(f: &mut fmt::Formatter<'_>, usage: &ScopeUsage) -> fmt::Result {
     let (s, l) = (&usage.stat, &usage.limit);
     write!(f, "{:<28}", shorten(&usage.name.to_string(), 28))?;
-    let counts = [
-        (u64::from(s.streams_inbound), l.streams_inbound),
-        (u64::from(s.streams_outbound), l.streams_outbound),
-        (s.streams(), l.streams),
-        (u64::from(s.conns_inbound), l.conns_inbound),
-        (u64::from(s.conns_outbound), l.conns_outbound),
-        (s.conns(), l.conns),
-        (u64::from(s.fd), l.fd),
-    ];
-    for (used, limit) in counts {
+    for (used, limit) in usage.counts() {
         write!(f, " {:>14}", format!("{used}/{}", count(limit)))?;
     }
     let memory = format!("{}/{}", bytes(s.memory), bytes_limit(l.memory));
