@@ -14,13 +14,14 @@ use std::{
 };
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use rcmgr::{ConcreteLimitConfig, Direction, ResourceScope, reference::ReferenceManager};
+use rcmgr::{ConcreteLimitConfig, Direction, ResourceScope};
 use rcmgr_benches::{
     ConnectionChurn, allowlist_workload, connected_peer, connection_lifecycle, disjoint_peers,
     fresh_peers, full_system, gated_limits, manager, metrics_manager, observed_manager,
     reference_peers, reference_stream_lifecycle, refused_open_stream, run_on_threads, span_memory,
     stream_lifecycle, swap_limits_every_millisecond, thread_levels,
 };
+use rcmgr_reference::ReferenceManager;
 
 /// W1: the stream lifecycle on one thread, on a peer that holds an open connection; and the
 /// same on the lock-based reference manager.

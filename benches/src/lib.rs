@@ -14,8 +14,8 @@ use std::{
 use rcmgr::{
     ConcreteLimitConfig, ConnRateLimits, ConnectionScope, Direction, Error, IpLimits, Multiaddr,
     PeerId, Priority, RateLimit, ResourceManager, ResourceScope, Span,
-    reference::{Connection as ReferenceConnection, ReferenceManager},
 };
+use rcmgr_reference::{Connection as ReferenceConnection, ReferenceManager};
 
 /// The protocol every W1 stream negotiates.
 pub const PROTOCOL: &str = "/ipfs/ping/1.0.0";
@@ -123,7 +123,7 @@ pub fn stream_lifecycle(rm: &ResourceManager, peer: PeerId) {
 /// W1, one iteration, on the lock-based reference manager: the "one global mutex" baseline.
 #[inline]
 pub fn reference_stream_lifecycle(rm: &ReferenceManager, peer: PeerId) {
-    use rcmgr::reference::Scope as _;
+    use rcmgr_reference::Scope as _;
     stream_lifecycle_body!(rm, peer)
 }
 

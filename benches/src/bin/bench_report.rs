@@ -23,13 +23,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rcmgr::{ConcreteLimitConfig, ResourceScope, reference::ReferenceManager};
+use rcmgr::{ConcreteLimitConfig, ResourceScope};
 use rcmgr_benches::{
     ConnectionChurn, connected_peer, connection_lifecycle, disjoint_peers, fresh_peers,
     full_system, gated_limits, manager, metrics_manager, observed_manager, reference_peers,
     reference_stream_lifecycle, refused_open_stream, resident_memory, run_on_threads, span_memory,
     stream_lifecycle, swap_limits_every_millisecond, thread_levels,
 };
+use rcmgr_reference::ReferenceManager;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
 #[global_allocator]

@@ -95,10 +95,7 @@ pub(crate) fn class_of(name: &ScopeName) -> usize {
     if let Some(class) = fixed(name) {
         return class;
     }
-    let mut root = name;
-    while let Some(owner) = root.owner() {
-        root = owner;
-    }
+    let root = name.base();
     if let Some(class) = fixed(root) {
         // A span of a fixed scope: `system.span-1` is cut to `system.span`.
         return class + 9;

@@ -20,7 +20,7 @@ pub(crate) use std::sync::Arc;
 pub(crate) use std::sync::atomic::{Ordering, fence};
 
 #[cfg(not(rcmgr_loom))]
-pub(crate) use portable_atomic::{AtomicBool, AtomicU8, AtomicU64};
+pub(crate) use portable_atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize};
 #[cfg(not(rcmgr_loom))]
 pub(crate) use std::sync::Mutex;
 
@@ -29,7 +29,9 @@ pub(crate) use loom::sync::Arc;
 #[cfg(rcmgr_loom)]
 pub(crate) use loom::sync::Mutex;
 #[cfg(rcmgr_loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering, fence};
+pub(crate) use loom::sync::atomic::{
+    AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence,
+};
 
 pub(crate) use crossbeam_utils::CachePadded;
 
@@ -63,6 +65,130 @@ impl Backoff {
         #[cfg(rcmgr_loom)]
         loom::thread::yield_now();
     }
+}
+
+/// The one compare-and-swap loop for words whose next value is computed from the current
+/// one: applies `next` to the word's value and stores the result, retrying (with a short
+/// backoff) when another thread got there first. `next` may refuse, which leaves the word
+/// untouched. Returns the value the successful swap replaced.
+///
+/// `success` is the ordering of the successful swap; the loads that feed `next` use its
+/// acquire half, and a failed swap reads nothing more.
+#[inline]
+pub(crate) fn update<E>(
+    word: &AtomicU64,
+    success: Ordering,
+    mut next: impl FnMut(u64) -> Result<u64, E>,
+) -> Result<u64, E> {
+    let load = match success {
+        Ordering::AcqRel | Ordering::Acquire | Ordering::SeqCst => Ordering::Acquire,
+        _ => Ordering::Relaxed,
+    };
+    let backoff = Backoff::new();
+    // Ordering: `load` — see above.
+    let mut current = word.load(load);
+    loop {
+        let new = next(current)?;
+        // Ordering: `success` on success, `load` on failure — see above.
+        match word.compare_exchange_weak(current, new, success, load) {
+            Ok(previous) => return Ok(previous),
+            Err(actual) => {
+                current = actual;
+                backoff.spin();
+            }
+        }
+    }
+}
+
+/// The calling thread's slot among the pools of a sharded scope: one read of a thread-local
+/// per public operation, passed down to every sharded scope the operation touches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Slot(usize);
+
+impl Slot {
+    /// The slot's number; a scope with `n` pools (a power of two) uses `index & (n - 1)`.
+    #[inline]
+    pub(crate) fn index(self) -> usize {
+        self.0
+    }
+}
+
+/// The calling thread's slot, handed out round-robin the first time a thread asks. Under
+/// loom a loom-visible counter and thread-local hand them out, so that every execution of a
+/// model assigns the same slots in the same schedule.
+#[inline]
+pub(crate) fn thread_slot() -> Slot {
+    #[cfg(not(rcmgr_loom))]
+    {
+        use std::cell::Cell;
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        thread_local! {
+            static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
+        }
+        Slot(SLOT.with(|slot| {
+            let mut index = slot.get();
+            if index == usize::MAX {
+                // Ordering: Relaxed — only distinct-enough numbers are needed.
+                index = NEXT.fetch_add(1, Ordering::Relaxed);
+                slot.set(index);
+            }
+            index
+        }))
+    }
+    #[cfg(rcmgr_loom)]
+    {
+        use std::cell::Cell;
+        loom::lazy_static! {
+            static ref NEXT: AtomicUsize = AtomicUsize::new(0);
+        }
+        loom::thread_local! {
+            static SLOT: Cell<usize> = Cell::new(usize::MAX);
+        }
+        Slot(SLOT.with(|slot| {
+            let mut index = slot.get();
+            if index == usize::MAX {
+                // Ordering: Relaxed — only distinct numbers are needed.
+                index = NEXT.fetch_add(1, Ordering::Relaxed);
+                slot.set(index);
+            }
+            index
+        }))
+    }
+}
+
+/// How many pools a sharded scope has: the machine's parallelism rounded up to a power of
+/// two, at most 64 (two under loom, so that models exercise leasing across pools).
+pub(crate) fn shard_count() -> usize {
+    #[cfg(not(rcmgr_loom))]
+    {
+        static COUNT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        *COUNT.get_or_init(|| {
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .next_power_of_two()
+                .min(64)
+        })
+    }
+    #[cfg(rcmgr_loom)]
+    {
+        2
+    }
+}
+
+/// Runs a loom model of the crate's internals, bounded by `LOOM_MAX_PREEMPTIONS` (2 when
+/// unset), as the `loom-tests` crate runs the public ones.
+#[cfg(all(test, rcmgr_loom))]
+pub(crate) fn loom_check(model: impl Fn() + Sync + Send + 'static) {
+    let bound = match std::env::var("LOOM_MAX_PREEMPTIONS") {
+        Ok(value) => value
+            .trim()
+            .parse()
+            .expect("LOOM_MAX_PREEMPTIONS must be a whole number"),
+        Err(_) => 2,
+    };
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(bound);
+    builder.check(model);
 }
 
 /// The slot that holds the active limit snapshot: an `ArcSwap` in normal builds, a loom
@@ -219,37 +345,6 @@ impl<K: Hash + Eq, V> Registry<K, V> {
         #[cfg(rcmgr_loom)]
         {
             self.lock().get(key).cloned()
-        }
-    }
-
-    /// The value under `key`, inserting `make()` first if there is none, and whether it was
-    /// inserted by this call. The clone is taken under the shard guard, so the entry cannot be
-    /// removed in between.
-    pub(crate) fn get_or_insert_with<Q>(&self, key: &Q, make: impl FnOnce() -> (K, V)) -> (V, bool)
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-        V: Clone,
-    {
-        if let Some(found) = self.get(key) {
-            return (found, false);
-        }
-        let (owned_key, value) = make();
-        #[cfg(not(rcmgr_loom))]
-        {
-            match self.map.entry(owned_key) {
-                dashmap::Entry::Occupied(found) => (found.get().clone(), false),
-                dashmap::Entry::Vacant(vacant) => (vacant.insert(value).value().clone(), true),
-            }
-        }
-        #[cfg(rcmgr_loom)]
-        {
-            match self.lock().entry(owned_key) {
-                std::collections::hash_map::Entry::Occupied(found) => (found.get().clone(), false),
-                std::collections::hash_map::Entry::Vacant(vacant) => {
-                    (vacant.insert(value).clone(), true)
-                }
-            }
         }
     }
 

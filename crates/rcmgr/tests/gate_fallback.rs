@@ -113,13 +113,21 @@ fn a_peer_that_does_not_match_is_refused_again_when_the_normal_scopes_are_full()
     assert_eq!(refusal.refused_by(), &ScopeName::System);
     // Worded by the refusing scope alone, as go words transfer refusals.
     assert!(err.to_string().starts_with("system: "), "{err}");
-    assert!(!conn.is_allowlisted());
+    // A refused set_peer leaves the connection exactly where it was (go leaves it attached
+    // to no scope at all): still in the allowlisted scopes, with no peer.
+    assert!(conn.is_allowlisted());
     assert!(conn.peer_scope().is_none());
     assert!(rm.peer(&other).stat().is_empty());
+    assert_eq!(rm.system().stat().conns_inbound, 1, "the filler alone");
+    assert_eq!(rm.transient().stat().conns_inbound, 1, "the filler alone");
+    // So the call can be made again, and fails the same way, changing nothing.
+    let again = conn.set_peer(other).unwrap_err();
+    assert_eq!(again, err);
+    assert!(conn.is_allowlisted() && conn.peer_scope().is_none());
     assert_eq!(rm.system().stat().conns_inbound, 1);
 
-    // The connection holds nothing above itself now; closing it gives back everything,
-    // including its allowlisted slot (four of them: the filler's peer is not allowlisted).
+    // Closing it gives back everything, including its allowlisted slot (four of them: the
+    // filler's peer is not allowlisted).
     drop(conn);
     let mut held = Vec::new();
     for _ in 0..4 {
@@ -163,7 +171,7 @@ fn a_peer_that_does_not_match_moves_to_the_normal_scopes_when_they_have_room() {
 }
 
 #[test]
-fn a_peer_refused_by_its_own_scope_after_the_move_stays_in_the_normal_transient_scope() {
+fn a_peer_refused_by_its_own_scope_after_the_move_leaves_the_connection_where_it_was() {
     let (trusted, other) = (PeerId::random(), PeerId::random());
     let mut limits = ConcreteLimitConfig::infinite();
     limits.system.conns_inbound = 1;
@@ -185,9 +193,11 @@ fn a_peer_refused_by_its_own_scope_after_the_move_stays_in_the_normal_transient_
         err.limit_exceeded().expect("a scope refusal").refused_by(),
         &ScopeName::Peer(other)
     );
-    assert!(!conn.is_allowlisted());
-    assert_eq!(rm.transient().stat().conns_inbound, 1);
-    assert_eq!(rm.system().stat().conns_inbound, 1);
+    // The move to the normal scopes was undone with the refused attachment: the connection
+    // is still in the allowlisted scopes, and the normal ones hold nothing of it.
+    assert!(conn.is_allowlisted());
+    assert!(rm.transient().stat().is_empty());
+    assert!(rm.system().stat().is_empty());
     drop(conn);
     assert!(rm.system().stat().is_empty());
     assert!(rm.transient().stat().is_empty());

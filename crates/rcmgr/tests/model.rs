@@ -21,8 +21,8 @@ use proptest::{prelude::*, test_runner::TestCaseError};
 use rcmgr::{
     BaseLimit, ConcreteLimitConfig, ConnectionScope, Direction, Error, MemoryGuard, PeerId,
     Priority, ResourceManager, ResourceScope, Span, StreamScope,
-    reference::{self, ReferenceManager},
 };
+use rcmgr_reference::{self as reference, ReferenceManager};
 
 const PROTOCOLS: [&str; 3] = ["/ipfs/ping/1.0.0", "/ipfs/id/1.0.0", "/x/echo/1"];
 const SERVICES: [&str; 2] = ["libp2p.ping", "libp2p.identify"];
@@ -613,7 +613,10 @@ impl World {
                 self.reference.set_limits(lowered);
             }
             Op::SetLimit { target, limit } => {
-                if let Target::View(viewed @ (Viewed::Peer(_) | Viewed::Protocol(_))) = target {
+                if let Target::View(
+                    viewed @ (Viewed::Peer(_) | Viewed::Protocol(_) | Viewed::Service(_)),
+                ) = target
+                {
                     self.pinned.insert(*viewed);
                 }
                 self.on(target, |engine, reference, _| {
@@ -657,6 +660,27 @@ impl World {
         prop_assert_eq!(engine.limits(), reference.limits());
         same_scope(&engine.system(), &reference.system())?;
         same_scope(&engine.transient(), &reference.transient())?;
+        // Each peer's scopes within every protocol and service, looked up without making them.
+        for peer in PEERS.iter() {
+            for protocol in PROTOCOLS {
+                prop_assert_eq!(
+                    engine.protocol_peer_stat(protocol, peer),
+                    reference.protocol_peer_stat(protocol, peer),
+                    "protocol:{}.peer:{}",
+                    protocol,
+                    peer
+                );
+            }
+            for service in SERVICES {
+                prop_assert_eq!(
+                    engine.service_peer_stat(service, peer),
+                    reference.service_peer_stat(service, peer),
+                    "service:{}.peer:{}",
+                    service,
+                    peer
+                );
+            }
+        }
         for conn in &self.conns {
             same_scope(&conn.engine, &conn.reference)?;
             let peer = conn.engine.peer_scope().map(|scope| scope.peer());
@@ -683,8 +707,8 @@ impl World {
     }
 
     /// Lets go of every handle and every byte the sequence still holds on a view, then
-    /// checks that everything is back to zero and that two collection passes leave only
-    /// pinned scopes and the service scopes (which are never collected).
+    /// checks that everything is back to zero and that two collection passes leave only the
+    /// pinned scopes.
     fn tear_down(mut self) -> Result<(), TestCaseError> {
         self.guards.clear();
         self.check()?;
@@ -727,11 +751,27 @@ impl World {
         let mut pinned_peers: Vec<PeerId> = self.pinned.iter().filter_map(kept).collect();
         pinned_peers.sort_by_key(|peer| peer.to_bytes());
         prop_assert_eq!(self.engine.list_peers(), pinned_peers);
-        // Protocol and service scopes live as long as the manager; what they hold is zero.
-        prop_assert_eq!(
-            self.engine.list_protocols(),
-            self.reference.list_protocols()
-        );
+        // Only pinned protocol scopes are left; nothing is held anywhere.
+        let mut pinned_protocols: Vec<String> = self
+            .pinned
+            .iter()
+            .filter_map(|viewed| match viewed {
+                Viewed::Protocol(i) => Some(PROTOCOLS[*i].to_owned()),
+                _ => None,
+            })
+            .collect();
+        pinned_protocols.sort();
+        prop_assert_eq!(self.engine.list_protocols(), pinned_protocols);
+        let mut pinned_services: Vec<String> = self
+            .pinned
+            .iter()
+            .filter_map(|viewed| match viewed {
+                Viewed::Service(i) => Some(SERVICES[*i].to_owned()),
+                _ => None,
+            })
+            .collect();
+        pinned_services.sort();
+        prop_assert_eq!(self.engine.list_services(), pinned_services);
         let stat = self.engine.stat();
         prop_assert!(
             stat.protocols.values().all(|s| s.is_empty()),

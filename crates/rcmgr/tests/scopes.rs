@@ -516,7 +516,7 @@ fn collection_keeps_referenced_and_busy_scopes_and_reaps_idle_ones() {
 }
 
 #[test]
-fn per_peer_scopes_are_collected_but_protocols_and_services_are_kept() {
+fn idle_peer_protocol_and_service_scopes_are_collected_in_two_passes() {
     let rm = manager(ConcreteLimitConfig::infinite());
     let peer = PeerId::random();
     let mut stream = rm.open_stream(peer, Direction::Inbound).expect("open");
@@ -525,13 +525,26 @@ fn per_peer_scopes_are_collected_but_protocols_and_services_are_kept() {
     rm.gc();
     rm.gc();
     assert_eq!(rm.list_peers(), vec![peer], "in use");
+    assert_eq!(rm.list_protocols(), ["/p"], "in use");
+    assert_eq!(rm.list_services(), ["s"], "in use");
     drop(stream);
     rm.gc();
+    assert_eq!(rm.list_protocols(), ["/p"], "one idle pass is not enough");
     rm.gc();
     assert!(rm.list_peers().is_empty());
-    // Protocol and service scopes live as long as the manager (rcmgr reaches them without a
-    // reference count); they hold nothing now.
+    assert!(rm.list_protocols().is_empty());
+    assert!(rm.list_services().is_empty());
+    // A view keeps a scope, whatever it holds; a name used again gets a fresh scope.
+    let view = rm.protocol("/p");
+    rm.gc();
+    rm.gc();
     assert_eq!(rm.list_protocols(), ["/p"]);
-    assert_eq!(rm.list_services(), ["s"]);
-    assert!(rm.protocol("/p").stat().is_empty() && rm.service("s").stat().is_empty());
+    drop(view);
+    let mut again = rm.open_stream(peer, Direction::Inbound).expect("open");
+    again.set_protocol("/p").expect("protocol");
+    assert_eq!(rm.protocol("/p").stat().streams_inbound, 1);
+    drop(again);
+    rm.gc();
+    rm.gc();
+    assert!(rm.list_protocols().is_empty());
 }

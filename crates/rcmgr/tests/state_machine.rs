@@ -265,6 +265,12 @@ fn a_node_lifecycle_keeps_every_scope_exact() {
     rm.gc();
     rm.gc();
     assert!(rm.list_peers().is_empty());
-    assert_eq!(rm.list_protocols(), ["/chat/1"]);
-    assert_eq!(rm.list_services(), ["chat"]);
+    assert!(
+        rm.list_protocols().is_empty(),
+        "idle protocol scopes are collected too"
+    );
+    assert!(
+        rm.list_services().is_empty(),
+        "idle service scopes are collected too"
+    );
 }

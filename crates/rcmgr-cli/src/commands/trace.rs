@@ -406,14 +406,7 @@ fn directed(resource: &str, event: &TraceEvent) -> String {
 /// rest by class, spans as their owner's group with `.span`.
 fn group_of(scope: &ScopeName) -> String {
     match scope {
-        ScopeName::Span { owner, .. } => {
-            let owner = group_of(owner);
-            if owner.ends_with(".span") {
-                owner
-            } else {
-                format!("{owner}.span")
-            }
-        }
+        ScopeName::Span(span) => format!("{}.span", group_of(span.base())),
         ScopeName::Peer(_) => "peer".to_owned(),
         ScopeName::Conn(_) => "conn".to_owned(),
         ScopeName::Stream(_) => "stream".to_owned(),

@@ -17,13 +17,9 @@ use ipnet::IpNet;
 use libp2p_identity::PeerId;
 use multiaddr::{Multiaddr, Protocol};
 
-use super::{
-    endpoint_ip,
-    errors::{AllowlistEntryProblem, InvalidAllowlistEntry},
-    table::NetTable,
-};
+use super::{endpoint_ip, table::NetTable};
 use crate::{
-    error::Error,
+    error::{AllowlistEntryProblem, Error, InvalidAllowlistEntry},
     sync::{Arc, AtomicU64, LimitSlot, Ordering},
 };
 

@@ -8,7 +8,8 @@
 //! 3. the connection is counted against its network or its subnets ([`subnet`]), which gives
 //!    an [`IpCount`] that the connection scope keeps and releases exactly once when it closes;
 //! 4. the normal scopes (transient, system) are asked; if they refuse and the IP is
-//!    allowlisted ([`allowlist`]), the allowlisted scopes are asked instead.
+//!    allowlisted ([`allowlist`]), the allowlisted scopes are asked instead (by the handles:
+//!    the gate decides admissions, it opens no scope).
 //!
 //! The limits come from the `ip` part of the limit configuration, compiled into a [`Policy`]
 //! that is swapped with the rest of the limits.
@@ -21,8 +22,6 @@
 //! (`/ip4/R/tcp/…/p2p/…/p2p-circuit`) is counted as the relay's, as in go.
 
 mod allowlist;
-mod config;
-mod errors;
 mod rate;
 mod subnet;
 mod swept;
@@ -38,29 +37,18 @@ use ipnet::IpNet;
 use multiaddr::{Multiaddr, Protocol};
 
 pub use allowlist::Allowlist;
-pub use config::{
-    ConnLimitPerSubnet, ConnRateLimits, IpLimits, NetworkPrefixLimit, PrefixRateLimit, RateLimit,
-    SubnetRateLimit,
-};
-pub use errors::{
-    AddressRange, AllowlistEntryProblem, InvalidAllowlistEntry, InvalidIpLimits, IpLimitExceeded,
-    RateLimited,
-};
 pub(crate) use subnet::IpCount;
 
 use self::{
-    config::Family,
     rate::{Expiry, RateLimiter, Rule, SubnetBuckets, duration_ns},
     subnet::{ConnCounts, Full},
     table::{NetTable, subnet_of},
 };
 use crate::{
-    error::Error,
-    handles::{ConnectionScope, Placement},
-    limits::{BaseLimit, ConcreteLimitConfig},
-    resource::Direction,
-    scope::Root,
+    error::{AddressRange, Error, IpLimitExceeded, RateLimited},
+    limits::{BaseLimit, ConcreteLimitConfig, ConnLimitPerSubnet, Family, IpLimits},
     sync::{Arc, LimitSlot},
+    types::RateLimit,
 };
 
 /// The IP a connection from `endpoint` is counted under: the first component if it is
@@ -300,9 +288,15 @@ impl Gate {
         }
     }
 
-    /// Steps 2 and 3 of the module docs: the rate limit, then the count.
+    /// Steps 2 and 3 of the module docs for a connection from `endpoint` (whose IP is `ip`):
+    /// the rate limit, then the count. The admission releases the count if it is dropped
+    /// before the connection takes it.
     #[inline]
-    fn admit(&self, ip: Option<IpAddr>, endpoint: &Multiaddr) -> Result<Admission<'_>, Error> {
+    pub(crate) fn admit(
+        &self,
+        ip: Option<IpAddr>,
+        endpoint: &Multiaddr,
+    ) -> Result<Admission<'_>, Error> {
         self.policy.with(|policy| {
             if policy.rate.is_active() {
                 policy
@@ -348,9 +342,16 @@ impl Gate {
         self.counts.release(count);
     }
 
+    /// Whether `ip` is in an allowlisted network (any entry, general or peer-specific): a
+    /// connection the normal scopes refuse is then tried in the allowlisted ones.
+    #[inline]
+    pub(crate) fn is_allowlisted(&self, ip: IpAddr) -> bool {
+        self.allowlist.network_of(ip).is_some()
+    }
+
     /// go's `VerifySourceAddress`: whether a source should prove it owns its address (a
     /// QUIC Retry) before a connection is accepted.
-    fn verify_source_address(&self, source: &SocketAddr) -> bool {
+    pub(crate) fn verify_source_address(&self, source: &SocketAddr) -> bool {
         let ip = source.ip();
         self.policy.with(|policy| {
             if !policy.counting {
@@ -405,13 +406,15 @@ impl Gate {
 
 /// The count taken for a connection being opened: released if the connection is not opened,
 /// handed to its scope otherwise.
-struct Admission<'g> {
+#[derive(Debug)]
+pub(crate) struct Admission<'g> {
     gate: &'g Gate,
     count: Option<IpCount>,
 }
 
 impl Admission<'_> {
-    fn into_count(mut self) -> Option<IpCount> {
+    /// The count, for the connection scope to release when it closes.
+    pub(crate) fn into_count(mut self) -> Option<IpCount> {
         self.count.take()
     }
 }
@@ -422,33 +425,6 @@ impl Drop for Admission<'_> {
             self.gate.release(count);
         }
     }
-}
-
-/// go's `OpenConnection`, in the order of the module docs.
-pub(crate) fn open_connection(
-    root: &Arc<Root>,
-    direction: Direction,
-    use_fd: bool,
-    endpoint: &Multiaddr,
-) -> Result<ConnectionScope, Error> {
-    let gate = &root.gate;
-    let ip = endpoint_ip(endpoint);
-    let admission = gate.admit(ip, endpoint)?;
-    let opened = ConnectionScope::open(root, Placement::Normal, direction, use_fd, endpoint)
-        .or_else(|refused| match ip {
-            Some(ip) if gate.allowlist.network_of(ip).is_some() => {
-                ConnectionScope::open(root, Placement::Allowlisted, direction, use_fd, endpoint)
-            }
-            _ => Err(refused),
-        });
-    let mut conn = opened?;
-    conn.hold_ip_count(admission.into_count());
-    Ok(conn)
-}
-
-/// go's `VerifySourceAddress` on a manager's gate.
-pub(crate) fn verify_source_address(root: &Root, source: &SocketAddr) -> bool {
-    root.gate.verify_source_address(source)
 }
 
 #[cfg(test)]

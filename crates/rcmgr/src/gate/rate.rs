@@ -20,14 +20,14 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::{
-    config::{ConnRateLimits, Family, RateLimit, SubnetRateLimit},
-    errors::AddressRange,
     swept::{Forgettable, SweptMap},
     table::{NetKey, subnet_of},
 };
 use crate::{
-    counters,
-    sync::{AtomicU64, Ordering},
+    error::AddressRange,
+    limits::{ConnRateLimits, Family, SubnetRateLimit},
+    sync::{self, AtomicU64, Ordering},
+    types::RateLimit,
 };
 
 /// Nanoseconds per second.
@@ -92,7 +92,7 @@ impl Bucket {
     #[inline]
     pub(crate) fn try_take(&self, rule: &Rule, now_ns: u64) -> bool {
         // Ordering: Relaxed — the bucket publishes nothing; its word alone decides.
-        counters::update(&self.full_at_ns, Ordering::Relaxed, |full_at| {
+        sync::update(&self.full_at_ns, Ordering::Relaxed, |full_at| {
             let next = full_at.max(now_ns).saturating_add(rule.interval_ns);
             if next - now_ns > rule.tolerance_ns {
                 Err(())

@@ -16,13 +16,12 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::{
-    errors::AddressRange,
     swept::{Forgettable, SweptMap},
     table::{LengthSet, hash_network, subnet_of},
 };
 use crate::{
-    counters,
-    sync::{AtomicU64, Ordering},
+    error::AddressRange,
+    sync::{self, AtomicU64, Ordering},
 };
 
 /// Which counter: one per subnet of a subnet limit, one per network with its own limit (a
@@ -174,7 +173,7 @@ impl ConnCounts {
             |count| {
                 // Ordering: Relaxed — a count checked on its own word; the shard guard held
                 // here orders it against the counter's removal.
-                counters::update(&count.0, Ordering::Relaxed, |current| {
+                sync::update(&count.0, Ordering::Relaxed, |current| {
                     if current.saturating_add(1) > limit {
                         Err(current)
                     } else {
@@ -191,7 +190,7 @@ impl ConnCounts {
     fn sub(&self, key: CountKey) {
         let released = self.counters.with(&key, |count| {
             // Ordering: Relaxed — as in `add`.
-            counters::update(&count.0, Ordering::Relaxed, |current| {
+            sync::update(&count.0, Ordering::Relaxed, |current| {
                 current.checked_sub(1).ok_or(())
             })
         });

@@ -1,28 +1,24 @@
 //! [`ConnectionScope`]: one connection, from `open_connection` to drop.
 
+use libp2p_identity::PeerId;
 use multiaddr::Multiaddr;
 
-use super::PeerScope;
+use super::{Handle, PeerScope, notify};
 use crate::{
-    edges::{Edge, EdgeSet},
+    account::Conns,
     error::Error,
-    gate::IpCount,
-    observe, registries,
-    resource::Direction,
-    scope::{Kind, Links, Node, Root, Shared},
-    sync::{Arc, OnceSlot},
-    walk::{self, Amount, Transfer},
+    gate::{IpCount, endpoint_ip},
+    graph::{
+        Root,
+        conn::{self, ConnNode},
+        peers::Found,
+        scope::{Fixed, RefusedBy, ScopeRef},
+        span::AnchorRef,
+        staged::Staged,
+    },
+    sync::{Arc, Slot, fence, thread_slot},
+    types::{Direction, ScopeName},
 };
-
-/// Which pair of scopes a connection is opened in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Placement {
-    /// Transient and system.
-    Normal,
-    /// Allowlisted transient and allowlisted system: only when the normal pair refused and
-    /// the endpoint is allowlisted.
-    Allowlisted,
-}
 
 /// A connection's scope (go's `ConnManagementScope`), returned by
 /// [`ResourceManager::open_connection`](crate::ResourceManager::open_connection).
@@ -47,66 +43,59 @@ pub(crate) enum Placement {
 /// ```
 #[derive(Debug)]
 pub struct ConnectionScope {
-    node: Arc<Node>,
-    direction: Direction,
-    use_fd: bool,
+    node: Arc<ConnNode>,
     endpoint: Multiaddr,
     /// What the connection was counted against by the per-IP limits; released by `done`.
     ip_count: Option<IpCount>,
 }
 
+/// Whether a handle's node is referenced by nothing else (no span or guard): then the handle,
+/// borrowed mutably, is the only one who can reach it.
+pub(crate) fn is_exclusive<T>(node: &Arc<T>) -> bool {
+    if Arc::strong_count(node) != 1 {
+        return false;
+    }
+    // Ordering: Acquire fence — pairs with the Release decrement of the last other reference
+    // (a span or guard that was dropped), so what it did to the node happens-before the plain
+    // reads and writes that follow.
+    fence(crate::sync::Ordering::Acquire);
+    true
+}
+
 impl ConnectionScope {
-    /// Opens a connection scope in the transient scope (or the allowlisted transient scope),
-    /// reserving one connection (and a file descriptor if `use_fd`).
+    /// go's `OpenConnection`: the gate's admission (rate limits, then the per-IP count), then
+    /// the normal scopes, then, if they refuse and the endpoint is allowlisted, the allowlisted
+    /// scopes.
     pub(crate) fn open(
         root: &Arc<Root>,
-        placement: Placement,
         direction: Direction,
         use_fd: bool,
         endpoint: &Multiaddr,
     ) -> Result<Self, Error> {
-        let edges = match placement {
-            Placement::Normal => EdgeSet::of(&[Edge::Transient, Edge::System]),
-            Placement::Allowlisted => {
-                EdgeSet::of(&[Edge::AllowlistedTransient, Edge::AllowlistedSystem])
+        let _operation = root.observer.operation();
+        let ip = endpoint_ip(endpoint);
+        let opened = root.gate.admit(ip, endpoint).and_then(|admission| {
+            let slot = thread_slot();
+            let node =
+                open_in(root, false, direction, use_fd, slot).or_else(|refused| match ip {
+                    Some(ip) if root.gate.is_allowlisted(ip) => {
+                        open_in(root, true, direction, use_fd, slot)
+                    }
+                    _ => Err(refused),
+                })?;
+            Ok(ConnectionScope {
+                node,
+                endpoint: endpoint.clone(),
+                ip_count: admission.into_count(),
+            })
+        });
+        if let Some(metrics) = root.observer.metrics() {
+            match &opened {
+                Ok(_) => metrics.allow_conn(direction, use_fd),
+                Err(_) => metrics.block_conn(direction, use_fd),
             }
-        };
-        let node = Node::with_limit(
-            Kind::Conn(root.next_conn_id()),
-            edges,
-            Links::Conn {
-                root: Arc::clone(root),
-                peer: OnceSlot::new(),
-            },
-            root.new_limit_cell(Shared::Conn),
-        );
-        let (inbound, outbound) = match direction {
-            Direction::Inbound => (1, 0),
-            Direction::Outbound => (0, 1),
-        };
-        let amount = Amount::Conns {
-            inbound,
-            outbound,
-            fd: u64::from(use_fd),
-        };
-        observe::trace_created(node.ctx());
-        if let Err(refusal) = walk::reserve_dag(node.ctx(), amount) {
-            let err = refusal.into_error(node.ctx());
-            observe::trace_destroyed(node.ctx());
-            return Err(err);
         }
-        Ok(ConnectionScope {
-            node: Arc::new(node),
-            direction,
-            use_fd,
-            endpoint: endpoint.clone(),
-            ip_count: None,
-        })
-    }
-
-    /// Hands the connection the per-IP count taken for it, to release when it closes.
-    pub(crate) fn hold_ip_count(&mut self, count: Option<IpCount>) {
-        self.ip_count = count;
+        opened
     }
 
     /// The connection's direction.
@@ -120,12 +109,12 @@ impl ConnectionScope {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn direction(&self) -> Direction {
-        self.direction
+        self.node.direction
     }
 
     /// Whether the connection holds a file descriptor.
     pub fn uses_fd(&self) -> bool {
-        self.use_fd
+        self.node.use_fd
     }
 
     /// The remote endpoint the connection was opened with.
@@ -152,10 +141,10 @@ impl ConnectionScope {
     ///
     /// A connection opened in the allowlisted scopes (see
     /// [`is_allowlisted`](Self::is_allowlisted)) whose peer is allowed by neither a general
-    /// allowlist entry nor one of that peer's entries first moves to the normal system and
-    /// transient scopes, as go does. If they refuse, the error names the refusing scope and
-    /// the connection is left attached to no scope above it (it still holds its own usage,
-    /// released when it is dropped): close it.
+    /// allowlist entry nor one of that peer's entries moves to the normal system and
+    /// transient scopes, as go does; if they refuse, the error names the refusing scope. Any
+    /// refusal leaves the connection exactly as it was before the call: in its scopes, with
+    /// no peer, so that it can be closed, or the call made again.
     ///
     /// ```
     /// use rcmgr::{ConcreteLimitConfig, Direction, ResourceManager};
@@ -172,62 +161,48 @@ impl ConnectionScope {
     /// assert!(matches!(first.set_peer(peer), Err(rcmgr::Error::ConnAlreadyAttached)));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn set_peer(&mut self, peer: libp2p_identity::PeerId) -> Result<(), Error> {
-        let node = &self.node;
-        // A connection node always has connection links; the fallback keeps this total.
-        let Links::Conn {
-            root, peer: slot, ..
-        } = &node.links
-        else {
-            return Err(Error::ConnAlreadyAttached);
-        };
-        if slot.get().is_some() {
+    pub fn set_peer(&mut self, peer: PeerId) -> Result<(), Error> {
+        if self.node.peer().is_some() {
             return Err(Error::ConnAlreadyAttached);
         }
-        let at = node.ctx();
-        let observer = &root.observer;
-        let _operation = observer.operation();
-        let transfer = Transfer::begin(at).map_err(|refusal| refusal.into_error(at))?;
-        let mut edges = transfer.edges;
-        if edges.contains(Edge::AllowlistedTransient)
-            && !root
+        let node = &self.node;
+        let root = &node.root;
+        let _operation = root.observer.operation();
+        let exclusive = is_exclusive(node);
+        let allowlisted_peer = node.state().stage() == conn::ALLOWLISTED
+            && root
                 .gate
                 .allowlist()
-                .allowed_peer_and_multiaddr(peer, &self.endpoint)
-        {
-            match move_to_standard(&transfer) {
-                Ok(standard) => edges = standard,
-                Err(err) => {
-                    transfer.finish(EdgeSet::NONE);
-                    return Err(err);
+                .allowed_peer_and_multiaddr(peer, &self.endpoint);
+        let moved = node.set_peer(exclusive, &peer, allowlisted_peer, thread_slot());
+        match moved {
+            Ok((from, to, found)) => {
+                trace_set_peer(node, from, to, found);
+                if let Some(metrics) = root.observer.metrics() {
+                    metrics.allow_peer(&peer);
                 }
+                Ok(())
+            }
+            Err(refusal) => {
+                let by_peer = matches!(&refusal.by, RefusedBy::Other(ScopeName::Peer(_)));
+                let moving_to_standard =
+                    !allowlisted_peer && node.state().stage() == conn::ALLOWLISTED;
+                let err = notify::error_after(root, self.name(), refusal, true, |index| {
+                    notify::traced(match (moving_to_standard, index) {
+                        (true, 0) => ScopeRef::Fixed(root, Fixed::System),
+                        _ => ScopeRef::Fixed(root, Fixed::Transient),
+                    })
+                });
+                if by_peer && let Some(metrics) = root.observer.metrics() {
+                    metrics.block_peer(&peer);
+                }
+                Err(err)
             }
         }
-        let peer_node = registries::peer(root, &peer);
-        if let Err(refusal) = transfer.take(peer_node.ctx()) {
-            let err = refusal.into_transfer_error(at);
-            // Still in its transient scope (the normal one if it was just moved there).
-            transfer.finish(edges);
-            if let Some(metrics) = observer.metrics() {
-                metrics.block_peer(&peer);
-            }
-            return Err(err);
-        }
-        let transient = if edges.contains(Edge::AllowlistedTransient) {
-            Edge::AllowlistedTransient
-        } else {
-            Edge::Transient
-        };
-        if let Some(old) = at.edge(transient) {
-            transfer.give_back(old);
-        }
-        // The slot is empty (checked above, and only this handle sets it).
-        let _ = slot.set(peer_node);
-        transfer.finish(edges.without(transient).with(Edge::Peer));
-        if let Some(metrics) = observer.metrics() {
-            metrics.allow_peer(&peer);
-        }
-        Ok(())
+    }
+
+    fn name(&self) -> ScopeName {
+        ScopeName::Conn(self.node.id)
     }
 
     /// Whether the connection was opened in the allowlisted scopes (its normal reservation
@@ -245,12 +220,8 @@ impl ConnectionScope {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn is_allowlisted(&self) -> bool {
-        crate::counters::MemoryWord(self.node.scope.counters.memory.load(
-            // Ordering: Relaxed — a status read; nothing is read through it.
-            crate::sync::Ordering::Relaxed,
-        ))
-        .edges()
-        .contains(Edge::AllowlistedSystem)
+        let state = self.node.state();
+        !state.is_closed() && matches!(state.stage(), conn::ALLOWLISTED | conn::PEER_ALLOWLISTED)
     }
 
     /// The peer's scope, once [`set_peer`](Self::set_peer) has succeeded.
@@ -266,14 +237,7 @@ impl ConnectionScope {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn peer_scope(&self) -> Option<PeerScope> {
-        let Links::Conn { peer, .. } = &self.node.links else {
-            return None;
-        };
-        let node = peer.get()?;
-        match &node.scope.kind {
-            Kind::Peer(id) => Some(PeerScope::new(Arc::clone(node), *id)),
-            _ => None,
-        }
+        self.node.peer().map(PeerScope::of)
     }
 
     /// Releases everything the connection holds; later reservations and transfers fail with
@@ -289,55 +253,127 @@ impl ConnectionScope {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn done(&mut self) {
-        let at = self.node.ctx();
-        let _operation = at.root.observer.operation();
-        walk::close(at);
+        let node = &self.node;
+        let root = &node.root;
+        let _operation = root.observer.operation();
+        let exclusive = is_exclusive(node);
+        if let Some(state) = node.close(exclusive, thread_slot()) {
+            if root.observer.tracer().is_some() {
+                let change = notify::usage_change(node.usage(state.bytes()));
+                let stage = state.stage();
+                let len = node.path(stage).as_slice().len();
+                notify::changed(
+                    root,
+                    (0..len).map(|i| node.scope_at(stage, i)),
+                    change,
+                    false,
+                );
+                notify::destroyed(root, || self.name());
+            }
+            notify::conn_memory(root, Some((state.bytes(), 0)));
+        }
         if let Some(count) = self.ip_count.take() {
-            self.node.root().gate.release(count);
+            root.gate.release(count);
         }
     }
 
     /// Whether [`done`](Self::done) has run.
     pub fn is_done(&self) -> bool {
-        crate::counters::MemoryWord(self.node.scope.counters.memory.load(
-            // Ordering: Relaxed — a status read; nothing is read through it.
-            crate::sync::Ordering::Relaxed,
-        ))
-        .is_closed()
+        self.node.state().is_closed()
     }
 }
 
-super::impl_node_handle!(ConnectionScope);
+/// Opens the connection scope in the normal (or the allowlisted) scopes, with its trace.
+fn open_in(
+    root: &Arc<Root>,
+    allowlisted: bool,
+    direction: Direction,
+    use_fd: bool,
+    slot: Slot,
+) -> Result<Arc<ConnNode>, Error> {
+    let id = root.ids.next_conn();
+    if let Some(tracer) = root.observer.tracer() {
+        tracer.created(|| (ScopeName::Conn(id), root.conn_limit.get()));
+    }
+    let (transient, system) = if allowlisted {
+        (Fixed::AllowlistedTransient, Fixed::AllowlistedSystem)
+    } else {
+        (Fixed::Transient, Fixed::System)
+    };
+    let change = notify::conns_change(Conns::one(direction, use_fd));
+    match ConnNode::open(root, id, allowlisted, direction, use_fd, slot) {
+        Ok(node) => {
+            notify::changed(
+                root,
+                [
+                    ScopeRef::Fixed(root, transient),
+                    ScopeRef::Fixed(root, system),
+                    ScopeRef::Conn(&node),
+                ],
+                change,
+                true,
+            );
+            Ok(node)
+        }
+        Err(refusal) => {
+            let err = notify::error_after(root, ScopeName::Conn(id), refusal, false, |index| {
+                notify::traced(ScopeRef::Fixed(
+                    root,
+                    if index == 0 { transient } else { system },
+                ))
+            });
+            notify::destroyed(root, || ScopeName::Conn(id));
+            Err(err)
+        }
+    }
+}
+
+/// The trace of a `set_peer`, in go's order.
+fn trace_set_peer(node: &ConnNode, from: u8, to: u8, found: Found) {
+    let root = &*node.root;
+    if root.observer.tracer().is_none() {
+        return;
+    }
+    let Some(peer) = node.peer() else {
+        return;
+    };
+    if found == Found::Created {
+        notify::created(root, ScopeRef::Peer(peer));
+    }
+    let change = notify::usage_change(node.usage(node.state().bytes()));
+    let fixed = |which| ScopeRef::Fixed(root, which);
+    if from == conn::ALLOWLISTED && to == conn::PEER {
+        // go's `transferAllowedToStandard` first: out of the allowlisted pair, into system
+        // and transient.
+        let allowlisted = [
+            fixed(Fixed::AllowlistedTransient),
+            fixed(Fixed::AllowlistedSystem),
+        ];
+        notify::changed(root, allowlisted, change, false);
+        notify::changed(
+            root,
+            [fixed(Fixed::System), fixed(Fixed::Transient)],
+            change,
+            true,
+        );
+    }
+    notify::changed(root, [ScopeRef::Peer(peer)], change, true);
+    let left = if to == conn::PEER_ALLOWLISTED {
+        Fixed::AllowlistedTransient
+    } else {
+        Fixed::Transient
+    };
+    notify::changed(root, [fixed(left)], change, false);
+}
+
+impl Handle for ConnectionScope {
+    fn anchor(&self) -> AnchorRef<'_> {
+        AnchorRef::Conn(&self.node)
+    }
+}
 
 impl Drop for ConnectionScope {
     fn drop(&mut self) {
         self.done();
     }
-}
-
-/// go's `transferAllowedToStandard`, inside a transfer: releases the connection from the
-/// allowlisted transient and system scopes, then reserves it on the system and transient
-/// scopes, giving the system back if the transient scope refuses. Returns the new edges; on
-/// error the connection holds nothing above itself.
-fn move_to_standard(transfer: &Transfer<'_>) -> Result<EdgeSet, Error> {
-    let at = transfer.scope();
-    for allowlisted in [Edge::AllowlistedTransient, Edge::AllowlistedSystem] {
-        if let Some(old) = at.edge(allowlisted) {
-            transfer.give_back(old);
-        }
-    }
-    // The fixed scopes always resolve; the `if let`s keep this total.
-    let (system, transient) = (at.edge(Edge::System), at.edge(Edge::Transient));
-    if let Some(system) = system {
-        transfer
-            .take(system)
-            .map_err(|refusal| refusal.into_transfer_error(at))?;
-    }
-    if let Some(Err(refusal)) = transient.map(|transient| transfer.take(transient)) {
-        if let Some(system) = system {
-            transfer.give_back(system);
-        }
-        return Err(refusal.into_transfer_error(at));
-    }
-    Ok(EdgeSet::of(&[Edge::Transient, Edge::System]))
 }

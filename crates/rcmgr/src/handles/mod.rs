@@ -1,27 +1,29 @@
 //! The handles users hold: [`ConnectionScope`], [`StreamScope`], [`Span`], the views of the
 //! system, transient, peer, protocol and service scopes, and [`MemoryGuard`]. All of them
 //! implement [`ResourceScope`].
+//!
+//! A handle borrows its scope from the graph as an [`AnchorRef`] and runs the graph's walk on
+//! it; then, and only then, it tells: the metrics reporter (once per public call), the trace
+//! (each scope's change, in go's order), and on a refusal the public error, built on the cold
+//! path from the compact [`Refusal`](crate::graph::scope::Refusal) the graph returned
+//! ([`notify`]).
 
 mod conn;
+pub(crate) mod notify;
 mod stream;
 mod views;
 
 pub use conn::ConnectionScope;
-pub(crate) use conn::Placement;
 pub use stream::StreamScope;
 pub use views::{PeerScope, ProtocolScope, ServiceScope, SystemScope, TransientScope};
 
 use crate::{
-    edges::EdgeSet,
+    account::Memory,
     error::{Error, ScopeClosed},
+    graph::span::{Anchor, AnchorRef, SpanNode},
     limits::BaseLimit,
-    name::ScopeName,
-    observe,
-    resource::Priority,
-    scope::{Kind, Links, Node, ScopeCtx, ScopeRef},
-    stat::ScopeStat,
-    sync::{Arc, Ordering},
-    walk,
+    sync::{Arc, thread_slot},
+    types::{Priority, ScopeName, ScopeStat},
 };
 
 /// What every scope can do: reserve and release memory, begin spans, report its usage and
@@ -52,9 +54,13 @@ pub trait ResourceScope: Send + Sync {
     /// error nothing was reserved.
     fn reserve_memory(&self, size: usize, priority: Priority) -> Result<(), Error>;
 
-    /// Releases `size` bytes reserved earlier. Releasing more than is held clamps at zero and
-    /// logs go's "BUG: too much memory released" warning; releasing on a closed scope does
-    /// nothing (its close released everything).
+    /// Releases `size` bytes reserved earlier on this scope. A release takes at most what was
+    /// reserved on this scope (on a view: directly through the view, its guards and spans;
+    /// on a connection, stream or span: by it and its spans), so it never takes another
+    /// scope's usage from the scopes above; any excess is reported (a debug log with go's
+    /// "BUG: too much memory released", and
+    /// [`ResourceManager::over_released`](crate::ResourceManager::over_released)). Releasing
+    /// on a closed scope does nothing (its close released everything).
     fn release_memory(&self, size: usize);
 
     /// Reserves memory that is released when the returned guard is dropped.
@@ -94,10 +100,7 @@ pub trait ResourceScope: Send + Sync {
 
 /// The scope behind a handle, for the shared implementation below.
 trait Handle {
-    /// The scope, as the accounting walks take it.
-    fn ctx(&self) -> ScopeCtx<'_>;
-    /// A shared reference to the scope, for guards and spans that keep it alive.
-    fn to_ref(&self) -> ScopeRef;
+    fn anchor(&self) -> AnchorRef<'_>;
 }
 
 /// Implements [`ResourceScope`] for handles by delegating to the functions below.
@@ -107,52 +110,38 @@ macro_rules! impl_resource_scope {
             fn reserve_memory(
                 &self,
                 size: usize,
-                priority: crate::resource::Priority,
+                priority: crate::types::Priority,
             ) -> Result<(), crate::error::Error> {
-                crate::handles::reserve_memory(crate::handles::Handle::ctx(self), size, priority)
+                crate::handles::reserve_memory(crate::handles::Handle::anchor(self), size, priority)
             }
             fn release_memory(&self, size: usize) {
-                crate::handles::release_memory(crate::handles::Handle::ctx(self), size)
+                crate::handles::release_memory(crate::handles::Handle::anchor(self), size)
             }
             fn reserve_memory_guard(
                 &self,
                 size: usize,
-                priority: crate::resource::Priority,
+                priority: crate::types::Priority,
             ) -> Result<crate::handles::MemoryGuard, crate::error::Error> {
-                crate::handles::MemoryGuard::reserve(self, size, priority)
+                crate::handles::MemoryGuard::reserve(crate::handles::Handle::anchor(self), size, priority)
             }
             fn begin_span(&self) -> Result<crate::handles::Span, crate::error::Error> {
-                crate::handles::Span::begin(self)
+                crate::handles::Span::begin(crate::handles::Handle::anchor(self))
             }
-            fn stat(&self) -> crate::stat::ScopeStat {
-                crate::handles::Handle::ctx(self).scope.stat()
+            fn stat(&self) -> crate::types::ScopeStat {
+                crate::handles::Handle::anchor(self).stat()
             }
-            fn name(&self) -> crate::name::ScopeName {
-                crate::handles::Handle::ctx(self).name()
+            fn name(&self) -> crate::types::ScopeName {
+                crate::handles::Handle::anchor(self).scope().name()
             }
             fn limit(&self) -> crate::limits::BaseLimit {
-                crate::handles::Handle::ctx(self).limit()
+                crate::handles::Handle::anchor(self).limit()
             }
             fn set_limit(&self, limit: crate::limits::BaseLimit) {
-                crate::handles::set_limit(crate::handles::Handle::ctx(self), limit)
+                crate::handles::Handle::anchor(self).set_limit(limit)
             }
         }
     )*};
 }
-/// Implements [`Handle`] for handles built around their own node (`self.node`).
-macro_rules! impl_node_handle {
-    ($($handle:ty),*) => {$(
-        impl crate::handles::Handle for $handle {
-            fn ctx(&self) -> crate::scope::ScopeCtx<'_> {
-                self.node.ctx()
-            }
-            fn to_ref(&self) -> crate::scope::ScopeRef {
-                crate::scope::ScopeRef::Node(crate::sync::Arc::clone(&self.node))
-            }
-        }
-    )*};
-}
-pub(crate) use impl_node_handle;
 
 impl_resource_scope!(Span, ConnectionScope, StreamScope);
 impl_resource_scope!(
@@ -165,12 +154,33 @@ impl_resource_scope!(
 
 /// A caller's reservation: one public operation, reported once to the metrics whatever the
 /// number of span levels it passes (go reports each level: quirk 8).
-fn reserve_memory(at: ScopeCtx<'_>, size: usize, priority: Priority) -> Result<(), Error> {
-    let observer = &at.root.observer;
-    let _operation = observer.operation();
-    let reserved =
-        walk::reserve_memory(at, size as u64, priority).map_err(|refusal| refusal.into_error(at));
-    if let Some(metrics) = observer.metrics() {
+fn reserve_memory(at: AnchorRef<'_>, size: usize, priority: Priority) -> Result<(), Error> {
+    let root = at.root();
+    let _operation = root.observer.operation();
+    let memory = Memory::new(size as u64, priority);
+    let reserved = match at.reserve_memory(memory, thread_slot()) {
+        Ok(moved) => {
+            if root.observer.tracer().is_some() {
+                let (owning, parents) = at.trace_scopes();
+                let change = notify::memory_change(memory);
+                notify::changed(root, parents, change, true);
+                notify::changed(root, owning.into_iter().rev(), change, true);
+            }
+            notify::conn_memory(root, moved.conn);
+            Ok(())
+        }
+        Err(refusal) => Err(notify::error_after(
+            root,
+            at.scope().name(),
+            refusal,
+            false,
+            |index| {
+                let (_, parents) = at.trace_scopes();
+                notify::traced(parents.get(index).copied().unwrap_or(at.scope()))
+            },
+        )),
+    };
+    if let Some(metrics) = root.observer.metrics() {
         match &reserved {
             Ok(()) => metrics.allow_memory(size),
             Err(_) => metrics.block_memory(size),
@@ -179,17 +189,37 @@ fn reserve_memory(at: ScopeCtx<'_>, size: usize, priority: Priority) -> Result<(
     reserved
 }
 
-/// A caller's release: it may give back more than it reserved, which each scope clamps.
-fn release_memory(at: ScopeCtx<'_>, size: usize) {
-    let _operation = at.root.observer.operation();
-    walk::release_memory(at, size as u64, false);
+/// A caller's release (or a guard's): clamped at the scope it names; an excess is reported.
+fn release_memory(at: AnchorRef<'_>, size: usize) {
+    let root = at.root();
+    let _operation = root.observer.operation();
+    let moved = at.release_memory(size as u64, thread_slot());
+    if moved.bytes > 0 && root.observer.tracer().is_some() {
+        let (owning, parents) = at.trace_scopes();
+        let change = notify::memory_change(Memory::new(moved.bytes, Priority::ALWAYS));
+        notify::changed(root, owning, change, false);
+        notify::changed(root, parents, change, false);
+    }
+    notify::conn_memory(root, moved.conn);
+    if moved.bytes < size as u64 && !at.is_closed() {
+        over_released(at, size as u64, moved.bytes);
+    }
 }
 
-fn set_limit(at: ScopeCtx<'_>, limit: BaseLimit) {
-    at.scope.limit.pin(limit);
-    // Ordering: Relaxed — read by the collector, which also needs the scope unreferenced
-    // before it could act; this handle is a reference.
-    at.scope.sticky.store(true, Ordering::Relaxed);
+/// Reports a release of more than the scope held: go's warning text, with the numbers, at
+/// debug level, and the manager's count of bytes released too many.
+#[cold]
+fn over_released(at: AnchorRef<'_>, released: u64, held: u64) {
+    let excess = released - held;
+    at.root().count_over_release(excess);
+    tracing::debug!(
+        target: "rcmgr",
+        scope = %at.scope().name(),
+        released,
+        held,
+        excess,
+        "BUG: too much memory released"
+    );
 }
 
 /// Memory reserved on a scope and released when this guard is dropped.
@@ -209,15 +239,15 @@ fn set_limit(at: ScopeCtx<'_>, limit: BaseLimit) {
 #[derive(Debug)]
 #[must_use = "the memory is released as soon as the guard is dropped"]
 pub struct MemoryGuard {
-    scope: ScopeRef,
+    scope: Anchor,
     size: usize,
 }
 
 impl MemoryGuard {
-    fn reserve(on: &impl Handle, size: usize, priority: Priority) -> Result<Self, Error> {
-        reserve_memory(on.ctx(), size, priority)?;
+    fn reserve(on: AnchorRef<'_>, size: usize, priority: Priority) -> Result<Self, Error> {
+        reserve_memory(on, size, priority)?;
         Ok(MemoryGuard {
-            scope: on.to_ref(),
+            scope: on.to_owned(),
             size,
         })
     }
@@ -238,10 +268,7 @@ impl MemoryGuard {
 
 impl Drop for MemoryGuard {
     fn drop(&mut self) {
-        let at = self.scope.ctx();
-        let _operation = at.root.observer.operation();
-        // Exactly what the guard reserved.
-        walk::release_memory(at, self.size as u64, true);
+        release_memory(self.scope.as_ref(), self.size);
     }
 }
 
@@ -266,36 +293,19 @@ impl Drop for MemoryGuard {
 /// ```
 #[derive(Debug)]
 pub struct Span {
-    node: Arc<Node>,
+    node: Arc<SpanNode>,
 }
 
 impl Span {
-    fn begin(owner: &impl Handle) -> Result<Self, Error> {
-        let at = owner.ctx();
-        // Ordering: Acquire — a closed flag seen here is acted on at once. A close racing this
-        // check is harmless: the span then finds its owner closed on first use.
-        let word = crate::counters::MemoryWord(at.scope.counters.memory.load(Ordering::Acquire));
-        if word.is_closed() {
-            return Err(Error::ScopeClosed(Box::new(ScopeClosed::new(
-                at.name(),
-                None,
-            ))));
-        }
-        let index = at.scope.next_span_index();
-        // A span's own cell is used only once `set_limit` pins it; until then the span follows
-        // its owner's limit, pins and swaps included (see ScopeCtx::limit).
-        let node = Node::new(
-            Kind::Span(index),
-            EdgeSet::NONE,
-            Links::Span {
-                owner: owner.to_ref(),
-            },
-        );
-        let _operation = at.root.observer.operation();
-        observe::trace_created(node.ctx());
-        Ok(Span {
-            node: Arc::new(node),
-        })
+    fn begin(owner: AnchorRef<'_>) -> Result<Self, Error> {
+        let root = owner.root();
+        let _operation = root.observer.operation();
+        let node = SpanNode::begin(owner).map_err(|_| {
+            Error::ScopeClosed(Box::new(ScopeClosed::new(owner.scope().name(), None)))
+        })?;
+        let span = Span { node };
+        notify::created(root, span.anchor().scope());
+        Ok(span)
     }
 
     /// Releases everything the span holds; later reservations on it are refused. Calling it
@@ -312,13 +322,30 @@ impl Span {
     /// # Ok::<(), rcmgr::Error>(())
     /// ```
     pub fn done(&mut self) {
-        let at = self.node.ctx();
-        let _operation = at.root.observer.operation();
-        walk::close(at);
+        let at = self.anchor();
+        let root = at.root();
+        let _operation = root.observer.operation();
+        let Some(moved) = self.node.close(thread_slot()) else {
+            return;
+        };
+        if root.observer.tracer().is_some() {
+            if moved.bytes > 0 {
+                let (owning, parents) = at.trace_scopes();
+                let change = notify::memory_change(Memory::new(moved.bytes, Priority::ALWAYS));
+                notify::changed(root, owning.into_iter().skip(1), change, false);
+                notify::changed(root, parents, change, false);
+            }
+            notify::destroyed(root, || at.scope().name());
+        }
+        notify::conn_memory(root, moved.conn);
     }
 }
 
-impl_node_handle!(Span);
+impl Handle for Span {
+    fn anchor(&self) -> AnchorRef<'_> {
+        AnchorRef::Span(&self.node)
+    }
+}
 
 impl Drop for Span {
     fn drop(&mut self) {

@@ -2,17 +2,22 @@
 
 use libp2p_identity::PeerId;
 
-use super::{PeerScope, ProtocolScope, ServiceScope};
+use super::{Handle, PeerScope, ProtocolScope, ServiceScope, conn::is_exclusive, notify};
 use crate::{
-    edges::{Edge, EdgeSet},
-    error::{Error, ScopeClosed},
-    groups::{Group, GroupId},
-    observe::{self, MetricsReporter},
-    registries,
-    resource::Direction,
-    scope::{Attachment, Kind, Links, Node, Root, ScopeCtx, Shared},
-    sync::{Arc, OnceSlot},
-    walk::{self, Amount, Transfer},
+    account::Streams,
+    error::Error,
+    graph::{
+        Root,
+        groups::GroupKind,
+        peers::Found,
+        scope::{Fixed, RefusedBy, ScopeRef},
+        span::{AnchorRef, GroupView},
+        staged::Staged,
+        stream::{self, Attachment, StreamNode},
+    },
+    observe::MetricsReporter,
+    sync::{Arc, thread_slot},
+    types::{Direction, ScopeName},
 };
 
 /// A stream's scope (go's `StreamManagementScope`), returned by
@@ -39,44 +44,59 @@ use crate::{
 /// ```
 #[derive(Debug)]
 pub struct StreamScope {
-    node: Arc<Node>,
-    peer: PeerId,
-    direction: Direction,
+    node: Arc<StreamNode>,
 }
 
 impl StreamScope {
-    /// Opens a stream scope in `peer`'s scope and the transient scope, reserving one stream.
+    /// go's `OpenStream`: one stream on the stream's own limit, then on its peer's scope,
+    /// transient and system.
     pub(crate) fn open(
+        root: &Arc<Root>,
         peer: PeerId,
-        peer_node: Arc<Node>,
-        id: u64,
         direction: Direction,
     ) -> Result<Self, Error> {
-        let edges = EdgeSet::of(&[Edge::Peer, Edge::Transient, Edge::System]);
-        let limit = peer_node.root().new_limit_cell(Shared::Stream);
-        let node = Node::with_limit(
-            Kind::Stream(id),
-            edges,
-            Links::Stream {
-                peer: peer_node,
-                protocol: OnceSlot::new(),
-                service: OnceSlot::new(),
-            },
-            limit,
-        );
-        let (inbound, outbound) = crate::counters::Counters::one_stream(direction);
-        let amount = Amount::Streams { inbound, outbound };
-        observe::trace_created(node.ctx());
-        if let Err(refusal) = walk::reserve_dag(node.ctx(), amount) {
-            let err = refusal.into_error(node.ctx());
-            observe::trace_destroyed(node.ctx());
-            return Err(err);
+        let _operation = root.observer.operation();
+        let id = root.ids.next_stream();
+        if let Some(tracer) = root.observer.tracer() {
+            tracer.created(|| (ScopeName::Stream(id), root.stream_limit.get()));
         }
-        Ok(StreamScope {
-            node: Arc::new(node),
-            peer,
-            direction,
-        })
+        let opened = match StreamNode::open(root, &peer, id, direction, thread_slot()) {
+            Ok((node, found)) => {
+                if root.observer.tracer().is_some() {
+                    if found == Found::Created {
+                        notify::created(root, ScopeRef::Peer(&node.peer));
+                    }
+                    let change = notify::streams_change(Streams::one(direction));
+                    let scopes = (0..3).map(|index| node.scope_at(stream::TRANSIENT, index));
+                    notify::changed(root, scopes, change, true);
+                    notify::changed(root, [ScopeRef::Stream(&node)], change, true);
+                }
+                Ok(StreamScope { node })
+            }
+            Err(refusal) => {
+                let err =
+                    notify::error_after(root, ScopeName::Stream(id), refusal, false, |index| {
+                        // The parents that took the stream before one refused: the peer, then
+                        // transient.
+                        match index {
+                            0 => {
+                                let held = root.peers.stat_of(&peer).unwrap_or_default();
+                                (ScopeName::Peer(peer), held)
+                            }
+                            _ => notify::traced(ScopeRef::Fixed(root, Fixed::Transient)),
+                        }
+                    });
+                notify::destroyed(root, || ScopeName::Stream(id));
+                Err(err)
+            }
+        };
+        if let Some(metrics) = root.observer.metrics() {
+            match &opened {
+                Ok(_) => metrics.allow_stream(&peer, direction),
+                Err(_) => metrics.block_stream(&peer, direction),
+            }
+        }
+        opened
     }
 
     /// The stream's direction.
@@ -89,18 +109,7 @@ impl StreamScope {
     /// # Ok::<(), rcmgr::Error>(())
     /// ```
     pub fn direction(&self) -> Direction {
-        self.direction
-    }
-
-    fn links(&self) -> Option<(&Arc<Node>, &OnceSlot<Attachment>, &OnceSlot<Attachment>)> {
-        match &self.node.links {
-            Links::Stream {
-                peer,
-                protocol,
-                service,
-            } => Some((peer, protocol, service)),
-            _ => None,
-        }
+        self.node.direction
     }
 
     /// The peer the stream belongs to.
@@ -114,7 +123,7 @@ impl StreamScope {
     /// # Ok::<(), rcmgr::Error>(())
     /// ```
     pub fn peer(&self) -> PeerId {
-        self.peer
+        self.node.peer.id
     }
 
     /// The peer's scope (always set for streams).
@@ -127,19 +136,16 @@ impl StreamScope {
     /// # Ok::<(), rcmgr::Error>(())
     /// ```
     pub fn peer_scope(&self) -> PeerScope {
-        let peer_node = match &self.node.links {
-            Links::Stream { peer, .. } => Arc::clone(peer),
-            // A stream node always has stream links; its own node keeps this total.
-            _ => Arc::clone(&self.node),
-        };
-        PeerScope::new(peer_node, self.peer)
+        PeerScope::of(&self.node.peer)
     }
 
     /// Attaches the stream to its negotiated protocol: everything it holds moves from the
     /// transient scope to the protocol's scope and the protocol's scope for this peer (go's
     /// `SetProtocol`). If either refuses, the stream stays in transient, still usable, and the
     /// error names the refusing scope (`protocol:/p.peer:<id>: cannot reserve inbound stream:
-    /// resource limit exceeded`); the caller usually resets it.
+    /// resource limit exceeded`); the caller usually resets it. Neither a refused call nor
+    /// any call with a new name leaves a scope that is never collected: a protocol's scopes
+    /// that nothing uses are collected (see [`ResourceManager::gc`](crate::ResourceManager::gc)).
     ///
     /// Errors with [`Error::StreamAlreadyAttachedToProtocol`] if a protocol was set before,
     /// and with [`Error::ScopeClosed`] after [`done`](Self::done).
@@ -162,43 +168,11 @@ impl StreamScope {
     /// # Ok::<(), rcmgr::Error>(())
     /// ```
     pub fn set_protocol(&mut self, protocol: &str) -> Result<(), Error> {
-        let Some((peer, slot, _)) = self.links() else {
-            return Err(Error::StreamAlreadyAttachedToProtocol);
-        };
-        if slot.get().is_some() {
+        // A closed stream keeps its stage, so the misuse is named first, as go does.
+        if self.node.state().stage() != stream::TRANSIENT {
             return Err(Error::StreamAlreadyAttachedToProtocol);
         }
-        let at = self.node.ctx();
-        let observer = &at.root.observer;
-        let _operation = observer.operation();
-        let transfer = Transfer::begin(at).map_err(|refusal| refusal.into_error(at))?;
-        let (id, group) = registries::protocol(peer.root(), protocol);
-        let attachment = attach(&transfer, peer.root(), id, group, &self.peer).map_err(
-            |(err, refused_by)| {
-                if let Some(metrics) = observer.metrics() {
-                    match refused_by {
-                        Attaching::Group => metrics.block_protocol(protocol),
-                        Attaching::Member => metrics.block_protocol_peer(protocol, &self.peer),
-                    }
-                }
-                err
-            },
-        )?;
-        if let Some(transient) = at.edge(Edge::Transient) {
-            transfer.give_back(transient);
-        }
-        let edges = transfer
-            .edges
-            .without(Edge::Transient)
-            .with(Edge::ProtocolPeer)
-            .with(Edge::Protocol);
-        // The slot is empty (checked above, and only this handle sets it).
-        let _ = slot.set(attachment);
-        transfer.finish(edges);
-        if let Some(metrics) = observer.metrics() {
-            metrics.allow_protocol(protocol);
-        }
-        Ok(())
+        self.attach(GroupKind::Protocol, protocol)
     }
 
     /// Adds the stream's service: everything it holds is also reserved on the service's scope
@@ -220,39 +194,62 @@ impl StreamScope {
     /// # Ok::<(), rcmgr::Error>(())
     /// ```
     pub fn set_service(&mut self, service: &str) -> Result<(), Error> {
-        let Some((peer, protocol, slot)) = self.links() else {
-            return Err(Error::StreamAlreadyAttachedToService);
-        };
-        if slot.get().is_some() {
-            return Err(Error::StreamAlreadyAttachedToService);
+        // A closed stream keeps its stage, so the misuse is named first, as go does.
+        match self.node.state().stage() {
+            stream::TRANSIENT => Err(Error::StreamNotAttachedToProtocol),
+            stream::SERVICE => Err(Error::StreamAlreadyAttachedToService),
+            _ => self.attach(GroupKind::Service, service),
         }
-        if protocol.get().is_none() {
-            return Err(Error::StreamNotAttachedToProtocol);
-        }
-        let at = self.node.ctx();
-        let observer = &at.root.observer;
-        let _operation = observer.operation();
-        let transfer = Transfer::begin(at).map_err(|refusal| refusal.into_error(at))?;
-        let (id, group) = registries::service(peer.root(), service);
-        let attachment = attach(&transfer, peer.root(), id, group, &self.peer).map_err(
-            |(err, refused_by)| {
-                if let Some(metrics) = observer.metrics() {
-                    report_service_refusal(metrics, refused_by, service, &self.peer);
-                }
-                err
-            },
-        )?;
-        let edges = transfer.edges.with(Edge::ServicePeer).with(Edge::Service);
-        // The slot is empty (checked above, and only this handle sets it).
-        let _ = slot.set(attachment);
-        transfer.finish(edges);
-        if let Some(metrics) = observer.metrics() {
-            metrics.allow_service(service);
-        }
-        Ok(())
     }
 
-    /// The protocol's scope, once [`set_protocol`](Self::set_protocol) has succeeded.
+    /// `set_protocol` and `set_service`: the move, its trace and its metrics.
+    fn attach(&mut self, kind: GroupKind, name: &str) -> Result<(), Error> {
+        let node = &self.node;
+        let root = node.root();
+        let _operation = root.observer.operation();
+        let exclusive = is_exclusive(node);
+        let attached = node.attach(exclusive, kind, name, thread_slot());
+        let metrics = root.observer.metrics();
+        match attached {
+            Ok(attachment) => {
+                trace_attach(node, kind, attachment);
+                if let Some(metrics) = metrics {
+                    match kind {
+                        GroupKind::Protocol => metrics.allow_protocol(name),
+                        GroupKind::Service => metrics.allow_service(name),
+                    }
+                }
+                Ok(())
+            }
+            Err(refusal) => {
+                let refused = match refusal.by {
+                    RefusedBy::Other(_) => Some(refusal.at),
+                    RefusedBy::Itself => None,
+                };
+                let err = notify::error_after(root, self.name(), refusal, true, |_| {
+                    // Only the group can have taken its part before its member refused.
+                    match root.groups(kind).find(name) {
+                        Some(group) => notify::traced(ScopeRef::Group(root, kind, group.slot)),
+                        None => notify::traced(ScopeRef::Fixed(root, Fixed::System)),
+                    }
+                });
+                if let (Some(metrics), Some(at)) = (metrics, refused)
+                    && err.is_resource_limit_exceeded()
+                {
+                    report_refusal(metrics, kind, at, name, &node.peer.id);
+                }
+                Err(err)
+            }
+        }
+    }
+
+    fn name(&self) -> ScopeName {
+        ScopeName::Stream(self.node.id)
+    }
+
+    /// The protocol's scope, once [`set_protocol`](Self::set_protocol) has succeeded and
+    /// until the stream is closed (a closed stream reports to no scope: its protocol's scope
+    /// may have been collected since).
     ///
     /// ```
     /// # use rcmgr::{ConcreteLimitConfig, Direction, ResourceManager};
@@ -264,18 +261,22 @@ impl StreamScope {
     /// # Ok::<(), rcmgr::Error>(())
     /// ```
     pub fn protocol_scope(&self) -> Option<ProtocolScope> {
-        let (_, protocol, _) = self.links()?;
-        let root = self.node.root();
-        let group = root.registries.protocols.get(protocol.get()?.group)?;
-        Some(ProtocolScope::new(Arc::clone(root), Arc::clone(group)))
+        self.group_view(GroupKind::Protocol).map(ProtocolScope::new)
     }
 
-    /// The service's scope, once [`set_service`](Self::set_service) has succeeded.
+    /// The service's scope, once [`set_service`](Self::set_service) has succeeded and until
+    /// the stream is closed.
     pub fn service_scope(&self) -> Option<ServiceScope> {
-        let (_, _, service) = self.links()?;
-        let root = self.node.root();
-        let group = root.registries.services.get(service.get()?.group)?;
-        Some(ServiceScope::new(Arc::clone(root), Arc::clone(group)))
+        self.group_view(GroupKind::Service).map(ServiceScope::new)
+    }
+
+    fn group_view(&self, kind: GroupKind) -> Option<GroupView> {
+        let state = self.node.state();
+        if state.is_closed() {
+            return None;
+        }
+        let at = self.node.attached(kind)?;
+        GroupView::of(&self.node.peer.root, kind, at.group)
     }
 
     /// Releases everything the stream holds; later reservations and transfers fail with
@@ -291,65 +292,90 @@ impl StreamScope {
     /// # Ok::<(), rcmgr::Error>(())
     /// ```
     pub fn done(&mut self) {
-        let at = self.node.ctx();
-        let _operation = at.root.observer.operation();
-        walk::close(at);
+        let node = &self.node;
+        let root = node.root();
+        let _operation = root.observer.operation();
+        let exclusive = is_exclusive(node);
+        if let Some(state) = node.close(exclusive, thread_slot())
+            && root.observer.tracer().is_some()
+        {
+            let change = notify::usage_change(node.usage(state.bytes()));
+            let stage = state.stage();
+            let len = node.path(stage).as_slice().len();
+            notify::changed(
+                root,
+                (0..len).map(|i| node.scope_at(stage, i)),
+                change,
+                false,
+            );
+            notify::destroyed(root, || self.name());
+        }
+    }
+
+    /// Whether [`done`](Self::done) has run.
+    ///
+    /// ```
+    /// # use rcmgr::{ConcreteLimitConfig, Direction, ResourceManager};
+    /// # let rm = ResourceManager::new(ConcreteLimitConfig::infinite());
+    /// let mut stream = rm.open_stream(rcmgr::PeerId::random(), Direction::Inbound)?;
+    /// assert!(!stream.is_done());
+    /// stream.done();
+    /// assert!(stream.is_done());
+    /// # Ok::<(), rcmgr::Error>(())
+    /// ```
+    pub fn is_done(&self) -> bool {
+        self.node.state().is_closed()
     }
 }
 
-/// Which scope refused an attachment: the protocol (or service) scope, or its scope for the
-/// stream's peer.
-#[derive(Clone, Copy, Debug)]
-enum Attaching {
-    Group,
-    Member,
-}
-
-fn report_service_refusal(
+/// The metrics callback of a refused attachment: by the group (`at` 0) or its member.
+fn report_refusal(
     metrics: &dyn MetricsReporter,
-    refused_by: Attaching,
-    service: &str,
+    kind: GroupKind,
+    at: usize,
+    name: &str,
     peer: &PeerId,
 ) {
-    match refused_by {
-        Attaching::Group => metrics.block_service(service),
-        Attaching::Member => metrics.block_service_peer(service, peer),
+    match (kind, at) {
+        (GroupKind::Protocol, 0) => metrics.block_protocol(name),
+        (GroupKind::Protocol, _) => metrics.block_protocol_peer(name, peer),
+        (GroupKind::Service, 0) => metrics.block_service(name),
+        (GroupKind::Service, _) => metrics.block_service_peer(name, peer),
     }
 }
 
-/// Reserves a transfer's usage on a protocol or service scope and on its scope for `peer`,
-/// giving the first back if the second refuses. A refusal says which of the two refused.
-fn attach(
-    transfer: &Transfer<'_>,
-    root: &Arc<Root>,
-    id: GroupId,
-    group: Option<&Arc<Group>>,
-    peer: &PeerId,
-) -> Result<Attachment, (Error, Attaching)> {
-    let moving = transfer.scope();
-    // The table writes a scope before its id can be found (see `Groups::find_or_insert`);
-    // were it ever missing, the transfer is refused like one onto a closed scope.
-    let Some(group) = group else {
-        let closed = Error::ScopeClosed(Box::new(ScopeClosed::new(moving.name(), None)));
-        return Err((closed, Attaching::Group));
-    };
-    let member = registries::member(root, group, peer);
-    let group_ctx = ScopeCtx {
-        root,
-        scope: &group.scope,
-        links: None,
-    };
-    transfer
-        .take(group_ctx)
-        .map_err(|refusal| (refusal.into_transfer_error(moving), Attaching::Group))?;
-    if let Err(refusal) = transfer.take(member.ctx()) {
-        transfer.give_back(group_ctx);
-        return Err((refusal.into_transfer_error(moving), Attaching::Member));
+/// The trace of an attachment, in go's order: the new scopes made, the stream's usage taken
+/// by the group and its member, given back by transient (for a protocol).
+fn trace_attach(node: &StreamNode, kind: GroupKind, attachment: Attachment) {
+    let root = node.root();
+    if root.observer.tracer().is_none() {
+        return;
     }
-    Ok(Attachment { group: id, member })
+    let group = ScopeRef::Group(root, kind, attachment.at.group);
+    let member = ScopeRef::Member(&node.peer, kind, attachment.at.group, attachment.at.member);
+    if attachment.created_group {
+        notify::created(root, group);
+    }
+    if attachment.created_member {
+        notify::created(root, member);
+    }
+    let change = notify::usage_change(node.usage(node.state().bytes()));
+    notify::changed(root, [group, member], change, true);
+    if kind == GroupKind::Protocol {
+        notify::changed(
+            root,
+            [ScopeRef::Fixed(root, Fixed::Transient)],
+            change,
+            false,
+        );
+    }
 }
 
-super::impl_node_handle!(StreamScope);
+impl Handle for StreamScope {
+    fn anchor(&self) -> AnchorRef<'_> {
+        AnchorRef::Stream(&self.node)
+    }
+}
 
 impl Drop for StreamScope {
     fn drop(&mut self) {

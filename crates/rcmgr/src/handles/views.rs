@@ -7,9 +7,14 @@ use libp2p_identity::PeerId;
 
 use super::Handle;
 use crate::{
-    groups::Group,
-    scope::{Fixed, Kind, Node, Root, ScopeCtx, ScopeRef},
+    graph::{
+        Root,
+        peers::{PeerNode, member_key},
+        scope::Fixed,
+        span::{Anchor, AnchorRef, GroupView, PeerView},
+    },
     sync::Arc,
+    types::ScopeStat,
 };
 
 /// The system scope: everything the node holds. Every reservation reaches it.
@@ -21,13 +26,13 @@ use crate::{
 /// ```
 #[derive(Clone, Debug)]
 pub struct SystemScope {
-    scope: ScopeRef,
+    scope: Anchor,
 }
 
 impl SystemScope {
     pub(crate) fn new(root: Arc<Root>) -> Self {
         SystemScope {
-            scope: ScopeRef::Fixed(root, Fixed::System),
+            scope: Anchor::Fixed(root, Fixed::System),
         }
     }
 }
@@ -42,13 +47,13 @@ impl SystemScope {
 /// ```
 #[derive(Clone, Debug)]
 pub struct TransientScope {
-    scope: ScopeRef,
+    scope: Anchor,
 }
 
 impl TransientScope {
     pub(crate) fn new(root: Arc<Root>) -> Self {
         TransientScope {
-            scope: ScopeRef::Fixed(root, Fixed::Transient),
+            scope: Anchor::Fixed(root, Fixed::Transient),
         }
     }
 }
@@ -65,16 +70,22 @@ impl TransientScope {
 /// ```
 #[derive(Clone, Debug)]
 pub struct PeerScope {
-    scope: ScopeRef,
+    scope: Anchor,
     peer: PeerId,
 }
 
 impl PeerScope {
-    pub(crate) fn new(node: Arc<Node>, peer: PeerId) -> Self {
+    pub(crate) fn new(view: PeerView) -> Self {
+        let peer = view.node().id;
         PeerScope {
-            scope: ScopeRef::Node(node),
+            scope: Anchor::Peer(view),
             peer,
         }
+    }
+
+    /// A view of a peer scope the caller holds usage in (a connection's or stream's).
+    pub(crate) fn of(node: &Arc<PeerNode>) -> Self {
+        PeerScope::new(PeerView::of(node))
     }
 
     /// The peer.
@@ -85,6 +96,8 @@ impl PeerScope {
 
 /// A protocol's scope: every stream of the protocol, from every peer.
 ///
+/// Holding this view keeps the scope from being collected.
+///
 /// ```
 /// use rcmgr::{ConcreteLimitConfig, ResourceManager};
 /// let rm = ResourceManager::new(ConcreteLimitConfig::infinite());
@@ -92,18 +105,15 @@ impl PeerScope {
 /// ```
 #[derive(Clone, Debug)]
 pub struct ProtocolScope {
-    scope: ScopeRef,
+    scope: Anchor,
     protocol: NameArc<str>,
 }
 
 impl ProtocolScope {
-    pub(crate) fn new(root: Arc<Root>, group: Arc<Group>) -> Self {
-        let protocol = match &group.scope.kind {
-            Kind::Protocol(name, _) => NameArc::clone(name),
-            _ => NameArc::from(""),
-        };
+    pub(crate) fn new(view: GroupView) -> Self {
+        let protocol = view.root().groups(view.kind()).name_of(view.slot());
         ProtocolScope {
-            scope: ScopeRef::Group(root, group),
+            scope: Anchor::Group(view),
             protocol,
         }
     }
@@ -112,9 +122,28 @@ impl ProtocolScope {
     pub fn protocol(&self) -> &str {
         &self.protocol
     }
+
+    /// What `peer`'s scope within this protocol holds (the protocol-peer scope, go's
+    /// `protocol:<p>.peer:<id>`), if the peer has one now.
+    ///
+    /// ```
+    /// use rcmgr::{ConcreteLimitConfig, Direction, ResourceManager};
+    /// let rm = ResourceManager::new(ConcreteLimitConfig::infinite());
+    /// let peer = rcmgr::PeerId::random();
+    /// let mut stream = rm.open_stream(peer, Direction::Inbound)?;
+    /// stream.set_protocol("/x")?;
+    /// assert_eq!(rm.protocol("/x").peer_stat(&peer).unwrap().streams_inbound, 1);
+    /// assert_eq!(rm.protocol("/x").peer_stat(&rcmgr::PeerId::random()), None);
+    /// # Ok::<(), rcmgr::Error>(())
+    /// ```
+    pub fn peer_stat(&self, peer: &PeerId) -> Option<ScopeStat> {
+        member_stat(&self.scope, peer)
+    }
 }
 
 /// A service's scope: every stream of the service, from every peer.
+///
+/// Holding this view keeps the scope from being collected.
 ///
 /// ```
 /// use rcmgr::{ConcreteLimitConfig, ResourceManager};
@@ -123,18 +152,15 @@ impl ProtocolScope {
 /// ```
 #[derive(Clone, Debug)]
 pub struct ServiceScope {
-    scope: ScopeRef,
+    scope: Anchor,
     service: NameArc<str>,
 }
 
 impl ServiceScope {
-    pub(crate) fn new(root: Arc<Root>, group: Arc<Group>) -> Self {
-        let service = match &group.scope.kind {
-            Kind::Service(name, _) => NameArc::clone(name),
-            _ => NameArc::from(""),
-        };
+    pub(crate) fn new(view: GroupView) -> Self {
+        let service = view.root().groups(view.kind()).name_of(view.slot());
         ServiceScope {
-            scope: ScopeRef::Group(root, group),
+            scope: Anchor::Group(view),
             service,
         }
     }
@@ -143,16 +169,41 @@ impl ServiceScope {
     pub fn service(&self) -> &str {
         &self.service
     }
+
+    /// What `peer`'s scope within this service holds (the service-peer scope, go's
+    /// `service:<s>.peer:<id>`), if the peer has one now.
+    ///
+    /// ```
+    /// use rcmgr::{ConcreteLimitConfig, Direction, ResourceManager};
+    /// let rm = ResourceManager::new(ConcreteLimitConfig::infinite());
+    /// let peer = rcmgr::PeerId::random();
+    /// let mut stream = rm.open_stream(peer, Direction::Outbound)?;
+    /// stream.set_protocol("/x")?;
+    /// stream.set_service("s")?;
+    /// assert_eq!(rm.service("s").peer_stat(&peer).unwrap().streams_outbound, 1);
+    /// # Ok::<(), rcmgr::Error>(())
+    /// ```
+    pub fn peer_stat(&self, peer: &PeerId) -> Option<ScopeStat> {
+        member_stat(&self.scope, peer)
+    }
+}
+
+/// What `peer`'s scope within the group a view names holds, if it has one.
+fn member_stat(view: &Anchor, peer: &PeerId) -> Option<ScopeStat> {
+    let Anchor::Group(view) = view else {
+        return None;
+    };
+    let group = view.group()?;
+    let key = member_key(view.kind(), group.current(view.slot()));
+    let node = view.root().peers.get(peer)?;
+    node.members.stat_of(key)
 }
 
 macro_rules! impl_handle {
     ($($handle:ty),*) => {$(
         impl Handle for $handle {
-            fn ctx(&self) -> ScopeCtx<'_> {
-                self.scope.ctx()
-            }
-            fn to_ref(&self) -> ScopeRef {
-                self.scope.clone()
+            fn anchor(&self) -> AnchorRef<'_> {
+                self.scope.as_ref()
             }
         }
     )*};

@@ -1,6 +1,6 @@
 //! [`BaseLimit`]: the limits of one scope.
 
-use crate::resource::Direction;
+use crate::types::Direction;
 
 /// The limits of one scope: stream and connection counts, file descriptors and memory.
 ///

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use libp2p_identity::PeerId;
 
 use super::BaseLimit;
-use crate::gate::IpLimits;
+use super::IpLimits;
 
 /// The limits of every scope, fully resolved: what a [`ResourceManager`](crate::ResourceManager)
 /// enforces.
@@ -156,37 +156,4 @@ impl ConcreteLimitConfig {
     pub fn peer_limits(&self, peer: &PeerId) -> BaseLimit {
         *self.peer.get(peer).unwrap_or(&self.peer_default)
     }
-
-    /// The limit the scope identified by `key` gets from this configuration.
-    pub(crate) fn resolve(&self, key: LimitKey<'_>) -> BaseLimit {
-        match key {
-            LimitKey::System => self.system,
-            LimitKey::Transient => self.transient,
-            LimitKey::AllowlistedSystem => self.allowlisted_system,
-            LimitKey::AllowlistedTransient => self.allowlisted_transient,
-            LimitKey::Service(name) => self.service_limits(name),
-            LimitKey::ServicePeer(name) => self.service_peer_limits(name),
-            LimitKey::Protocol(name) => self.protocol_limits(name),
-            LimitKey::ProtocolPeer(name) => self.protocol_peer_limits(name),
-            LimitKey::Peer(peer) => self.peer_limits(peer),
-            LimitKey::Conn => self.conn,
-            LimitKey::Stream => self.stream,
-        }
-    }
-}
-
-/// Which entry of a [`ConcreteLimitConfig`] a scope takes its limit from.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum LimitKey<'a> {
-    System,
-    Transient,
-    AllowlistedSystem,
-    AllowlistedTransient,
-    Service(&'a str),
-    ServicePeer(&'a str),
-    Protocol(&'a str),
-    ProtocolPeer(&'a str),
-    Peer(&'a PeerId),
-    Conn,
-    Stream,
 }

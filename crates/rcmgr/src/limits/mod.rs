@@ -8,6 +8,8 @@
 //!   it into a `ConcreteLimitConfig` with go-libp2p's arithmetic. Its `default()` is go's
 //!   `DefaultLimits` and [`with_libp2p_defaults`](ScalingLimitConfig::with_libp2p_defaults)
 //!   adds go-libp2p's limits for its own protocols.
+//! - [`IpLimits`] are the address-based limits (connections per IP, subnet and network, and
+//!   connection rates) that the connection gate enforces.
 //! - [`PartialLimitConfig`] is what a limits file holds: [`ResourceLimits`] of [`LimitVal`]s
 //!   that may be left to defaults. It reads and writes go-libp2p's and kubo's JSON files
 //!   unchanged and [`build`](PartialLimitConfig::build)s on any defaults.
@@ -28,14 +30,19 @@ mod base;
 mod concrete;
 mod defaults;
 mod increase;
+mod ip;
 mod json;
 mod partial;
 mod scaling;
 
 pub use base::BaseLimit;
 pub use concrete::ConcreteLimitConfig;
-pub(crate) use concrete::LimitKey;
 pub use increase::BaseLimitIncrease;
+pub(crate) use ip::Family;
+pub use ip::{
+    ConnLimitPerSubnet, ConnRateLimits, IpLimits, NetworkPrefixLimit, PrefixRateLimit,
+    SubnetRateLimit,
+};
 pub use json::names_field;
 pub use partial::{LimitVal, PartialLimitConfig, ResourceLimits};
 pub use scaling::{ScalingLimit, ScalingLimitConfig};

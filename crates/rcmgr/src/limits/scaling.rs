@@ -307,7 +307,7 @@ impl ScalingLimitConfig {
             stream: scale(&self.stream),
             // Address-based limits do not scale with the machine: go's per-IP, subnet and
             // rate-limit defaults.
-            ip: crate::gate::IpLimits::default(),
+            ip: super::IpLimits::default(),
         }
     }
 

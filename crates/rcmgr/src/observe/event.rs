@@ -9,10 +9,8 @@ use serde::{
 
 use super::time::{format_rfc3339_nanos, parse_rfc3339};
 use crate::{
-    limits::BaseLimit,
-    limits::PartialLimitConfig,
-    name::{Base58, ScopeName},
-    stat::ScopeStat,
+    limits::{BaseLimit, PartialLimitConfig},
+    types::{ScopeName, ScopeStat, name::Base58},
 };
 
 /// What a [`TraceEvent`] records: go's `TraceEvtTyp`, with go's names on the wire.
@@ -316,13 +314,10 @@ struct ScopeObject<'a>(&'a ScopeName);
 
 impl Serialize for ScopeObject<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut spans = Vec::new();
-        let mut owner = self.0;
-        while let ScopeName::Span { owner: next, index } = owner {
-            spans.push(index.to_string());
-            owner = next;
-        }
-        spans.reverse();
+        let (owner, spans) = match self.0 {
+            ScopeName::Span(span) => (span.base(), span.indices()),
+            other => (other, &[][..]),
+        };
         let mut object = serializer.serialize_struct("Scope", 4)?;
         match owner {
             ScopeName::System => object.serialize_field("Class", "system")?,
@@ -361,10 +356,11 @@ impl Serialize for ScopeObject<'_> {
                 object.serialize_field("Protocol", &**protocol)?;
                 object.serialize_field("Peer", &PeerText(peer))?;
             }
-            // The loop above leaves no span.
-            ScopeName::Span { .. } => object.serialize_field("Class", "span")?,
+            // A span's base is never a span.
+            ScopeName::Span(_) => object.serialize_field("Class", "span")?,
         }
         if !spans.is_empty() {
+            let spans: Vec<String> = spans.iter().map(u64::to_string).collect();
             object.serialize_field("Span", &spans.join("."))?;
         }
         object.end()
@@ -493,10 +489,7 @@ mod tests {
     #[test]
     fn scope_objects_follow_go_and_spans_of_every_scope_serialize() {
         let peer = libp2p_identity::PeerId::random();
-        let span = |owner, index| ScopeName::Span {
-            owner: Box::new(owner),
-            index,
-        };
+        let span = ScopeName::span;
         let cases = [
             (ScopeName::System, r#"{"Class":"system"}"#.to_owned()),
             (

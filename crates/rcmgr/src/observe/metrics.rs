@@ -4,7 +4,7 @@
 
 use libp2p_identity::PeerId;
 
-use crate::{error::LimitExceeded, resource::Direction};
+use crate::{error::LimitExceeded, types::Direction};
 
 /// Callbacks for what the manager allows and refuses (go's `MetricsReporter`), for counters
 /// of your own or for an exporter such as `rcmgr-prometheus`. Install one with

@@ -9,10 +9,11 @@
 //!
 //! - Metrics callbacks are called once per public operation, by the handles and the manager
 //!   (`allow_*`/`block_*`), where a refusal's public error is built (`limit_exceeded`), and
-//!   where a connection scope's own memory word changes (`conn_memory`, in the walks).
-//! - Trace events are recorded by the walks at every counter change of every scope, by the
-//!   handles and registries when scopes are created and destroyed, and where a refusal's error
-//!   is built (`block_*`); see [`trace`] for how they reach the writer.
+//!   where a connection scope's own memory changes (`conn_memory`).
+//! - Trace events are recorded by the handles after each operation, one per counter change
+//!   of every scope on its path (in go's order), when scopes are created and destroyed, and
+//!   where a refusal's error is built (`block_*`); see [`trace`] for how they reach the
+//!   writer. This layer knows nothing of the scope graph: it is told names and totals.
 //! - A refusal's debug log is written where its error is built; the limits are logged at
 //!   info level when a manager is built.
 //!
@@ -38,10 +39,43 @@ pub(crate) use trace::{Operation, Tracer};
 use crate::{
     error::LimitExceeded,
     limits::ConcreteLimitConfig,
-    resource::Resource,
-    scope::{Kind, ScopeCtx},
-    walk::Amount,
+    types::{Priority, Resource, ScopeStat},
 };
+#[cfg(rcmgr_loom)]
+use crate::{limits::BaseLimit, types::ScopeName};
+
+/// A change of one scope's counts, as its events record it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Change {
+    pub(crate) memory: u64,
+    /// The priority of a memory reservation (a transfer's is ALWAYS).
+    pub(crate) priority: Priority,
+    /// Inbound and outbound streams.
+    pub(crate) streams: (u64, u64),
+    /// Inbound and outbound connections, and file descriptors.
+    pub(crate) conns: (u64, u64, u64),
+}
+
+impl Change {
+    /// No change.
+    pub(crate) const NONE: Change = Change {
+        memory: 0,
+        priority: Priority::ALWAYS,
+        streams: (0, 0),
+        conns: (0, 0, 0),
+    };
+
+    /// How many kinds of resource (memory, streams, connections) change: the number of
+    /// events the change makes at one scope.
+    #[inline]
+    pub(crate) fn kinds(self) -> u64 {
+        let (streams_in, streams_out) = self.streams;
+        let (conns_in, conns_out, fd) = self.conns;
+        u64::from(self.memory != 0)
+            + u64::from(streams_in | streams_out != 0)
+            + u64::from(conns_in | conns_out | fd != 0)
+    }
+}
 
 /// Receives every trace event (see the normal build's documentation); under loom there is no
 /// trace.
@@ -58,16 +92,21 @@ pub(crate) enum Tracer {}
 
 #[cfg(rcmgr_loom)]
 impl Tracer {
-    pub(crate) fn created(&self, _: ScopeCtx<'_>) {
+    pub(crate) fn created(&self, _: impl FnOnce() -> (ScopeName, BaseLimit)) {
         match *self {}
     }
-    pub(crate) fn destroyed(&self, _: ScopeCtx<'_>) {
+    pub(crate) fn destroyed(&self, _: impl FnOnce() -> ScopeName) {
         match *self {}
     }
-    pub(crate) fn changed(&self, _: ScopeCtx<'_>, _: Amount, _: bool) {
+    pub(crate) fn changed(&self, _: impl FnOnce() -> (ScopeName, ScopeStat), _: Change, _: bool) {
         match *self {}
     }
-    pub(crate) fn blocked(&self, _: ScopeCtx<'_>, _: Amount, _: Resource) {
+    pub(crate) fn blocked(
+        &self,
+        _: impl FnOnce() -> (ScopeName, ScopeStat),
+        _: Change,
+        _: Resource,
+    ) {
         match *self {}
     }
 }
@@ -119,66 +158,35 @@ impl Observer {
     pub(crate) fn operation(&self) -> Operation<'_> {
         Operation::new(self.tracer())
     }
-}
 
-/// Records `amount` taken by or given back from `at` in the trace, if one is on.
-#[inline]
-pub(crate) fn trace_change(at: ScopeCtx<'_>, amount: Amount, taken: bool) {
-    if let Some(tracer) = at.root.observer.tracer() {
-        tracer.changed(at, amount, taken);
-    }
-}
-
-/// Records the creation of `at` in the trace, if one is on.
-#[inline]
-pub(crate) fn trace_created(at: ScopeCtx<'_>) {
-    if let Some(tracer) = at.root.observer.tracer() {
-        tracer.created(at);
-    }
-}
-
-/// Records the end of `at` in the trace, if one is on.
-#[inline]
-pub(crate) fn trace_destroyed(at: ScopeCtx<'_>) {
-    if let Some(tracer) = at.root.observer.tracer() {
-        tracer.destroyed(at);
-    }
-}
-
-/// Tells the metrics reporter that a connection scope's own memory went from `old` to `new`.
-#[inline]
-pub(crate) fn conn_memory(at: ScopeCtx<'_>, old: u64, new: u64) {
-    if let Some(metrics) = at.root.observer.metrics()
-        && matches!(at.scope.kind, Kind::Conn(_))
-        && old != new
-    {
-        metrics.conn_memory(old, new);
-    }
-}
-
-/// Reports a refusal by `by`'s limit, whose public error is `refusal`: the `block_*` trace
-/// event at `by`, the metrics reporter's `limit_exceeded`, and go's debug log. Called once
-/// per refusal, where its error is built.
-pub(crate) fn refused(by: ScopeCtx<'_>, amount: Amount, refusal: &LimitExceeded) {
-    let observer = &by.root.observer;
-    if let Some(tracer) = observer.tracer() {
-        tracer.blocked(by, amount, refusal.resource());
-    }
-    if let Some(metrics) = observer.metrics() {
-        metrics.limit_exceeded(refusal);
-    }
-    if tracing::enabled!(target: "rcmgr", tracing::Level::DEBUG) {
-        log_refusal(by, amount, refusal);
+    /// Reports a refusal by a limit, whose public error is `refusal`: the `block_*` trace
+    /// event at the refusing scope (which held `held`; `change` is what was asked of it), the
+    /// metrics reporter's `limit_exceeded`, and go's debug log. Called once per refusal,
+    /// where its error is built.
+    #[cold]
+    pub(crate) fn refused(&self, refusal: &LimitExceeded, change: Change, held: ScopeStat) {
+        if let Some(tracer) = self.tracer() {
+            tracer.blocked(
+                || (refusal.refused_by().clone(), held),
+                change,
+                refusal.resource(),
+            );
+        }
+        if let Some(metrics) = self.metrics() {
+            metrics.limit_exceeded(refusal);
+        }
+        if tracing::enabled!(target: "rcmgr", tracing::Level::DEBUG) {
+            log_refusal(refusal, held, change.conns.2 > 0);
+        }
     }
 }
 
 /// go's debug log of a refusal: its message and keys.
 #[cold]
-fn log_refusal(by: ScopeCtx<'_>, amount: Amount, refusal: &LimitExceeded) {
+fn log_refusal(refusal: &LimitExceeded, stat: ScopeStat, usefd: bool) {
     let scope = refusal.scope().to_string();
     let edge = refusal.edge().map(ToString::to_string);
     let direction = refusal.direction().map(|d| d.to_string());
-    let stat = by.scope.stat();
     let (current, attempted, limit) = (refusal.current(), refusal.attempted(), refusal.limit());
     let from_edge = edge.is_some();
     match refusal.resource() {
@@ -198,11 +206,6 @@ fn log_refusal(by: ScopeCtx<'_>, amount: Amount, refusal: &LimitExceeded) {
             }
         }
         _ => {
-            let usefd = match amount {
-                Amount::Conns { fd, .. } => fd > 0,
-                Amount::Stat(stat) => stat.fd > 0,
-                _ => false,
-            };
             if from_edge {
                 tracing::debug!(target: "rcmgr", scope, edge, direction, usefd, current, attempted, limit, ?stat, error = %refusal, "blocked connection from constraining edge");
             } else {
@@ -220,7 +223,7 @@ pub(crate) fn log_start(limits: &ConcreteLimitConfig) {
         system = ?system,
         transient = ?transient,
         address_limits = limits.ip.counts_connections(),
-        rate_limits = limits.ip.rate != crate::gate::ConnRateLimits::disabled(),
+        rate_limits = limits.ip.rate != crate::limits::ConnRateLimits::disabled(),
         "resource manager started with these limits"
     );
 }

@@ -2,9 +2,9 @@
 //! calling thread and handed to the writer thread ([`super::writer`]) through a bounded queue
 //! at the end of every public operation.
 //!
-//! Recording an event costs the scope's identity (no allocation and no shared write, except
-//! for spans, whose name is built), the deltas, and the scope's totals after the change
-//! (`Scope::stat`, which sums the pools of a sharded scope). Nothing is formatted here.
+//! Recording an event costs the scope's name (a protocol's or service's name is an `Arc<str>`
+//! clone; a span's name is built), the deltas, and the scope's totals after the change (which
+//! for a sharded scope sums its pools). Nothing is formatted here.
 //!
 //! # Where events wait
 //!
@@ -39,18 +39,14 @@ use std::{
     },
 };
 
-use libp2p_identity::PeerId;
-
-use super::event::{TraceEvent, TraceEventType};
+use super::{
+    Change,
+    event::{TraceEvent, TraceEventType},
+};
 use crate::{
-    groups::GroupId,
     limits::BaseLimit,
-    name::ScopeName,
-    resource::{Priority, Resource},
-    scope::{Kind, ScopeCtx},
-    stat::ScopeStat,
     sync::{AtomicBool, AtomicU64, Ordering},
-    walk::Amount,
+    types::{Resource, ScopeName, ScopeStat},
 };
 
 /// Receives every trace event, on the trace's writer thread, in the order they were written
@@ -95,39 +91,6 @@ pub trait TraceReporter: Send + Sync + 'static {
 /// Events a thread collects before it hands them on even within one operation.
 pub(crate) const BATCH: usize = 64;
 
-/// A scope as an event names it: cheap to copy. Protocol and service scopes are named by their
-/// place in their table, which the writer resolves (cloning their shared names here would
-/// write to a cache line that every thread using the protocol shares).
-#[derive(Clone, Debug)]
-pub(crate) enum ScopeKey {
-    /// A scope whose name holds no shared string: fixed, peer, connection, stream, and spans
-    /// (whose names are built: the one allocation tracing makes).
-    Name(ScopeName),
-    Protocol(GroupId),
-    ProtocolPeer(GroupId, PeerId),
-    Service(GroupId),
-    ServicePeer(GroupId, PeerId),
-}
-
-impl ScopeKey {
-    pub(crate) fn of(at: ScopeCtx<'_>) -> ScopeKey {
-        match &at.scope.kind {
-            Kind::System => ScopeKey::Name(ScopeName::System),
-            Kind::Transient => ScopeKey::Name(ScopeName::Transient),
-            Kind::AllowlistedSystem => ScopeKey::Name(ScopeName::AllowlistedSystem),
-            Kind::AllowlistedTransient => ScopeKey::Name(ScopeName::AllowlistedTransient),
-            Kind::Peer(peer) => ScopeKey::Name(ScopeName::Peer(*peer)),
-            Kind::Conn(n) => ScopeKey::Name(ScopeName::Conn(*n)),
-            Kind::Stream(n) => ScopeKey::Name(ScopeName::Stream(*n)),
-            Kind::Protocol(_, id) => ScopeKey::Protocol(*id),
-            Kind::ProtocolPeer(_, id, peer) => ScopeKey::ProtocolPeer(*id, *peer),
-            Kind::Service(_, id) => ScopeKey::Service(*id),
-            Kind::ServicePeer(_, id, peer) => ScopeKey::ServicePeer(*id, *peer),
-            Kind::Span(_) => ScopeKey::Name(at.name()),
-        }
-    }
-}
-
 /// What an event carries besides its type and scope.
 #[derive(Clone, Debug)]
 pub(crate) enum Detail {
@@ -146,7 +109,7 @@ pub(crate) enum Detail {
 #[derive(Clone, Debug)]
 pub(crate) struct Record {
     pub(crate) kind: TraceEventType,
-    pub(crate) scope: ScopeKey,
+    pub(crate) scope: ScopeName,
     pub(crate) detail: Detail,
 }
 
@@ -349,45 +312,57 @@ impl Tracer {
     }
 
     /// Records the creation of a scope, with its limit.
-    pub(crate) fn created(&self, at: ScopeCtx<'_>) {
-        self.record(|| Record {
-            kind: TraceEventType::CreateScope,
-            scope: ScopeKey::of(at),
-            detail: Detail::Limit(at.limit()),
+    pub(crate) fn created(&self, scope: impl FnOnce() -> (ScopeName, BaseLimit)) {
+        self.record(|| {
+            let (scope, limit) = scope();
+            Record {
+                kind: TraceEventType::CreateScope,
+                scope,
+                detail: Detail::Limit(limit),
+            }
         });
     }
 
     /// Records the end of a scope (closed or collected).
-    pub(crate) fn destroyed(&self, at: ScopeCtx<'_>) {
+    pub(crate) fn destroyed(&self, scope: impl FnOnce() -> ScopeName) {
         self.record(|| Record {
             kind: TraceEventType::DestroyScope,
-            scope: ScopeKey::of(at),
+            scope: scope(),
             detail: Detail::Nothing,
         });
     }
 
-    /// Records `amount` taken by `at` (`taken`) or given back, one event per kind of
-    /// resource it holds (go skips the kinds that do not change), with `at`'s totals after.
-    pub(crate) fn changed(&self, at: ScopeCtx<'_>, amount: Amount, taken: bool) {
+    /// Records `change` taken by a scope (`taken`) or given back, one event per kind of
+    /// resource it changes (go skips the kinds that do not change), with the scope's totals
+    /// after. `scope` gives the scope's name and totals, read only if the event is recorded.
+    pub(crate) fn changed(
+        &self,
+        scope: impl FnOnce() -> (ScopeName, ScopeStat),
+        change: Change,
+        taken: bool,
+    ) {
         if self.is_congested() {
-            self.skip(amount.kinds());
+            self.skip(change.kinds());
             return;
         }
-        self.record_change(at, amount, taken);
+        let (name, totals) = scope();
+        self.record_change(name, totals, change, taken);
     }
 
     #[inline(never)]
-    fn record_change(&self, at: ScopeCtx<'_>, amount: Amount, taken: bool) {
-        let (memory, priority, (streams_in, streams_out), (conns_in, conns_out, fd)) =
-            amount_parts(amount);
+    fn record_change(&self, name: ScopeName, totals: ScopeStat, change: Change, taken: bool) {
+        let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         let sign = if taken { 1 } else { -1 };
-        // The scope's identity and totals, read once for all its events (`changed` has checked
-        // the congestion).
-        let (key, totals) = (ScopeKey::of(at), at.scope.stat());
+        let (streams_in, streams_out) = (signed(change.streams.0), signed(change.streams.1));
+        let (conns_in, conns_out, fd) = (
+            signed(change.conns.0),
+            signed(change.conns.1),
+            signed(change.conns.2),
+        );
         let event = |kind, priority, delta, delta_in, delta_out| {
             self.push(Record {
                 kind,
-                scope: key.clone(),
+                scope: name.clone(),
                 detail: Detail::Counts {
                     priority,
                     delta,
@@ -397,13 +372,13 @@ impl Tracer {
                 },
             });
         };
-        if memory != 0 {
+        if change.memory != 0 {
             let (kind, priority) = if taken {
-                (TraceEventType::ReserveMemory, priority.0)
+                (TraceEventType::ReserveMemory, change.priority.0)
             } else {
                 (TraceEventType::ReleaseMemory, 0)
             };
-            event(kind, priority, sign * memory, 0, 0);
+            event(kind, priority, sign * signed(change.memory), 0, 0);
         }
         if streams_in | streams_out != 0 {
             let kind = if taken {
@@ -423,70 +398,52 @@ impl Tracer {
         }
     }
 
-    /// Records a refusal by `at`'s limit of `resource`: one `block_*` event for that kind of
-    /// resource, with what was asked of it and what `at` held.
-    pub(crate) fn blocked(&self, at: ScopeCtx<'_>, amount: Amount, resource: Resource) {
-        let (memory, _, (streams_in, streams_out), (conns_in, conns_out, fd)) =
-            amount_parts(amount);
+    /// Records a refusal of `resource` by a scope's limit: one `block_*` event for that kind
+    /// of resource, with what was asked of it and what the scope held.
+    pub(crate) fn blocked(
+        &self,
+        scope: impl FnOnce() -> (ScopeName, ScopeStat),
+        change: Change,
+        resource: Resource,
+    ) {
+        let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         let (kind, priority, delta, delta_in, delta_out) = match resource {
-            Resource::Memory { priority } => {
-                (TraceEventType::BlockReserveMemory, priority.0, memory, 0, 0)
-            }
+            Resource::Memory { priority } => (
+                TraceEventType::BlockReserveMemory,
+                priority.0,
+                signed(change.memory),
+                0,
+                0,
+            ),
             Resource::StreamsInbound | Resource::StreamsOutbound | Resource::Streams => (
                 TraceEventType::BlockAddStream,
                 0,
                 0,
-                streams_in,
-                streams_out,
+                signed(change.streams.0),
+                signed(change.streams.1),
             ),
-            _ => (TraceEventType::BlockAddConn, 0, fd, conns_in, conns_out),
+            _ => (
+                TraceEventType::BlockAddConn,
+                0,
+                signed(change.conns.2),
+                signed(change.conns.0),
+                signed(change.conns.1),
+            ),
         };
-        self.record(|| Record {
-            kind,
-            scope: ScopeKey::of(at),
-            detail: Detail::Counts {
-                priority,
-                delta,
-                delta_in,
-                delta_out,
-                totals: at.scope.stat(),
-            },
+        self.record(|| {
+            let (scope, totals) = scope();
+            Record {
+                kind,
+                scope,
+                detail: Detail::Counts {
+                    priority,
+                    delta,
+                    delta_in,
+                    delta_out,
+                    totals,
+                },
+            }
         });
-    }
-}
-
-/// An amount as (bytes, priority, (inbound, outbound) streams, (inbound, outbound, fd) conns),
-/// signed for events. A moved scope's memory goes at go's `ReserveForChild` priority, ALWAYS.
-fn amount_parts(amount: Amount) -> (i64, Priority, (i64, i64), (i64, i64, i64)) {
-    let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    match amount {
-        Amount::Memory { size, priority } => (signed(size), priority, (0, 0), (0, 0, 0)),
-        Amount::Streams { inbound, outbound } => (
-            0,
-            Priority::ALWAYS,
-            (signed(inbound), signed(outbound)),
-            (0, 0, 0),
-        ),
-        Amount::Conns {
-            inbound,
-            outbound,
-            fd,
-        } => (
-            0,
-            Priority::ALWAYS,
-            (0, 0),
-            (signed(inbound), signed(outbound), signed(fd)),
-        ),
-        Amount::Stat(stat) => (
-            signed(stat.memory),
-            Priority::ALWAYS,
-            (stat.streams_inbound.into(), stat.streams_outbound.into()),
-            (
-                stat.conns_inbound.into(),
-                stat.conns_outbound.into(),
-                stat.fd.into(),
-            ),
-        ),
     }
 }
 

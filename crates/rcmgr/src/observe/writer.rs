@@ -26,10 +26,9 @@
 //! (logged once as a warning) but not the reporters.
 
 use std::{
-    collections::HashMap,
     io::{self, BufWriter, Write},
     sync::{
-        Arc as StdArc, Weak,
+        Arc as StdArc,
         mpsc::{Receiver, RecvTimeoutError, TryRecvError},
     },
     thread::JoinHandle,
@@ -40,14 +39,9 @@ use flate2::{Compression, write::GzEncoder};
 
 use super::{
     event::{TraceEvent, TraceEventType, TraceLimit},
-    trace::{Batch, Detail, Message, Record, ScopeKey, TraceReporter},
+    trace::{Batch, Detail, Message, Record, TraceReporter},
 };
-use crate::{
-    groups::GroupId,
-    name::ScopeName,
-    scope::{Kind, Root},
-    sync::{AtomicBool, AtomicU64, Ordering},
-};
+use crate::sync::{AtomicBool, AtomicU64, Ordering};
 
 /// How long the writer waits for events before it counts as idle; the clock's resolution
 /// while events flow.
@@ -111,9 +105,6 @@ fn time_of(ns: u64) -> SystemTime {
 struct Writer {
     output: Option<Output>,
     reporters: Vec<StdArc<dyn TraceReporter>>,
-    root: Weak<Root>,
-    /// Protocol (`true`) and service names by their place in their table.
-    groups: HashMap<(bool, GroupId), std::sync::Arc<str>>,
     line: Vec<u8>,
 }
 
@@ -158,49 +149,9 @@ impl Writer {
         }
     }
 
-    /// The name of a protocol (`protocol`) or service scope, from the root's tables.
-    fn group_name(&mut self, protocol: bool, id: GroupId) -> std::sync::Arc<str> {
-        if let Some(name) = self.groups.get(&(protocol, id)) {
-            return std::sync::Arc::clone(name);
-        }
-        let found = self.root.upgrade().and_then(|root| {
-            let groups = if protocol {
-                &root.registries.protocols
-            } else {
-                &root.registries.services
-            };
-            match &groups.get(id)?.scope.kind {
-                Kind::Protocol(name, _) | Kind::Service(name, _) => {
-                    Some(std::sync::Arc::clone(name))
-                }
-                _ => None,
-            }
-        });
-        let name = found.unwrap_or_else(|| std::sync::Arc::from("?"));
-        self.groups
-            .insert((protocol, id), std::sync::Arc::clone(&name));
-        name
-    }
-
-    fn name(&mut self, key: ScopeKey) -> ScopeName {
-        match key {
-            ScopeKey::Name(name) => name,
-            ScopeKey::Protocol(id) => ScopeName::Protocol(self.group_name(true, id)),
-            ScopeKey::ProtocolPeer(id, peer) => ScopeName::ProtocolPeer {
-                protocol: self.group_name(true, id),
-                peer,
-            },
-            ScopeKey::Service(id) => ScopeName::Service(self.group_name(false, id)),
-            ScopeKey::ServicePeer(id, peer) => ScopeName::ServicePeer {
-                service: self.group_name(false, id),
-                peer,
-            },
-        }
-    }
-
     fn event(&mut self, record: Record, time: SystemTime) -> TraceEvent {
         let mut event = TraceEvent::new(time, record.kind);
-        event.scope = Some(self.name(record.scope));
+        event.scope = Some(record.scope);
         match record.detail {
             Detail::Counts {
                 priority,
@@ -259,14 +210,14 @@ pub(crate) struct WriterSetup {
     pub(crate) start: TraceEvent,
 }
 
-/// Starts the writer thread of a manager whose root is `root`.
-pub(crate) fn spawn(setup: WriterSetup, root: Weak<Root>) -> io::Result<JoinHandle<()>> {
+/// Starts the writer thread of a manager.
+pub(crate) fn spawn(setup: WriterSetup) -> io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("rcmgr-trace".into())
-        .spawn(move || run(setup, root))
+        .spawn(move || run(setup))
 }
 
-fn run(setup: WriterSetup, root: Weak<Root>) {
+fn run(setup: WriterSetup) {
     let WriterSetup {
         output,
         reporters,
@@ -278,8 +229,6 @@ fn run(setup: WriterSetup, root: Weak<Root>) {
     let mut writer = Writer {
         output,
         reporters,
-        root,
-        groups: HashMap::new(),
         line: Vec::with_capacity(256),
     };
     writer.emit(&start);

@@ -4,7 +4,10 @@
 
 use std::fmt;
 
-use crate::{limits::BaseLimit, name::ScopeName, stat::ScopeStat};
+use crate::{
+    limits::BaseLimit,
+    types::{ScopeName, ScopeStat},
+};
 
 /// One scope's usage beside its limit.
 ///

@@ -1,6 +1,6 @@
 //! A lock-based reference resource manager, for tests and benchmarks only.
 //!
-//! [`ReferenceManager`] does what [`ResourceManager`](crate::ResourceManager) does in the
+//! [`ReferenceManager`] does what [`ResourceManager`](rcmgr::ResourceManager) does in the
 //! plainest way there is: the whole state sits in ordinary maps and integers behind **one**
 //! `std::sync::Mutex`, and every operation holds that lock from start to end, as go-libp2p's
 //! manager serializes its work on its mutexes. It exists for two reasons:
@@ -28,11 +28,15 @@
 //!   [`ReferenceManager::set_limits`] applies everywhere at once, and a span follows its
 //!   owner's limit; [`Scope::set_limit`] pins a scope's limit (and keeps a peer scope from
 //!   being collected);
-//! * a scope is referenced while any handle, span, guard or view reaches it (a connection,
-//!   stream or span keeps its parents referenced until it is dropped, not merely done);
-//! * [`ReferenceManager::gc`] removes a peer scope, or a per-peer scope inside a protocol or
-//!   service, once two passes in a row found it unreferenced, unpinned and holding nothing,
-//!   memory included; protocol and service scopes themselves are never removed.
+//! * a peer, protocol or service scope is referenced while a view, or a span or guard begun
+//!   through one, reaches it; connections and streams hold usage, not references;
+//! * [`ReferenceManager::gc`] removes a peer, protocol or service scope, or a per-peer scope
+//!   inside a protocol or service, once two passes in a row found it unreferenced, unpinned
+//!   and holding nothing, memory included;
+//! * a memory release takes at most what the scope it is made on holds itself (a
+//!   connection's, stream's or span's own bytes; the bytes reserved on a view's scope
+//!   through views, their guards and spans) and gives back exactly that further up, so an
+//!   over-release never takes another scope's usage.
 //!
 //! Not modelled: the allowlisted scopes, per-IP limits, counter field capacities (irrelevant
 //! below 2^21 connections or 2^53 bytes), metrics, tracing and go's "BUG: ..." warnings on
@@ -43,7 +47,7 @@
 //! # Example
 //!
 //! ```
-//! use rcmgr::reference::{ReferenceManager, Scope};
+//! use rcmgr_reference::{ReferenceManager, Scope};
 //! use rcmgr::{ConcreteLimitConfig, Direction, Priority};
 //!
 //! let mut limits = ConcreteLimitConfig::infinite();
@@ -77,12 +81,9 @@ use std::{
 use libp2p_identity::PeerId;
 use multiaddr::Multiaddr;
 
-use crate::{
-    error::{Error, LimitExceeded, ScopeClosed},
-    limits::{BaseLimit, ConcreteLimitConfig},
-    name::ScopeName,
-    resource::{Direction, Priority, Resource},
-    stat::{ResourceManagerStat, ScopeStat},
+use rcmgr::{
+    BaseLimit, ConcreteLimitConfig, Direction, Error, LimitExceeded, Priority, Resource,
+    ResourceManagerStat, ScopeClosed, ScopeName, ScopeStat,
 };
 
 /// Collection passes in a row that must find a scope idle before it is removed.
@@ -102,7 +103,7 @@ fn lock(shared: &Mutex<State>) -> MutexGuard<'_, State> {
 /// It is a cheap handle: clones share one manager.
 ///
 /// ```
-/// use rcmgr::reference::{ReferenceManager, Scope};
+/// use rcmgr_reference::{ReferenceManager, Scope};
 /// use rcmgr::{ConcreteLimitConfig, Priority};
 /// let rm = ReferenceManager::new(ConcreteLimitConfig::infinite());
 /// rm.transient().reserve_memory(10, Priority::LOW)?;
@@ -368,7 +369,7 @@ impl ReferenceManager {
 }
 
 /// What every reference scope handle can do; the reference's counterpart of
-/// [`ResourceScope`](crate::ResourceScope).
+/// [`ResourceScope`](rcmgr::ResourceScope).
 pub trait Scope: Send + Sync {
     /// Reserves `size` bytes at `priority` on this scope and everything it reports to. On
     /// error nothing was reserved.
@@ -380,7 +381,7 @@ pub trait Scope: Send + Sync {
     /// Reserves memory released when the returned guard is dropped.
     ///
     /// ```
-    /// use rcmgr::reference::{ReferenceManager, Scope};
+    /// use rcmgr_reference::{ReferenceManager, Scope};
     /// use rcmgr::{ConcreteLimitConfig, Priority};
     /// let rm = ReferenceManager::new(ConcreteLimitConfig::infinite());
     /// let guard = rm.system().reserve_memory_guard(64, Priority::HIGH)?;
@@ -395,7 +396,7 @@ pub trait Scope: Send + Sync {
     /// also count here, released when dropped or done.
     ///
     /// ```
-    /// use rcmgr::reference::{ReferenceManager, Scope};
+    /// use rcmgr_reference::{ReferenceManager, Scope};
     /// use rcmgr::{ConcreteLimitConfig, Priority};
     /// let rm = ReferenceManager::new(ConcreteLimitConfig::infinite());
     /// let span = rm.transient().begin_span()?;
@@ -456,7 +457,7 @@ impl Drop for Handle {
         match self.on_drop {
             OnDrop::Nothing => {}
             OnDrop::Close => state.close(&self.at),
-            OnDrop::ReleaseMemory(size) => state.release(&self.at, Amount::memory(size)),
+            OnDrop::ReleaseMemory(size) => state.release_memory(&self.at, size),
         }
         state.let_go(&self.at);
     }
@@ -477,7 +478,7 @@ impl Handle {
     }
 
     fn release_memory(&self, size: usize) {
-        lock(&self.shared).release(&self.at, Amount::memory(size as u64));
+        lock(&self.shared).release_memory(&self.at, size as u64);
     }
 
     fn reserve_memory_guard(&self, size: usize, priority: Priority) -> Result<MemoryGuard, Error> {
@@ -501,10 +502,7 @@ impl Handle {
             }
             _ => return Err(Error::ScopeClosed(Box::new(ScopeClosed::new(name, None)))),
         };
-        let name = ScopeName::Span {
-            owner: Box::new(name),
-            index,
-        };
+        let name = ScopeName::span(name, index);
         let at = state.insert_node(NodeKind::Span(self.at.clone()), name);
         state.acquire(&self.at);
         state.acquire(&at);
@@ -588,7 +586,7 @@ pub struct View {
     handle: Handle,
 }
 
-/// A connection's scope; the reference's [`ConnectionScope`](crate::ConnectionScope).
+/// A connection's scope; the reference's [`ConnectionScope`](rcmgr::ConnectionScope).
 /// Dropping it, or [`done`](Self::done), releases everything it holds, exactly once.
 ///
 /// ```
@@ -655,7 +653,7 @@ impl Connection {
     }
 }
 
-/// A stream's scope; the reference's [`StreamScope`](crate::StreamScope). Dropping it, or
+/// A stream's scope; the reference's [`StreamScope`](rcmgr::StreamScope). Dropping it, or
 /// [`done`](Self::done), releases everything it holds, exactly once.
 ///
 /// ```
@@ -705,17 +703,25 @@ impl Stream {
         self.direction
     }
 
-    /// The stream's protocol, once set.
+    /// The stream's protocol, once set, until the stream is closed.
     pub fn protocol(&self) -> Option<String> {
-        match &lock(&self.handle.shared).node(&self.handle.at)?.kind {
+        let state = lock(&self.handle.shared);
+        let node = state
+            .node(&self.handle.at)
+            .filter(|node| !node.account.closed)?;
+        match &node.kind {
             NodeKind::Stream { protocol, .. } => protocol.as_deref().map(str::to_owned),
             _ => None,
         }
     }
 
-    /// The stream's service, once set.
+    /// The stream's service, once set, until the stream is closed.
     pub fn service(&self) -> Option<String> {
-        match &lock(&self.handle.shared).node(&self.handle.at)?.kind {
+        let state = lock(&self.handle.shared);
+        let node = state
+            .node(&self.handle.at)
+            .filter(|node| !node.account.closed)?;
+        match &node.kind {
             NodeKind::Stream { service, .. } => service.as_deref().map(str::to_owned),
             _ => None,
         }
@@ -1038,6 +1044,9 @@ enum Why {
 #[derive(Debug, Default)]
 struct Account {
     usage: Usage,
+    /// Bytes reserved directly on a scope that views reach (through a view, its guards and
+    /// its spans): where a caller's release on it is clamped.
+    direct: u64,
     pinned: Option<BaseLimit>,
     closed: bool,
     spans_begun: u64,
@@ -1047,7 +1056,8 @@ struct Account {
 #[derive(Debug, Default)]
 struct Keyed {
     account: Account,
-    /// Handles, spans, guards, views, connections and streams that reach this scope.
+    /// Views, and the spans and guards begun through them, on this scope (connections and
+    /// streams hold usage, not references: a closed one keeps nothing).
     refs: usize,
     /// Collection passes in a row that found this scope idle.
     idle_passes: u8,
@@ -1229,34 +1239,12 @@ impl State {
         if node.holders > 0 {
             return;
         }
-        if let Some(node) = self.nodes.remove(key) {
-            for link in State::links(&node.kind) {
-                self.let_go(&link);
-            }
-        }
-    }
-
-    /// The scopes a node holds on to while it exists.
-    fn links(kind: &NodeKind) -> Vec<At> {
-        match kind {
-            NodeKind::Conn { peer } => peer.iter().map(|p| At::Peer(*p)).collect(),
-            NodeKind::Stream {
-                peer,
-                protocol,
-                service,
-            } => {
-                let mut links = vec![At::Peer(*peer)];
-                if let Some(name) = protocol {
-                    links.push(At::Protocol(Arc::clone(name)));
-                    links.push(At::ProtocolPeer(Arc::clone(name), *peer));
-                }
-                if let Some(name) = service {
-                    links.push(At::Service(Arc::clone(name)));
-                    links.push(At::ServicePeer(Arc::clone(name), *peer));
-                }
-                links
-            }
-            NodeKind::Span(owner) => vec![owner.clone()],
+        if let Some(Node {
+            kind: NodeKind::Span(owner),
+            ..
+        }) = self.nodes.remove(key)
+        {
+            self.let_go(&owner);
         }
     }
 
@@ -1274,7 +1262,7 @@ impl State {
     }
 
     /// Creates a connection or stream node and reserves `amount` on it; on success the node
-    /// is attached to what it links to and held by the caller's new handle.
+    /// is held by the caller's new handle.
     fn open_node(&mut self, kind: NodeKind, name: ScopeName, amount: Amount) -> Result<At, Error> {
         let at = self.insert_node(kind, name);
         if let Err(refusal) = self.reserve(&at, amount) {
@@ -1283,10 +1271,6 @@ impl State {
                 self.nodes.remove(&key);
             }
             return Err(error);
-        }
-        let links = self.node(&at).map(|node| State::links(&node.kind));
-        for link in links.unwrap_or_default() {
-            self.acquire(&link);
         }
         self.acquire(&at);
         Ok(at)
@@ -1430,8 +1414,16 @@ impl State {
             Some(owner) => self.reserve(&owner, amount),
             None => self.take_all(&self.edges(at), amount),
         };
-        if passed.is_err() {
-            self.release_here(at, amount);
+        match (&passed, at, amount) {
+            (Err(_), ..) => self.release_here(at, amount),
+            // Memory reserved on a view's scope (or through a span of one) is direct there.
+            (Ok(()), At::Node(_), _) => {}
+            (Ok(()), _, Amount::Memory { size, .. }) => {
+                if let Some(account) = self.account_mut(at) {
+                    account.direct += size;
+                }
+            }
+            (Ok(()), ..) => {}
         }
         passed
     }
@@ -1449,18 +1441,33 @@ impl State {
         Ok(())
     }
 
-    /// go's release walk: the scope itself, then its owner's full walk or each edge. Stops at
-    /// a closed scope, whose close released everything already.
-    fn release(&mut self, at: &At, amount: Amount) {
-        if self.account(at).is_none_or(|account| account.closed) {
+    /// A memory release on `at`: it takes at most what `at` itself holds (a connection's,
+    /// stream's or span's own bytes; a view's scope's direct bytes), then gives exactly that
+    /// back through the owner's walk or each edge, so it never takes another scope's usage
+    /// from the scopes above. Stops at a closed scope, whose close released everything.
+    fn release_memory(&mut self, at: &At, size: u64) {
+        let is_node = matches!(at, At::Node(_));
+        let Some(account) = self.account_mut(at).filter(|account| !account.closed) else {
+            return;
+        };
+        let held = if is_node {
+            account.usage.memory
+        } else {
+            account.direct
+        };
+        let taken = size.min(held);
+        if taken == 0 {
             return;
         }
-        self.release_here(at, amount);
+        account.usage.memory -= taken;
+        if !is_node {
+            account.direct -= taken;
+        }
         match self.owner(at) {
-            Some(owner) => self.release(&owner, amount),
+            Some(owner) => self.release_memory(&owner, taken),
             None => {
                 for edge in self.edges(at) {
-                    self.release_here(&edge, amount);
+                    self.release_here(&edge, Amount::memory(taken));
                 }
             }
         }
@@ -1476,12 +1483,11 @@ impl State {
             }
             _ => return,
         };
-        let amount = Amount::Everything(held);
         match self.owner(at) {
-            Some(owner) => self.release(&owner, amount),
+            Some(owner) => self.release_memory(&owner, held.memory),
             None => {
                 for edge in self.edges(at) {
-                    self.release_here(&edge, amount);
+                    self.release_here(&edge, Amount::Everything(held));
                 }
             }
         }
@@ -1518,7 +1524,6 @@ impl State {
         let target = At::Peer(peer);
         self.look_up(&target);
         self.transfer(conn, std::slice::from_ref(&target), Some(&At::Transient))?;
-        self.acquire(&target);
         if let Some(Node {
             kind: NodeKind::Conn { peer: slot },
             ..
@@ -1581,16 +1586,12 @@ impl State {
     }
 
     /// Moves a stream's usage onto a protocol or service scope and that group's scope for
-    /// the stream's peer (looking both up first, as rcmgr does), then off `from`. On success
-    /// the stream holds both.
+    /// the stream's peer (looking both up first, as rcmgr does), then off `from`.
     fn attach(&mut self, stream: &At, parents: [At; 2], from: Option<&At>) -> Result<(), Error> {
         for parent in &parents {
             self.look_up(parent);
         }
         self.transfer(stream, &parents, from)?;
-        for parent in &parents {
-            self.acquire(parent);
-        }
         Ok(())
     }
 
@@ -1631,7 +1632,7 @@ impl State {
     }
 
     /// One collection pass: the per-peer scopes of every service and protocol, then the
-    /// protocols, then the peers.
+    /// peers, then the protocols and services themselves.
     fn collect(&mut self) {
         for group in self.services.values_mut() {
             sweep(&mut group.members);
@@ -1640,6 +1641,8 @@ impl State {
             sweep(&mut group.members);
         }
         sweep(&mut self.peers);
+        sweep(&mut self.protocols);
+        sweep(&mut self.services);
     }
 }
 
@@ -1657,6 +1660,17 @@ impl Collectable for Keyed {
 
     fn idle_passes(&mut self) -> &mut u8 {
         &mut self.idle_passes
+    }
+}
+
+/// A protocol or service scope goes with its per-peer scopes, once they are gone.
+impl Collectable for Group {
+    fn is_idle(&self) -> bool {
+        self.scope.is_idle()
+    }
+
+    fn idle_passes(&mut self) -> &mut u8 {
+        &mut self.scope.idle_passes
     }
 }
 
@@ -1710,6 +1724,9 @@ mod tests {
         rm.gc();
         rm.gc();
         assert!(rm.list_peers().is_empty());
-        assert_eq!(rm.list_protocols(), ["/x"], "protocol scopes are kept");
+        assert!(
+            rm.list_protocols().is_empty(),
+            "idle protocol scopes are collected"
+        );
     }
 }

@@ -1,12 +1,19 @@
 //! Errors as data: what refused, why, and by how much.
+//!
+//! A leaf of the crate: it depends only on the vocabulary in [`crate::types`], so every layer
+//! can return these errors and none of them is built on a reservation's success path (a
+//! refusal travels as a compact hit and becomes an [`Error`] where the public call returns).
+
+mod address;
 
 use std::{fmt, path::PathBuf};
 
-use crate::{
-    gate::{InvalidAllowlistEntry, InvalidIpLimits, IpLimitExceeded, RateLimited},
-    name::ScopeName,
-    resource::{Direction, Priority, Resource},
+pub use address::{
+    AddressRange, AllowlistEntryProblem, InvalidAllowlistEntry, InvalidIpLimits, IpLimitExceeded,
+    RateLimited,
 };
+
+use crate::types::{Direction, Priority, Resource, ScopeName, name::SpanLevel};
 
 /// Everything that can go wrong in rcmgr.
 ///
@@ -205,7 +212,17 @@ pub struct LimitExceeded {
 }
 
 impl LimitExceeded {
-    pub(crate) fn new(
+    /// A refusal of `resource` on `scope` by the limit of `edge` (or of `scope` itself when
+    /// `edge` is `None`): `current` was held, `attempted` asked for, `limit` the limit. The
+    /// engine builds these; the constructor is public for test doubles and reference
+    /// implementations that must return the same values.
+    ///
+    /// ```
+    /// use rcmgr::{LimitExceeded, Resource, ScopeName};
+    /// let refusal = LimitExceeded::new(ScopeName::Stream(9), Some(ScopeName::Transient), Resource::Streams, (1, 1, 1));
+    /// assert_eq!(refusal.to_string(), "stream-9: transient: cannot reserve stream: resource limit exceeded");
+    /// ```
+    pub fn new(
         scope: ScopeName,
         edge: Option<ScopeName>,
         resource: Resource,
@@ -224,14 +241,28 @@ impl LimitExceeded {
     }
 
     /// Records the direction of the streams or connections that were asked for.
-    pub(crate) fn asked(mut self, direction: Option<Direction>) -> Self {
+    ///
+    /// ```
+    /// use rcmgr::{Direction, LimitExceeded, Resource, ScopeName};
+    /// let refusal = LimitExceeded::new(ScopeName::System, None, Resource::StreamsInbound, (1, 1, 1))
+    ///     .asked(Some(Direction::Inbound));
+    /// assert_eq!(refusal.direction(), Some(Direction::Inbound));
+    /// ```
+    pub fn asked(mut self, direction: Option<Direction>) -> Self {
         self.direction = direction;
         self
     }
 
     /// Marks a refusal met while moving a scope's usage to a new parent (`set_peer`,
     /// `set_protocol`, `set_service`): go words those with the parent's name alone.
-    pub(crate) fn in_transfer(mut self) -> Self {
+    ///
+    /// ```
+    /// use rcmgr::{LimitExceeded, Resource, ScopeName};
+    /// let refusal = LimitExceeded::new(ScopeName::Conn(1), Some(ScopeName::Transient), Resource::Conns, (1, 1, 1))
+    ///     .in_transfer();
+    /// assert_eq!(refusal.to_string(), "transient: cannot reserve connection: resource limit exceeded");
+    /// ```
+    pub fn in_transfer(mut self) -> Self {
         self.transfer = true;
         self
     }
@@ -375,7 +406,15 @@ pub struct ScopeClosed {
 }
 
 impl ScopeClosed {
-    pub(crate) fn new(scope: ScopeName, closed: Option<ScopeName>) -> Self {
+    /// A refusal on `scope` because `closed` (or `scope` itself, when `None`) is closed; public
+    /// for test doubles, as [`LimitExceeded::new`] is.
+    ///
+    /// ```
+    /// use rcmgr::{ScopeClosed, ScopeName};
+    /// let closed = ScopeClosed::new(ScopeName::Stream(4), None);
+    /// assert_eq!(closed.to_string(), "stream-4: resource scope closed");
+    /// ```
+    pub fn new(scope: ScopeName, closed: Option<ScopeName>) -> Self {
         ScopeClosed { scope, closed }
     }
 
@@ -537,37 +576,67 @@ impl From<ConfigError> for Error {
 /// Writes the scope prefixes go puts before an error: every level of a span chain from
 /// `scope` down to `refused_by` (or down to the chain's root when `refused_by` is a constraining
 /// edge and not in the chain), then that edge, each followed by ": ".
+///
+/// go wraps the error once per span level, so the prefixes of a chain of depth `d` are
+/// `O(d^2)` characters. Past [`CHAIN_LEVELS_SHOWN`] levels the middle is elided, so that the
+/// text of a refusal deep in a span chain stays short; realistic chains print exactly as go's.
 fn write_chain(
     f: &mut fmt::Formatter<'_>,
     scope: &ScopeName,
     refused_by: Option<&ScopeName>,
 ) -> fmt::Result {
-    let mut level = scope;
-    loop {
-        write!(f, "{level}: ")?;
-        if refused_by == Some(level) {
-            return Ok(());
+    let (base, indices): (&ScopeName, &[u64]) = match scope {
+        ScopeName::Span(span) => (span.base(), span.indices()),
+        other => (other, &[]),
+    };
+    let depth = indices.len();
+    // The level (span levels above the base) of the refusing scope, if it is in the chain.
+    let refusing_level = refused_by.and_then(|refusing| match refusing {
+        ScopeName::Span(span) => (span.base() == base
+            && span.depth() <= depth
+            && span.indices() == &indices[..span.depth()])
+            .then(|| span.depth()),
+        other => (other == base).then_some(0),
+    });
+    let lowest = match (refused_by, refusing_level) {
+        (None, _) => depth,
+        (Some(_), Some(level)) => level,
+        (Some(_), None) => 0,
+    };
+    let levels = depth - lowest + 1;
+    let elide = levels > CHAIN_LEVELS_SHOWN;
+    let kept = CHAIN_LEVELS_SHOWN / 2;
+    for (shown, level) in (lowest..=depth).rev().enumerate() {
+        if elide && shown >= kept && shown < levels - kept {
+            if shown == kept {
+                write!(f, "… {} levels …: ", levels - 2 * kept)?;
+            }
+            continue;
         }
-        match level.owner() {
-            Some(owner) if refused_by.is_some() => level = owner,
-            _ => break,
-        }
+        write!(
+            f,
+            "{}: ",
+            SpanLevel {
+                base,
+                indices: &indices[..level]
+            }
+        )?;
     }
-    match refused_by {
-        Some(edge) => write!(f, "{edge}: "),
-        None => Ok(()),
+    match (refused_by, refusing_level) {
+        (Some(edge), None) => write!(f, "{edge}: "),
+        _ => Ok(()),
     }
 }
+
+/// How many levels of a span chain an error prints in full (see [`write_chain`]).
+const CHAIN_LEVELS_SHOWN: usize = 32;
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn span(owner: ScopeName, index: u64) -> ScopeName {
-        ScopeName::Span {
-            owner: Box::new(owner),
-            index,
-        }
+        ScopeName::span(owner, index)
     }
 
     fn memory_refusal(scope: ScopeName, edge: Option<ScopeName>) -> String {

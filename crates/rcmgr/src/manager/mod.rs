@@ -14,25 +14,28 @@ use ipnet::IpNet;
 use libp2p_identity::PeerId;
 use multiaddr::Multiaddr;
 
+mod report;
+
+pub use report::{ScopeUsage, UsageReport};
+
 use crate::{
     error::Error,
-    gate::{
-        self, Allowlist, Clock, ConnLimitPerSubnet, ConnRateLimits, Gate, NetworkPrefixLimit,
-        TimeSource,
+    gate::{Allowlist, Clock, Gate, TimeSource},
+    graph::{
+        Root,
+        groups::{GroupKind, Groups},
+        peers::member_key,
+        scope::{Fixed, ScopeRef},
+        span::{GroupView, PeerView},
     },
-    groups::{Group, Groups},
     handles::{
         ConnectionScope, PeerScope, ProtocolScope, ServiceScope, StreamScope, SystemScope,
-        TransientScope,
+        TransientScope, notify,
     },
-    limits::ConcreteLimitConfig,
+    limits::{ConcreteLimitConfig, ConnLimitPerSubnet, ConnRateLimits, NetworkPrefixLimit},
     observe::{self, MetricsReporter, Observer, TraceReporter},
-    registries,
-    report::{ScopeUsage, UsageReport},
-    resource::Direction,
-    scope::{Fixed, Kind, Node, Root, ScopeCtx, ScopeRef},
-    stat::ResourceManagerStat,
-    sync::{Arc, Registry},
+    sync::Arc,
+    types::{Direction, ResourceManagerStat, ScopeName, ScopeStat},
 };
 
 /// How often the background collector runs unless [`ResourceManagerBuilder::gc_interval`]
@@ -128,21 +131,18 @@ impl Drop for Core {
                 let _ = writer.join();
             }
         }
-        // The per-peer scopes refer back to the root; emptying the registries that hold them
-        // breaks the cycle (protocol and service scopes themselves hold no reference to it).
-        let registries = &self.root.registries;
-        registries.peers.clear();
-        registries.protocols.for_each(|group| group.members.clear());
-        registries.services.for_each(|group| group.members.clear());
+        // The peer scopes refer back to the root; emptying the registry that holds them breaks
+        // the cycle (protocol and service scopes hold no reference to it).
+        self.root.peers.clear();
     }
 }
 
 impl fmt::Debug for ResourceManager {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResourceManager")
-            .field("system", &self.core.root.system.stat())
-            .field("transient", &self.core.root.transient.stat())
-            .field("peers", &self.core.root.registries.peers.len())
+            .field("system", &self.core.root.fixed(Fixed::System).stat())
+            .field("transient", &self.core.root.fixed(Fixed::Transient).stat())
+            .field("peers", &self.core.root.peers.len())
             .finish_non_exhaustive()
     }
 }
@@ -175,7 +175,7 @@ impl ResourceManager {
     pub fn new(limits: ConcreteLimitConfig) -> Self {
         observe::log_start(&limits);
         let gate = Gate::new(&limits, Allowlist::new(), TimeSource::monotonic());
-        let root = Arc::new(Root::new(limits, gate));
+        let root = Arc::new(Root::new(limits, gate, Observer::default()));
         ResourceManager::from_root(root, Some(DEFAULT_GC_INTERVAL))
     }
 
@@ -309,16 +309,7 @@ impl ResourceManager {
         use_fd: bool,
         endpoint: &Multiaddr,
     ) -> Result<ConnectionScope, Error> {
-        let root = self.root();
-        let _operation = root.observer.operation();
-        let opened = gate::open_connection(root, direction, use_fd, endpoint);
-        if let Some(metrics) = root.observer.metrics() {
-            match &opened {
-                Ok(_) => metrics.allow_conn(direction, use_fd),
-                Err(_) => metrics.block_conn(direction, use_fd),
-            }
-        }
-        opened
+        ConnectionScope::open(self.root(), direction, use_fd, endpoint)
     }
 
     /// The allowlist (go's `GetAllowlist`): change it at any time, also while connections
@@ -352,7 +343,7 @@ impl ResourceManager {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn verify_source_address(&self, source: &SocketAddr) -> bool {
-        gate::verify_source_address(self.root(), source)
+        self.root().gate.verify_source_address(source)
     }
 
     /// How many connections each subnet and network holds now, as the per-IP limits count
@@ -393,17 +384,7 @@ impl ResourceManager {
     /// # Ok::<(), rcmgr::Error>(())
     /// ```
     pub fn open_stream(&self, peer: PeerId, direction: Direction) -> Result<StreamScope, Error> {
-        let root = self.root();
-        let _operation = root.observer.operation();
-        let peer_node = registries::peer(root, &peer);
-        let opened = StreamScope::open(peer, peer_node, root.next_stream_id(), direction);
-        if let Some(metrics) = root.observer.metrics() {
-            match &opened {
-                Ok(_) => metrics.allow_stream(&peer, direction),
-                Err(_) => metrics.block_stream(&peer, direction),
-            }
-        }
-        opened
+        StreamScope::open(self.root(), peer, direction)
     }
 
     /// The system scope.
@@ -438,8 +419,13 @@ impl ResourceManager {
     /// assert_eq!(rm.list_peers(), vec![id]);
     /// ```
     pub fn peer(&self, peer: &PeerId) -> PeerScope {
-        let _operation = self.root().observer.operation();
-        PeerScope::new(registries::peer(self.root(), peer), *peer)
+        let root = self.root();
+        let _operation = root.observer.operation();
+        let (view, created) = PeerView::new(root, peer);
+        if created {
+            notify::created(root, ScopeRef::Peer(view.node()));
+        }
+        PeerScope::new(view)
     }
 
     /// The scope of `protocol`, created if it does not exist.
@@ -449,12 +435,7 @@ impl ResourceManager {
     /// assert_eq!(rm.protocol("/x").protocol(), "/x");
     /// ```
     pub fn protocol(&self, protocol: &str) -> ProtocolScope {
-        let _operation = self.root().observer.operation();
-        let (id, group) = registries::protocol(self.root(), protocol);
-        ProtocolScope::new(
-            Arc::clone(self.root()),
-            group_or_detached(group, || Kind::Protocol(protocol.into(), id)),
-        )
+        ProtocolScope::new(self.group_view(GroupKind::Protocol, protocol))
     }
 
     /// The scope of `service`, created if it does not exist.
@@ -464,12 +445,80 @@ impl ResourceManager {
     /// assert_eq!(rm.service("s").service(), "s");
     /// ```
     pub fn service(&self, service: &str) -> ServiceScope {
-        let _operation = self.root().observer.operation();
-        let (id, group) = registries::service(self.root(), service);
-        ServiceScope::new(
-            Arc::clone(self.root()),
-            group_or_detached(group, || Kind::Service(service.into(), id)),
-        )
+        ServiceScope::new(self.group_view(GroupKind::Service, service))
+    }
+
+    /// A view of the protocol or service scope `name`, made (and traced) if needed.
+    fn group_view(&self, kind: GroupKind, name: &str) -> GroupView {
+        let root = self.root();
+        let _operation = root.observer.operation();
+        let (view, created) = GroupView::new(root, kind, name);
+        if created {
+            notify::created(root, ScopeRef::Group(root, kind, view.slot()));
+        }
+        view
+    }
+
+    /// What `peer`'s scope within `protocol` holds (go's `protocol:<p>.peer:<id>`), if both
+    /// exist now. Nothing is made.
+    ///
+    /// ```
+    /// use rcmgr::{ConcreteLimitConfig, Direction, ResourceManager};
+    /// let rm = ResourceManager::new(ConcreteLimitConfig::infinite());
+    /// let peer = rcmgr::PeerId::random();
+    /// let mut stream = rm.open_stream(peer, Direction::Inbound)?;
+    /// stream.set_protocol("/x")?;
+    /// assert_eq!(rm.protocol_peer_stat("/x", &peer).unwrap().streams_inbound, 1);
+    /// assert_eq!(rm.protocol_peer_stat("/y", &peer), None);
+    /// # Ok::<(), rcmgr::Error>(())
+    /// ```
+    pub fn protocol_peer_stat(&self, protocol: &str, peer: &PeerId) -> Option<ScopeStat> {
+        self.member_stat(GroupKind::Protocol, protocol, peer)
+    }
+
+    /// What `peer`'s scope within `service` holds (go's `service:<s>.peer:<id>`), if both
+    /// exist now. Nothing is made.
+    ///
+    /// ```
+    /// use rcmgr::{ConcreteLimitConfig, Direction, ResourceManager};
+    /// let rm = ResourceManager::new(ConcreteLimitConfig::infinite());
+    /// let peer = rcmgr::PeerId::random();
+    /// let mut stream = rm.open_stream(peer, Direction::Inbound)?;
+    /// stream.set_protocol("/x")?;
+    /// stream.set_service("s")?;
+    /// assert_eq!(rm.service_peer_stat("s", &peer).unwrap().streams_inbound, 1);
+    /// # Ok::<(), rcmgr::Error>(())
+    /// ```
+    pub fn service_peer_stat(&self, service: &str, peer: &PeerId) -> Option<ScopeStat> {
+        self.member_stat(GroupKind::Service, service, peer)
+    }
+
+    fn member_stat(&self, kind: GroupKind, name: &str, peer: &PeerId) -> Option<ScopeStat> {
+        let root = self.root();
+        let groups = root.groups(kind);
+        let found = groups.find(name)?;
+        let group = groups.get(found.slot).filter(|g| g.is(found.incarnation))?;
+        let key = member_key(kind, group.current(found.slot));
+        root.peers.get(peer)?.members.stat_of(key)
+    }
+
+    /// Bytes callers released so far beyond what the scope they released on held (each such
+    /// release is clamped there, logged at debug level with go's "BUG: too much memory
+    /// released", and never takes another scope's usage away from the scopes above).
+    ///
+    /// ```
+    /// use rcmgr::{ConcreteLimitConfig, Priority, ResourceManager, ResourceScope};
+    /// let rm = ResourceManager::new(ConcreteLimitConfig::infinite());
+    /// let (a, b) = (rm.peer(&rcmgr::PeerId::random()), rm.peer(&rcmgr::PeerId::random()));
+    /// a.reserve_memory(100, Priority::ALWAYS)?;
+    /// b.reserve_memory(500, Priority::ALWAYS)?;
+    /// a.release_memory(1_000);
+    /// assert_eq!(rm.system().stat().memory, 500, "b's bytes stay counted");
+    /// assert_eq!(rm.over_released(), 900);
+    /// # Ok::<(), rcmgr::Error>(())
+    /// ```
+    pub fn over_released(&self) -> u64 {
+        self.root().over_released()
     }
 
     /// A snapshot of every scope's usage (go's `ResourceManagerState.Stat`). Each scope is
@@ -487,19 +536,18 @@ impl ResourceManager {
     /// ```
     pub fn stat(&self) -> ResourceManagerStat {
         let root = self.root();
-        let registries = &root.registries;
         let mut stat = ResourceManagerStat::default();
-        registries.peers.for_each(|peer, node| {
+        root.peers.for_each(|peer, node| {
             stat.peers.insert(*peer, node.scope.stat());
         });
-        registries.protocols.for_each(|group| {
-            stat.protocols.insert(group_name(group), group.scope.stat());
+        root.protocols.for_each(|name, _, group| {
+            stat.protocols.insert(name.to_string(), group.scope.stat());
         });
-        registries.services.for_each(|group| {
-            stat.services.insert(group_name(group), group.scope.stat());
+        root.services.for_each(|name, _, group| {
+            stat.services.insert(name.to_string(), group.scope.stat());
         });
-        stat.transient = root.transient.stat();
-        stat.system = root.system.stat();
+        stat.transient = root.fixed(Fixed::Transient).stat();
+        stat.system = root.fixed(Fixed::System).stat();
         stat
     }
 
@@ -513,26 +561,21 @@ impl ResourceManager {
     /// ```
     pub fn report(&self) -> UsageReport {
         let root = self.root();
-        let fixed = [
-            Fixed::System,
-            Fixed::Transient,
-            Fixed::AllowlistedSystem,
-            Fixed::AllowlistedTransient,
-        ];
-        let scopes = fixed
+        let scopes = Fixed::ALL
             .into_iter()
-            .map(|which| usage(ScopeRef::Fixed(Arc::clone(root), which).ctx()))
+            .map(|which| usage(ScopeRef::Fixed(root, which)))
             .collect();
-        let registries = &root.registries;
-        let (peer_count, peers) = busiest_peers(&registries.peers);
-        let (protocol_count, protocols) = busiest_groups(root, &registries.protocols);
-        let (service_count, services) = busiest_groups(root, &registries.services);
+        let mut peers = Vec::new();
+        root.peers
+            .for_each(|_, node| peers.push(usage(ScopeRef::Peer(node))));
+        let (protocol_count, protocols) = busiest_groups(root, &root.protocols);
+        let (service_count, services) = busiest_groups(root, &root.services);
         UsageReport {
             scopes,
-            peers,
+            peer_count: peers.len(),
+            peers: UsageReport::busiest(peers),
             protocols,
             services,
-            peer_count,
             protocol_count,
             service_count,
         }
@@ -551,7 +594,7 @@ impl ResourceManager {
     /// ```
     pub fn list_peers(&self) -> Vec<PeerId> {
         let mut peers = BTreeMap::new();
-        self.root().registries.peers.for_each(|peer, _| {
+        self.root().peers.for_each(|peer, _| {
             peers.insert(peer.to_bytes(), *peer);
         });
         peers.into_values().collect()
@@ -565,7 +608,7 @@ impl ResourceManager {
     /// assert_eq!(rm.list_protocols(), ["/a", "/b"]);
     /// ```
     pub fn list_protocols(&self) -> Vec<String> {
-        sorted_names(&self.root().registries.protocols)
+        sorted_names(&self.root().protocols)
     }
 
     /// Every service that has a scope now, sorted.
@@ -576,7 +619,7 @@ impl ResourceManager {
     /// assert_eq!(rm.list_services(), ["libp2p.ping"]);
     /// ```
     pub fn list_services(&self) -> Vec<String> {
-        sorted_names(&self.root().registries.services)
+        sorted_names(&self.root().services)
     }
 
     /// The limits in force.
@@ -609,10 +652,11 @@ impl ResourceManager {
         self.root().set_limits(limits);
     }
 
-    /// Runs one collection pass now (one also runs in the background). A peer or protocol
-    /// scope, or a per-peer scope within a protocol or service, is removed once two passes in
-    /// a row have found it unreferenced and holding nothing; a scope pinned with `set_limit`
-    /// is kept. Call it twice to remove everything that is idle now.
+    /// Runs one collection pass now (one also runs in the background). A peer, protocol or
+    /// service scope, or a per-peer scope within a protocol or service, is removed once two
+    /// passes in a row have found it without a view and holding nothing (memory included); a
+    /// scope pinned with `set_limit` is kept. Call it twice to remove everything that is idle
+    /// now. Address counters at zero and full rate-limit buckets are forgotten too.
     ///
     /// ```
     /// let rm = rcmgr::ResourceManager::new(rcmgr::ConcreteLimitConfig::infinite());
@@ -623,59 +667,47 @@ impl ResourceManager {
     /// assert!(rm.list_peers().is_empty());
     /// ```
     pub fn gc(&self) {
-        registries::collect(self.root());
+        collect(self.root());
+    }
+}
+
+/// One collection pass over the graph and the gate, with the trace of what was removed.
+fn collect(root: &Root) {
+    let _operation = root.observer.operation();
+    let collected = root.collect();
+    root.gate.collect();
+    if root.observer.tracer().is_some() {
+        for peer in collected.peers {
+            notify::destroyed(root, || ScopeName::Peer(peer));
+        }
+        for protocol in collected.protocols {
+            notify::destroyed(root, || ScopeName::Protocol(protocol));
+        }
+        for service in collected.services {
+            notify::destroyed(root, || ScopeName::Service(service));
+        }
     }
 }
 
 /// One scope's stat and limit for a report.
-fn usage(at: ScopeCtx<'_>) -> ScopeUsage {
+fn usage(scope: ScopeRef<'_>) -> ScopeUsage {
     ScopeUsage {
-        name: at.name(),
-        stat: at.scope.stat(),
-        limit: at.limit(),
+        name: scope.name(),
+        stat: scope.stat(),
+        limit: scope.limit(),
     }
-}
-
-/// How many peer scopes there are, and the busiest of them.
-fn busiest_peers(peers: &Registry<PeerId, Arc<Node>>) -> (usize, Vec<ScopeUsage>) {
-    let mut all = Vec::new();
-    peers.for_each(|_, node| all.push(usage(node.ctx())));
-    (all.len(), UsageReport::busiest(all))
 }
 
 /// How many protocol (or service) scopes there are, and the busiest of them.
 fn busiest_groups(root: &Root, groups: &Groups) -> (usize, Vec<ScopeUsage>) {
     let mut all = Vec::new();
-    groups.for_each(|group| {
-        all.push(usage(ScopeCtx {
-            root,
-            scope: &group.scope,
-            links: None,
-        }))
-    });
+    groups.for_each(|_, found, _| all.push(usage(ScopeRef::Group(root, groups.kind, found.slot))));
     (all.len(), UsageReport::busiest(all))
-}
-
-/// The scope a lookup found; were it ever missing (the table writes a scope before its id can
-/// be found), a scope of its own that nothing else reports to, which keeps views total.
-fn group_or_detached(found: Option<&Arc<Group>>, kind: impl FnOnce() -> Kind) -> Arc<Group> {
-    match found {
-        Some(group) => Arc::clone(group),
-        None => Arc::new(registries::new_group(kind())),
-    }
-}
-
-/// The protocol ID or service name of a protocol (or service) scope.
-fn group_name(group: &Group) -> String {
-    match &group.scope.kind {
-        Kind::Protocol(name, _) | Kind::Service(name, _) => name.to_string(),
-        _ => String::new(),
-    }
 }
 
 fn sorted_names(groups: &Groups) -> Vec<String> {
     let mut names = Vec::new();
-    groups.for_each(|group| names.push(group_name(group)));
+    groups.for_each(|name, _, _| names.push(name.to_string()));
     names.sort();
     names
 }
@@ -957,19 +989,22 @@ impl ResourceManagerBuilder {
             self.trace_queue,
         )?;
         let gate = Gate::new(&self.limits, allowlist, time);
-        let mut root = Root::new(self.limits, gate);
-        root.observer = Observer {
+        let observer = Observer {
             metrics: self.metrics,
             tracer: None,
         };
         #[cfg(not(rcmgr_loom))]
         {
             let Some((tracer, setup)) = trace else {
+                let root = Root::new(self.limits, gate, observer);
                 return Ok(ResourceManager::from_root(Arc::new(root), self.gc_interval));
             };
-            root.observer.tracer = Some(tracer);
-            let root = Arc::new(root);
-            let writer = observe::writer::spawn(setup, Arc::downgrade(&root))
+            let observer = Observer {
+                tracer: Some(tracer),
+                ..observer
+            };
+            let root = Arc::new(Root::new(self.limits, gate, observer));
+            let writer = observe::writer::spawn(setup)
                 .map_err(|err| Error::Trace(Box::new(crate::error::TraceError::new(None, &err))))?;
             let mut rm = ResourceManager::from_root(root, self.gc_interval);
             if let Some(core) = StdArc::get_mut(&mut rm.core) {
@@ -980,6 +1015,7 @@ impl ResourceManagerBuilder {
         #[cfg(rcmgr_loom)]
         {
             let _ = (self.trace_target, self.trace_reporters, self.trace_queue);
+            let root = Root::new(self.limits, gate, observer);
             Ok(ResourceManager::from_root(Arc::new(root), self.gc_interval))
         }
     }
@@ -1052,7 +1088,7 @@ mod collector {
         time::Duration,
     };
 
-    use crate::{registries, scope::Root};
+    use crate::graph::Root;
 
     pub(super) struct Collector {
         stop: Arc<(Mutex<bool>, Condvar)>,
@@ -1086,7 +1122,7 @@ mod collector {
             }
             drop(guard);
             let Some(root) = root.upgrade() else { return };
-            registries::collect(&root);
+            super::collect(&root);
         }
     }
 

@@ -5,7 +5,7 @@ use std::{fmt, net::IpAddr};
 use ipnet::IpNet;
 use multiaddr::Multiaddr;
 
-use super::config::RateLimit;
+use crate::types::RateLimit;
 
 /// The addresses a limit covers.
 ///

@@ -1,0 +1,408 @@
+//! [`StreamNode`]: one stream, from `open_stream` to close.
+//!
+//! Its stages and their parents, in go's walk order:
+//!
+//! | stage | parents |
+//! |---|---|
+//! | [`TRANSIENT`] | peer, transient, system |
+//! | [`PROTOCOL`] | peer, protocol-peer, protocol, system |
+//! | [`SERVICE`] | peer, protocol-peer, service-peer, protocol, service, system |
+//!
+//! `set_protocol` moves the stream from transient to its protocol's scope and its scope for
+//! the stream's peer; `set_service` adds its service's two scopes. Both take the new parents
+//! first (and check, at the first reservation, that a protocol or member slot found through a
+//! cache or a scan is still the one looked up: see [`super::groups`]) and give back nothing
+//! before all of them accepted.
+
+use libp2p_identity::PeerId;
+
+use super::{
+    Root,
+    groups::GroupKind,
+    peers::{Found, PeerNode, Peers, member_key},
+    scope::{Asked, Fixed, Refusal, ScopeRef},
+    staged::{self, Move, Path, Staged},
+};
+use crate::{
+    account::{
+        Conns, Counter, LimitCell, Memory, Own, OwnState, Parent, Refused, Released, Streams,
+        Usage, counter::stat_of, path,
+    },
+    limits::BaseLimit,
+    sync::{Arc, AtomicU64, Ordering, Slot},
+    types::{Direction, Priority, ScopeStat},
+};
+
+/// In its peer's scope, transient and system.
+pub(crate) const TRANSIENT: u8 = 0;
+/// In its peer's scope, its protocol's two scopes and system.
+pub(crate) const PROTOCOL: u8 = 1;
+/// In its peer's scope, its protocol's and its service's two scopes each, and system.
+pub(crate) const SERVICE: u8 = 2;
+
+/// One stream; see the module docs.
+#[derive(Debug)]
+pub(crate) struct StreamNode {
+    own: Own,
+    pub(crate) peer: Arc<PeerNode>,
+    /// The protocol's slot and the member's slot within the peer ([`Attached`]), written
+    /// before the stage that names them is published.
+    protocol: AtomicU64,
+    service: AtomicU64,
+    pub(crate) id: u64,
+    pub(crate) direction: Direction,
+    /// Used once `set_limit` pins it; until then the stream has the limit every stream
+    /// shares.
+    limit: LimitCell,
+    next_span: AtomicU64,
+}
+
+/// Where a stream is attached in a protocol or service: the group's slot and its member's
+/// slot within the stream's peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Attached {
+    pub(crate) group: u32,
+    pub(crate) member: u32,
+}
+
+impl Attached {
+    fn pack(self) -> u64 {
+        u64::from(self.group) << 32 | u64::from(self.member)
+    }
+
+    fn unpack(word: u64) -> Attached {
+        Attached {
+            group: (word >> 32) as u32,
+            member: word as u32,
+        }
+    }
+}
+
+/// What an attachment did, for the trace and the metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Attachment {
+    pub(crate) at: Attached,
+    pub(crate) created_group: bool,
+    pub(crate) created_member: bool,
+}
+
+impl StreamNode {
+    /// Opens a stream scope for `peer`: one stream on the scope's own limit and on its peer,
+    /// transient and system. The peer is found through this thread's cache first; if the
+    /// cached node turns out collected, through the registry. Returns where the peer was
+    /// found (a new one is in the trace).
+    pub(crate) fn open(
+        root: &Arc<Root>,
+        peer: &PeerId,
+        id: u64,
+        direction: Direction,
+        slot: Slot,
+    ) -> Result<(Arc<StreamNode>, Found), Refusal> {
+        let streams = Streams::one(direction);
+        let own_limit = Streams::read_limit(&root.stream_limit);
+        let (mut node, mut found) = {
+            let (peer, found) = Peers::find(root, peer);
+            (StreamNode::new(peer, id, direction), found)
+        };
+        if let Err(hit) = streams.check(Streams::ZERO, own_limit) {
+            Peers::keep_registered(root, peer, &node.peer, found);
+            return Err(Refusal::limit(
+                node.scope(),
+                true,
+                hit,
+                Asked::Streams(streams),
+            ));
+        }
+        loop {
+            let path = node.path(TRANSIENT);
+            let refused = match path::reserve(path.as_slice(), streams, slot) {
+                Ok(()) => return Ok((Arc::new(node), found)),
+                Err(refused) => refused,
+            };
+            let parent = node.scope_at(TRANSIENT, refused.at);
+            match refused.why {
+                Refused::Stopped if refused.at == 0 => {
+                    // The peer was collected since it was found: find it again.
+                    Peers::forget(root, peer);
+                    let (fresh, how) = Peers::lookup(root, peer);
+                    node = StreamNode::new(fresh, id, direction);
+                    found = how;
+                }
+                Refused::Stopped => return Err(Refusal::closed(Some(parent))),
+                Refused::Limit(hit) => {
+                    return Err(
+                        Refusal::limit(parent, false, hit, Asked::Streams(streams)).at(refused.at)
+                    );
+                }
+            }
+        }
+    }
+
+    fn new(peer: Arc<PeerNode>, id: u64, direction: Direction) -> Self {
+        StreamNode {
+            own: Own::new(TRANSIENT),
+            peer,
+            protocol: AtomicU64::new(0),
+            service: AtomicU64::new(0),
+            id,
+            direction,
+            limit: LimitCell::new(BaseLimit::block_all()),
+            next_span: AtomicU64::new(1),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn root(&self) -> &Root {
+        &self.peer.root
+    }
+
+    /// Everything the stream holds, with `bytes` of memory.
+    #[inline]
+    pub(crate) fn usage(&self, bytes: u64) -> Usage {
+        Usage::Stream {
+            bytes,
+            streams: Streams::one(self.direction),
+        }
+    }
+
+    /// The limit cell in force: the pinned one, or the one every stream shares.
+    #[inline]
+    pub(crate) fn limit_cell(&self) -> &LimitCell {
+        if self.limit.is_pinned() {
+            &self.limit
+        } else {
+            &self.root().stream_limit
+        }
+    }
+
+    /// Pins the stream's limit.
+    pub(crate) fn pin_limit(&self, limit: BaseLimit) {
+        self.limit.pin(limit);
+    }
+
+    /// The stage now, for status reads.
+    pub(crate) fn state(&self) -> OwnState {
+        self.own.peek()
+    }
+
+    /// Where the stream is attached in its protocol (or service), once it is.
+    pub(crate) fn attached(&self, kind: GroupKind) -> Option<Attached> {
+        let (needed, word) = match kind {
+            GroupKind::Protocol => (PROTOCOL, &self.protocol),
+            GroupKind::Service => (SERVICE, &self.service),
+        };
+        // Ordering: Relaxed — the stage read with Acquire first orders it after the store.
+        (self.own.load().stage() >= needed).then(|| Attached::unpack(word.load(Ordering::Relaxed)))
+    }
+
+    pub(crate) fn stat(&self) -> ScopeStat {
+        let state = self.own.peek();
+        if state.is_closed() {
+            return ScopeStat::default();
+        }
+        stat_of(
+            Memory::new(state.bytes(), Priority::ALWAYS),
+            Streams::one(self.direction),
+            Conns::ZERO,
+        )
+    }
+
+    pub(crate) fn next_span_index(&self) -> u64 {
+        // Ordering: Relaxed — a unique number is all that is needed.
+        self.next_span.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Attaches the stream to the protocol (or service) `name` (go's `SetProtocol`,
+    /// `SetService`): the usage it holds is reserved on the group's scope and then on the
+    /// group's scope for the stream's peer (each made if needed); a protocol then leaves
+    /// transient. `exclusive` says the handle is the scope's only holder. The caller has
+    /// checked the stage (no protocol yet; for a service, a protocol and no service yet).
+    /// A refusal names the refusing scope (its `at` says which: 0 the group, 1 the member)
+    /// and leaves the stream as it was.
+    pub(crate) fn attach(
+        &self,
+        exclusive: bool,
+        kind: GroupKind,
+        name: &str,
+        slot: Slot,
+    ) -> Result<Attachment, Refusal> {
+        let moving = Move::begin(&self.own, exclusive)?;
+        let usage = self.usage(moving.from.bytes());
+        let root = self.root();
+        let groups = root.groups(kind);
+        let (mut created_group, mut created_member) = (false, false);
+        let backoff = crate::sync::Backoff::new();
+        loop {
+            let (group_ref, created) =
+                groups.find_or_insert(name, |name| root.group_limit(kind, name));
+            created_group |= created;
+            let Some(group) = groups.get(group_ref.slot) else {
+                return Err(Refusal::closed(Some(ScopeRef::Group(
+                    root,
+                    kind,
+                    group_ref.slot,
+                ))));
+            };
+            // A lookup is a use, refused or not: collection starts counting idle passes again.
+            group.touch();
+            let key = member_key(kind, group_ref);
+            let (member_slot, created) = self
+                .peer
+                .members
+                .find_or_insert(key, || root.member_limit(kind, name));
+            created_member |= created;
+            let Some(member) = self.peer.members.get(member_slot) else {
+                return Err(Refusal::closed(Some(ScopeRef::Group(
+                    root,
+                    kind,
+                    group_ref.slot,
+                ))));
+            };
+            let take = Path::of([Parent::Sharded(&group.scope), Parent::Plain(&member.scope)]);
+            match path::reserve_usage(take.as_slice(), usage, slot) {
+                Ok(()) if group.is(group_ref.incarnation) && member.is(key) => {
+                    let at = Attached {
+                        group: group_ref.slot,
+                        member: member_slot,
+                    };
+                    let to = match kind {
+                        GroupKind::Protocol => {
+                            let transient = Parent::Sharded(root.fixed(Fixed::Transient));
+                            path::release_usage(&[transient], usage, slot);
+                            // Ordering: Relaxed — published by the stage's Release store.
+                            self.protocol.store(at.pack(), Ordering::Relaxed);
+                            PROTOCOL
+                        }
+                        GroupKind::Service => {
+                            // Ordering: Relaxed — as above.
+                            self.service.store(at.pack(), Ordering::Relaxed);
+                            SERVICE
+                        }
+                    };
+                    moving.finish(to);
+                    return Ok(Attachment {
+                        at,
+                        created_group,
+                        created_member,
+                    });
+                }
+                Ok(()) => {
+                    // A slot found through a cache or a scan was collected and reused in
+                    // between: give it back and look again.
+                    path::release_usage(take.as_slice(), usage, slot);
+                    groups.forget(name);
+                    backoff.snooze();
+                }
+                Err(refused) => match refused.why {
+                    Refused::Stopped => {
+                        // Collected since it was found: look again.
+                        groups.forget(name);
+                        backoff.snooze();
+                    }
+                    Refused::Limit(hit) => {
+                        let by = match refused.at {
+                            0 => ScopeRef::Group(root, kind, group_ref.slot),
+                            _ => ScopeRef::Member(&self.peer, kind, group_ref.slot, member_slot),
+                        };
+                        return Err(
+                            Refusal::limit(by, false, hit, Asked::Usage(usage)).at(refused.at)
+                        );
+                    }
+                },
+            }
+        }
+    }
+
+    pub(crate) fn reserve_memory(&self, memory: Memory, slot: Slot) -> Result<u64, Refusal> {
+        staged::reserve_memory(self, memory, slot)
+    }
+
+    pub(crate) fn release_memory(&self, bytes: u64, slot: Slot) -> Option<Released> {
+        staged::release_memory(self, bytes, slot)
+    }
+
+    /// Closes the stream (see [`staged::close`]).
+    pub(crate) fn close(&self, exclusive: bool, slot: Slot) -> Option<OwnState> {
+        staged::close(self, exclusive, |bytes| self.usage(bytes), slot)
+    }
+
+    /// The protocol (or service) and member slots of a stage that names them.
+    #[inline]
+    fn slots(&self, word: &AtomicU64) -> Attached {
+        // Ordering: Relaxed — the caller read the stage with Acquire, which orders this load
+        // after the store that the stage's Release published.
+        Attached::unpack(word.load(Ordering::Relaxed))
+    }
+
+    /// The group and member scopes of an attachment, as parents.
+    #[inline]
+    fn attached_parents(&self, kind: GroupKind, at: Attached) -> (Parent<'_>, Parent<'_>) {
+        let group = self.root().groups(kind).get(at.group);
+        let member = self.peer.members.get(at.member);
+        match (group, member) {
+            (Some(group), Some(member)) => {
+                (Parent::Sharded(&group.scope), Parent::Plain(&member.scope))
+            }
+            _ => {
+                debug_assert!(false, "an attached stream's slots exist");
+                let system = Parent::Sharded(self.root().fixed(Fixed::System));
+                (system, system)
+            }
+        }
+    }
+}
+
+impl Staged for StreamNode {
+    #[inline]
+    fn own(&self) -> &Own {
+        &self.own
+    }
+
+    #[inline]
+    fn memory_limit(&self) -> u64 {
+        self.limit_cell().memory()
+    }
+
+    fn scope(&self) -> ScopeRef<'_> {
+        ScopeRef::Stream(self)
+    }
+
+    #[inline]
+    fn path(&self, stage: u8) -> Path<'_> {
+        let root = self.root();
+        let peer = Parent::Plain(&self.peer.scope);
+        let system = Parent::Sharded(root.fixed(Fixed::System));
+        match stage {
+            TRANSIENT => Path::of([peer, Parent::Sharded(root.fixed(Fixed::Transient)), system]),
+            PROTOCOL => {
+                let (protocol, protocol_peer) =
+                    self.attached_parents(GroupKind::Protocol, self.slots(&self.protocol));
+                Path::of([peer, protocol_peer, protocol, system])
+            }
+            _ => {
+                let (protocol, protocol_peer) =
+                    self.attached_parents(GroupKind::Protocol, self.slots(&self.protocol));
+                let (service, service_peer) =
+                    self.attached_parents(GroupKind::Service, self.slots(&self.service));
+                Path::of([peer, protocol_peer, service_peer, protocol, service, system])
+            }
+        }
+    }
+
+    fn scope_at(&self, stage: u8, index: usize) -> ScopeRef<'_> {
+        let root = self.root();
+        let member = |kind, at: Attached| ScopeRef::Member(&self.peer, kind, at.group, at.member);
+        let group = |kind, at: Attached| ScopeRef::Group(root, kind, at.group);
+        let protocol = || self.slots(&self.protocol);
+        let service = || self.slots(&self.service);
+        match (stage, index) {
+            (_, 0) => ScopeRef::Peer(&self.peer),
+            (TRANSIENT, 1) => ScopeRef::Fixed(root, Fixed::Transient),
+            (PROTOCOL, 1) | (SERVICE, 1) => member(GroupKind::Protocol, protocol()),
+            (PROTOCOL, 2) | (SERVICE, 3) => group(GroupKind::Protocol, protocol()),
+            (SERVICE, 2) => member(GroupKind::Service, service()),
+            (SERVICE, 4) => group(GroupKind::Service, service()),
+            _ => ScopeRef::Fixed(root, Fixed::System),
+        }
+    }
+}
