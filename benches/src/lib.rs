@@ -143,6 +143,33 @@ pub fn reference_peers(rm: &ReferenceManager, count: usize) -> Vec<(PeerId, Refe
         .collect()
 }
 
+/// W5's span in go's definition: a span on a stream whose protocol and service are set, so
+/// that a reservation passes the span, the stream and the stream's six parents (peer,
+/// protocol-peer, service-peer, protocol, service, system). Returns the span and the stream
+/// (which must outlive the measurement; the span keeps it alive anyway).
+pub fn stream_span(rm: &ResourceManager, peer: PeerId) -> (Span, rcmgr::StreamScope) {
+    let mut stream = rm
+        .open_stream(peer, Direction::Inbound)
+        .unwrap_or_else(|err| panic!("W5 open_stream: {err}"));
+    stream
+        .set_protocol(PROTOCOL)
+        .unwrap_or_else(|err| panic!("W5 set_protocol: {err}"));
+    stream
+        .set_service(SERVICE)
+        .unwrap_or_else(|err| panic!("W5 set_service: {err}"));
+    let span = stream
+        .begin_span()
+        .unwrap_or_else(|err| panic!("W5 span: {err}"));
+    (span, stream)
+}
+
+/// W5's span on a peer scope (its parents: the peer and system).
+pub fn peer_span(rm: &ResourceManager, peer: &PeerId) -> Span {
+    rm.peer(peer)
+        .begin_span()
+        .unwrap_or_else(|err| panic!("W5 span: {err}"))
+}
+
 /// W5, one iteration: reserve and release 1 KiB on a span.
 #[inline]
 pub fn span_memory(span: &Span) {

@@ -128,7 +128,7 @@ impl ReferenceManager {
     /// [`gc`](Self::gc).
     ///
     /// ```
-    /// let rm = rcmgr::reference::ReferenceManager::new(rcmgr::ConcreteLimitConfig::infinite());
+    /// let rm = rcmgr_reference::ReferenceManager::new(rcmgr::ConcreteLimitConfig::infinite());
     /// assert!(rm.list_peers().is_empty());
     /// ```
     pub fn new(limits: ConcreteLimitConfig) -> Self {
@@ -155,7 +155,7 @@ impl ReferenceManager {
     /// use rcmgr::{ConcreteLimitConfig, Direction};
     /// let mut limits = ConcreteLimitConfig::infinite();
     /// limits.transient.conns = 0;
-    /// let rm = rcmgr::reference::ReferenceManager::new(limits);
+    /// let rm = rcmgr_reference::ReferenceManager::new(limits);
     /// let err = rm.open_connection(Direction::Outbound, false, &"/ip4/1.2.3.4/tcp/1".parse()?).unwrap_err();
     /// assert_eq!(err.to_string(), "conn-1: transient: cannot reserve connection: resource limit exceeded");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -188,7 +188,7 @@ impl ReferenceManager {
     ///
     /// ```
     /// use rcmgr::{ConcreteLimitConfig, Direction};
-    /// let rm = rcmgr::reference::ReferenceManager::new(ConcreteLimitConfig::infinite());
+    /// let rm = rcmgr_reference::ReferenceManager::new(ConcreteLimitConfig::infinite());
     /// let peer = rcmgr::PeerId::random();
     /// let _stream = rm.open_stream(peer, Direction::Outbound)?;
     /// assert_eq!(rm.stat().peers[&peer].streams_outbound, 1);
@@ -216,8 +216,8 @@ impl ReferenceManager {
     /// A view of the system scope.
     ///
     /// ```
-    /// use rcmgr::reference::Scope;
-    /// let rm = rcmgr::reference::ReferenceManager::new(rcmgr::ConcreteLimitConfig::infinite());
+    /// use rcmgr_reference::Scope;
+    /// let rm = rcmgr_reference::ReferenceManager::new(rcmgr::ConcreteLimitConfig::infinite());
     /// assert_eq!(rm.system().name().to_string(), "system");
     /// ```
     pub fn system(&self) -> View {
@@ -233,7 +233,7 @@ impl ReferenceManager {
     /// collected while it is held.
     ///
     /// ```
-    /// let rm = rcmgr::reference::ReferenceManager::new(rcmgr::ConcreteLimitConfig::infinite());
+    /// let rm = rcmgr_reference::ReferenceManager::new(rcmgr::ConcreteLimitConfig::infinite());
     /// let peer = rcmgr::PeerId::random();
     /// let view = rm.peer(&peer);
     /// rm.gc();
@@ -297,7 +297,7 @@ impl ReferenceManager {
     ///
     /// ```
     /// use rcmgr::{ConcreteLimitConfig, Direction};
-    /// let rm = rcmgr::reference::ReferenceManager::new(ConcreteLimitConfig::infinite());
+    /// let rm = rcmgr_reference::ReferenceManager::new(ConcreteLimitConfig::infinite());
     /// let peer = rcmgr::PeerId::random();
     /// let mut stream = rm.open_stream(peer, Direction::Inbound)?;
     /// stream.set_protocol("/x")?;
@@ -348,7 +348,7 @@ impl ReferenceManager {
     ///
     /// ```
     /// use rcmgr::{ConcreteLimitConfig, Direction};
-    /// let rm = rcmgr::reference::ReferenceManager::new(ConcreteLimitConfig::infinite());
+    /// let rm = rcmgr_reference::ReferenceManager::new(ConcreteLimitConfig::infinite());
     /// let peer = rcmgr::PeerId::random();
     /// let _held = rm.open_stream(peer, Direction::Inbound)?;
     /// let mut lower = ConcreteLimitConfig::infinite();
@@ -591,7 +591,7 @@ pub struct View {
 ///
 /// ```
 /// use rcmgr::{ConcreteLimitConfig, Direction, Error};
-/// let rm = rcmgr::reference::ReferenceManager::new(ConcreteLimitConfig::infinite());
+/// let rm = rcmgr_reference::ReferenceManager::new(ConcreteLimitConfig::infinite());
 /// let peer = rcmgr::PeerId::random();
 /// let mut conn = rm.open_connection(Direction::Inbound, true, &"/ip4/10.0.0.1/tcp/1".parse()?)?;
 /// conn.set_peer(peer)?;
@@ -658,7 +658,7 @@ impl Connection {
 ///
 /// ```
 /// use rcmgr::{ConcreteLimitConfig, Direction, Error};
-/// let rm = rcmgr::reference::ReferenceManager::new(ConcreteLimitConfig::infinite());
+/// let rm = rcmgr_reference::ReferenceManager::new(ConcreteLimitConfig::infinite());
 /// let mut stream = rm.open_stream(rcmgr::PeerId::random(), Direction::Inbound)?;
 /// assert_eq!(stream.set_service("libp2p.ping"), Err(Error::StreamNotAttachedToProtocol));
 /// stream.set_protocol("/ipfs/ping/1.0.0")?;

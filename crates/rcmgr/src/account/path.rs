@@ -1,11 +1,16 @@
 //! Paths: the parents a scope reports to, in go's walk order, and the walks over them.
 //!
-//! A handle resolves its path when it is opened and at each transfer (the graph layer knows
-//! which parents a connection, stream or span has at each stage) and passes it here as a
-//! slice of [`Parent`]s. A reservation takes its amount from each parent in order; if one
-//! refuses, a guard gives back what the earlier ones took, in reverse order, also if anything
-//! panics in between. A release gives back from each parent. A transfer moves a scope's whole
-//! [`Usage`] (go's `ReserveForChild`/`ReleaseForChild`).
+//! go's walk order always puts the scopes of one peer first (the peer, its protocol-peer and
+//! service-peer scopes) and the shared ones after (protocol, service, transient, system, the
+//! allowlisted pair), so a [`Path`] is two slices: its [`Plain`] parents, then its [`Sharded`]
+//! ones. A walk is then two loops with no dispatch per step. A handle resolves its path when
+//! it is opened and at each transfer (the graph layer knows which parents a connection,
+//! stream or span has at each stage) and builds it on the stack for each walk.
+//!
+//! A reservation takes its amount from each parent in order; if one refuses, a guard gives
+//! back what the earlier ones took, in reverse order, also if anything panics in between. A
+//! release gives back from each parent. A transfer moves a scope's whole [`Usage`] (go's
+//! `ReserveForChild`/`ReleaseForChild`).
 
 use super::{
     counter::{Conns, Counter, Memory, Streams},
@@ -15,8 +20,34 @@ use super::{
 };
 use crate::{sync::Slot, types::ScopeStat};
 
-/// One parent on a path: a plain scope (peer, protocol-peer, service-peer) or a sharded one
-/// (system, transient, the allowlisted pair, protocol, service).
+/// The parents of a scope at one stage: the plain ones, then the sharded ones, each in go's
+/// walk order.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Path<'a> {
+    pub(crate) plain: &'a [&'a Plain],
+    pub(crate) sharded: &'a [&'a Sharded],
+}
+
+impl<'a> Path<'a> {
+    /// How many parents.
+    #[inline]
+    pub(crate) fn len(self) -> usize {
+        self.plain.len() + self.sharded.len()
+    }
+
+    /// The parent at `index` in walk order.
+    pub(crate) fn get(self, index: usize) -> Option<Parent<'a>> {
+        match self.plain.get(index) {
+            Some(plain) => Some(Parent::Plain(plain)),
+            None => self
+                .sharded
+                .get(index - self.plain.len())
+                .map(|sharded| Parent::Sharded(sharded)),
+        }
+    }
+}
+
+/// One parent, for what is asked of a single scope (its limit, its usage).
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Parent<'a> {
     Plain(&'a Plain),
@@ -24,23 +55,6 @@ pub(crate) enum Parent<'a> {
 }
 
 impl<'a> Parent<'a> {
-    #[inline]
-    pub(crate) fn reserve<K: Counter>(self, amount: K, slot: Slot) -> Result<(), Refused> {
-        match self {
-            Parent::Plain(scope) => scope.reserve(amount),
-            Parent::Sharded(scope) => scope.reserve(amount, slot),
-        }
-    }
-
-    /// Gives back what a child reserved here.
-    #[inline]
-    pub(crate) fn release<K: Counter>(self, amount: K, slot: Slot) {
-        match self {
-            Parent::Plain(scope) => scope.release(amount),
-            Parent::Sharded(scope) => scope.release(amount, slot),
-        }
-    }
-
     pub(crate) fn limit(self) -> &'a LimitCell {
         match self {
             Parent::Plain(scope) => scope.limit(),
@@ -52,33 +66,6 @@ impl<'a> Parent<'a> {
         match self {
             Parent::Plain(scope) => scope.stat(),
             Parent::Sharded(scope) => scope.stat(),
-        }
-    }
-
-    /// go's `ReserveForChild`: memory at priority ALWAYS, then streams, then connections,
-    /// each checked even when nothing of it moves (a lowered limit then refuses the move),
-    /// the earlier ones given back if a later one refuses.
-    pub(crate) fn reserve_usage(self, usage: Usage, slot: Slot) -> Result<(), Refused> {
-        self.reserve(usage.memory(), slot)?;
-        if let Err(refused) = self.reserve(usage.streams(), slot) {
-            self.release(usage.memory(), slot);
-            return Err(refused);
-        }
-        if let Usage::Conn { conns, .. } = usage
-            && let Err(refused) = self.reserve(conns, slot)
-        {
-            self.release(usage.memory(), slot);
-            return Err(refused);
-        }
-        Ok(())
-    }
-
-    /// go's `ReleaseForChild`.
-    pub(crate) fn release_usage(self, usage: Usage, slot: Slot) {
-        self.release(usage.memory(), slot);
-        self.release(usage.streams(), slot);
-        if let Usage::Conn { conns, .. } = usage {
-            self.release(conns, slot);
         }
     }
 }
@@ -118,35 +105,159 @@ impl Usage {
     }
 }
 
+/// A scope a walk takes from and gives back to: a plain or a sharded one. (A plain scope's
+/// words are shared by every thread, so it ignores the slot.)
+pub(crate) trait ParentScope {
+    fn reserve<K: Counter>(&self, amount: K, slot: Slot) -> Result<(), Refused>;
+    fn release<K: Counter>(&self, amount: K, slot: Slot);
+}
+
+impl ParentScope for Plain {
+    #[inline]
+    fn reserve<K: Counter>(&self, amount: K, _: Slot) -> Result<(), Refused> {
+        Plain::reserve(self, amount)
+    }
+
+    #[inline]
+    fn release<K: Counter>(&self, amount: K, _: Slot) {
+        Plain::release(self, amount);
+    }
+}
+
+impl ParentScope for Sharded {
+    #[inline]
+    fn reserve<K: Counter>(&self, amount: K, slot: Slot) -> Result<(), Refused> {
+        Sharded::reserve(self, amount, slot)
+    }
+
+    #[inline]
+    fn release<K: Counter>(&self, amount: K, slot: Slot) {
+        Sharded::release(self, amount, slot);
+    }
+}
+
+/// What a walk does at one scope: take an amount (go's `*ForChild` reservations), or give it
+/// back. Written once for every kind of amount and both kinds of parent.
+trait Step: Copy {
+    fn take<S: ParentScope>(self, scope: &S, slot: Slot) -> Result<(), Refused>;
+    fn give<S: ParentScope>(self, scope: &S, slot: Slot);
+}
+
+/// One kind of counter's amount.
+#[derive(Clone, Copy)]
+struct Amount<K>(K);
+
+impl<K: Counter> Step for Amount<K> {
+    #[inline]
+    fn take<S: ParentScope>(self, scope: &S, slot: Slot) -> Result<(), Refused> {
+        scope.reserve(self.0, slot)
+    }
+
+    #[inline]
+    fn give<S: ParentScope>(self, scope: &S, slot: Slot) {
+        scope.release(self.0, slot);
+    }
+}
+
+/// go's `ReserveForChild`: memory at priority ALWAYS, then streams, then connections, each
+/// checked even when nothing of it moves (a lowered limit then refuses the move), the earlier
+/// ones given back if a later one refuses. (`ReleaseForChild` gives all back.)
+impl Step for Usage {
+    fn take<S: ParentScope>(self, scope: &S, slot: Slot) -> Result<(), Refused> {
+        scope.reserve(self.memory(), slot)?;
+        if let Err(refused) = scope.reserve(self.streams(), slot) {
+            scope.release(self.memory(), slot);
+            return Err(refused);
+        }
+        if let Usage::Conn { conns, .. } = self
+            && let Err(refused) = scope.reserve(conns, slot)
+        {
+            scope.release(self.memory(), slot);
+            return Err(refused);
+        }
+        Ok(())
+    }
+
+    fn give<S: ParentScope>(self, scope: &S, slot: Slot) {
+        scope.release(self.memory(), slot);
+        scope.release(self.streams(), slot);
+        scope.release(self.conns(), slot);
+    }
+}
+
 /// Where on a path a reservation was refused, and why.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct PathRefusal {
-    /// The index of the refusing parent.
+    /// The index of the refusing parent in walk order.
     pub(crate) at: usize,
     pub(crate) why: Refused,
 }
 
-/// Gives back, in reverse order, what the first `taken` parents of a path took, unless
-/// [`keep`](Self::keep) is called: on a refusal, an early return or a panic alike.
-struct Taken<'p, 'a, T: Copy, F: Fn(Parent<'a>, T, Slot)> {
-    path: &'p [Parent<'a>],
-    amount: T,
+/// Gives back, in reverse order, what the first `plain` plain parents and the first
+/// `sharded` sharded parents of a path took, unless [`keep`](Self::keep) is called: on a
+/// refusal, an early return or a panic alike.
+struct Taken<'p, S: Step> {
+    path: Path<'p>,
+    step: S,
     slot: Slot,
-    taken: usize,
-    give_back: F,
+    plain: usize,
+    sharded: usize,
 }
 
-impl<'a, T: Copy, F: Fn(Parent<'a>, T, Slot)> Taken<'_, 'a, T, F> {
+impl<S: Step> Taken<'_, S> {
     fn keep(mut self) {
-        self.taken = 0;
+        (self.plain, self.sharded) = (0, 0);
     }
 }
 
-impl<'a, T: Copy, F: Fn(Parent<'a>, T, Slot)> Drop for Taken<'_, 'a, T, F> {
+impl<S: Step> Drop for Taken<'_, S> {
     fn drop(&mut self) {
-        for parent in self.path[..self.taken].iter().rev() {
-            (self.give_back)(*parent, self.amount, self.slot);
+        for scope in self.path.sharded[..self.sharded].iter().rev() {
+            self.step.give(*scope, self.slot);
         }
+        for scope in self.path.plain[..self.plain].iter().rev() {
+            self.step.give(*scope, self.slot);
+        }
+    }
+}
+
+/// Takes `step` on every parent of `path`, in order; if one refuses, gives back what the
+/// earlier ones took and says which refused.
+#[inline]
+fn take_all<S: Step>(path: Path<'_>, step: S, slot: Slot) -> Result<(), PathRefusal> {
+    let mut taken = Taken {
+        path,
+        step,
+        slot,
+        plain: 0,
+        sharded: 0,
+    };
+    for scope in path.plain {
+        step.take(*scope, slot).map_err(|why| PathRefusal {
+            at: taken.plain,
+            why,
+        })?;
+        taken.plain += 1;
+    }
+    for scope in path.sharded {
+        step.take(*scope, slot).map_err(|why| PathRefusal {
+            at: path.plain.len() + taken.sharded,
+            why,
+        })?;
+        taken.sharded += 1;
+    }
+    taken.keep();
+    Ok(())
+}
+
+/// Gives `step` back to every parent of `path`.
+#[inline]
+fn give_all<S: Step>(path: Path<'_>, step: S, slot: Slot) {
+    for scope in path.plain {
+        step.give(*scope, slot);
+    }
+    for scope in path.sharded {
+        step.give(*scope, slot);
     }
 }
 
@@ -154,65 +265,54 @@ impl<'a, T: Copy, F: Fn(Parent<'a>, T, Slot)> Drop for Taken<'_, 'a, T, F> {
 /// earlier ones took and says which refused.
 #[inline]
 pub(crate) fn reserve<K: Counter>(
-    path: &[Parent<'_>],
+    path: Path<'_>,
     amount: K,
     slot: Slot,
 ) -> Result<(), PathRefusal> {
-    let mut taken = Taken {
-        path,
-        amount,
-        slot,
-        taken: 0,
-        give_back: |parent: Parent<'_>, amount: K, slot| parent.release(amount, slot),
-    };
-    for (at, parent) in path.iter().enumerate() {
-        parent
-            .reserve(amount, slot)
-            .map_err(|why| PathRefusal { at, why })?;
-        taken.taken += 1;
-    }
-    taken.keep();
-    Ok(())
+    take_all(path, Amount(amount), slot)
 }
 
 /// Gives back `amount`, which a child reserved, from every parent of `path`.
 #[inline]
-pub(crate) fn release<K: Counter>(path: &[Parent<'_>], amount: K, slot: Slot) {
-    if amount.is_zero() {
-        return;
+pub(crate) fn release<K: Counter>(path: Path<'_>, amount: K, slot: Slot) {
+    if !amount.is_zero() {
+        give_all(path, Amount(amount), slot);
     }
-    for parent in path {
-        parent.release(amount, slot);
-    }
-}
-
-/// Moves `usage` onto every parent of `path`, in order (go's `ReserveForChild` on each); if
-/// one refuses, gives back what the earlier ones took.
-pub(crate) fn reserve_usage(
-    path: &[Parent<'_>],
-    usage: Usage,
-    slot: Slot,
-) -> Result<(), PathRefusal> {
-    let mut taken = Taken {
-        path,
-        amount: usage,
-        slot,
-        taken: 0,
-        give_back: |parent: Parent<'_>, usage, slot| parent.release_usage(usage, slot),
-    };
-    for (at, parent) in path.iter().enumerate() {
-        parent
-            .reserve_usage(usage, slot)
-            .map_err(|why| PathRefusal { at, why })?;
-        taken.taken += 1;
-    }
-    taken.keep();
-    Ok(())
 }
 
 /// Gives back `usage` from every parent of `path`.
-pub(crate) fn release_usage(path: &[Parent<'_>], usage: Usage, slot: Slot) {
-    for parent in path {
-        parent.release_usage(usage, slot);
+#[inline]
+pub(crate) fn release_usage(path: Path<'_>, usage: Usage, slot: Slot) {
+    give_all(path, usage, slot);
+}
+
+/// Moves `usage` onto `parents` in the order given (a transfer's new parents come in go's
+/// order for the transfer, which need not put the plain ones first); if one refuses, gives
+/// back what the earlier ones took.
+pub(crate) fn reserve_usage_in_order(
+    parents: &[Parent<'_>],
+    usage: Usage,
+    slot: Slot,
+) -> Result<(), PathRefusal> {
+    for (at, parent) in parents.iter().enumerate() {
+        let taken = match parent {
+            Parent::Plain(scope) => usage.take(*scope, slot),
+            Parent::Sharded(scope) => usage.take(*scope, slot),
+        };
+        if let Err(why) = taken {
+            release_usage_in_order(&parents[..at], usage, slot);
+            return Err(PathRefusal { at, why });
+        }
+    }
+    Ok(())
+}
+
+/// Gives back `usage` from `parents`, in reverse order.
+pub(crate) fn release_usage_in_order(parents: &[Parent<'_>], usage: Usage, slot: Slot) {
+    for parent in parents.iter().rev() {
+        match parent {
+            Parent::Plain(scope) => usage.give(*scope, slot),
+            Parent::Sharded(scope) => usage.give(*scope, slot),
+        }
     }
 }

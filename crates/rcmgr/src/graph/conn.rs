@@ -19,11 +19,11 @@ use super::{
     Root,
     peers::{Found, PeerNode, Peers},
     scope::{Asked, Fixed, Refusal, ScopeRef},
-    staged::{self, Move, Path, Staged},
+    staged::{self, Move, Staged, detached},
 };
 use crate::{
     account::{
-        Conns, Counter, LimitCell, Memory, Own, OwnState, Parent, Refused, Released, Streams,
+        Conns, Counter, LimitCell, Memory, Own, OwnState, Parent, Path, Refused, Released, Streams,
         Usage, counter::stat_of, path,
     },
     limits::BaseLimit,
@@ -83,16 +83,16 @@ impl ConnNode {
         conns
             .check(Conns::ZERO, Conns::read_limit(node.limit_cell()))
             .map_err(|hit| Refusal::limit(node.scope(), true, hit, Asked::Conns(conns)))?;
-        let path = node.path(stage);
-        path::reserve(path.as_slice(), conns, slot).map_err(|refused| {
-            let parent = node.scope_at(stage, refused.at);
-            match refused.why {
-                Refused::Limit(hit) => {
-                    Refusal::limit(parent, false, hit, Asked::Conns(conns)).at(refused.at)
+        node.with_path(stage, |path| path::reserve(path, conns, slot))
+            .map_err(|refused| {
+                let parent = node.scope_at(stage, refused.at);
+                match refused.why {
+                    Refused::Limit(hit) => {
+                        Refusal::limit(parent, false, hit, Asked::Conns(conns)).at(refused.at)
+                    }
+                    Refused::Stopped => Refusal::closed(Some(parent)),
                 }
-                Refused::Stopped => Refusal::closed(Some(parent)),
-            }
-        })?;
+            })?;
         Ok(Arc::new(node))
     }
 
@@ -179,25 +179,25 @@ impl ConnNode {
             // The new parents in go's order (a move from the allowlisted scopes also takes
             // transient, which it gives back below: go reserves there and releases at once),
             // and the stage after.
-            let (take, to) = match (from, allowlisted_peer) {
-                (ALLOWLISTED, false) => (Path::of([system, transient, peer_scope]), PEER),
-                (ALLOWLISTED, true) => (Path::of([peer_scope]), PEER_ALLOWLISTED),
-                _ => (Path::of([peer_scope]), PEER),
+            let (take, to): (&[Parent<'_>], u8) = match (from, allowlisted_peer) {
+                (ALLOWLISTED, false) => (&[system, transient, peer_scope], PEER),
+                (ALLOWLISTED, true) => (&[peer_scope], PEER_ALLOWLISTED),
+                _ => (&[peer_scope], PEER),
             };
-            match path::reserve_usage(take.as_slice(), usage, slot) {
+            match path::reserve_usage_in_order(take, usage, slot) {
                 Ok(()) => {
-                    let give_back = match (from, to) {
-                        (ALLOWLISTED, PEER) => Path::of([
-                            transient,
-                            Parent::Sharded(root.fixed(Fixed::AllowlistedTransient)),
+                    let allowlisted_transient =
+                        Parent::Sharded(root.fixed(Fixed::AllowlistedTransient));
+                    let give_back: &[Parent<'_>] = match (from, to) {
+                        (ALLOWLISTED, PEER) => &[
+                            allowlisted_transient,
                             Parent::Sharded(root.fixed(Fixed::AllowlistedSystem)),
-                        ]),
-                        (ALLOWLISTED, _) => {
-                            Path::of([Parent::Sharded(root.fixed(Fixed::AllowlistedTransient))])
-                        }
-                        _ => Path::of([transient]),
+                            transient,
+                        ],
+                        (ALLOWLISTED, _) => &[allowlisted_transient],
+                        _ => &[transient],
                     };
-                    path::release_usage(give_back.as_slice(), usage, slot);
+                    path::release_usage_in_order(give_back, usage, slot);
                     let (peer, found) = found;
                     // The slot is empty (the handle checked, and only it sets it).
                     let _ = self.peer.set(peer);
@@ -258,23 +258,33 @@ impl Staged for ConnNode {
     }
 
     #[inline]
-    fn path(&self, stage: u8) -> Path<'_> {
-        let fixed = |which| Parent::Sharded(self.root.fixed(which));
+    fn with_path<R>(&self, stage: u8, walk: impl FnOnce(Path<'_>) -> R) -> R {
+        let fixed = |which| self.root.fixed(which);
         let peer = || match self.peer.get() {
-            Some(peer) => Parent::Plain(&peer.scope),
-            None => {
-                debug_assert!(false, "the peer is set before a stage that names it");
-                fixed(Fixed::Transient)
-            }
+            Some(peer) => &peer.scope,
+            None => detached::plain(),
         };
+        let system = fixed(Fixed::System);
         match stage {
-            TRANSIENT => Path::of([fixed(Fixed::Transient), fixed(Fixed::System)]),
-            ALLOWLISTED => Path::of([
-                fixed(Fixed::AllowlistedTransient),
-                fixed(Fixed::AllowlistedSystem),
-            ]),
-            PEER => Path::of([peer(), fixed(Fixed::System)]),
-            _ => Path::of([peer(), fixed(Fixed::AllowlistedSystem)]),
+            TRANSIENT => walk(Path {
+                plain: &[],
+                sharded: &[fixed(Fixed::Transient), system],
+            }),
+            ALLOWLISTED => walk(Path {
+                plain: &[],
+                sharded: &[
+                    fixed(Fixed::AllowlistedTransient),
+                    fixed(Fixed::AllowlistedSystem),
+                ],
+            }),
+            PEER => walk(Path {
+                plain: &[peer()],
+                sharded: &[system],
+            }),
+            _ => walk(Path {
+                plain: &[peer()],
+                sharded: &[fixed(Fixed::AllowlistedSystem)],
+            }),
         }
     }
 

@@ -30,7 +30,7 @@ use super::{
     stream::StreamNode,
 };
 use crate::{
-    account::{LimitCell, Memory, Own, OwnRefusal, Parent, Refused, path},
+    account::{LimitCell, Memory, Own, OwnRefusal, Path, Refused, Sharded, path},
     limits::BaseLimit,
     sync::{Arc, AtomicU64, Ordering, Slot},
     types::{Priority, ScopeName, ScopeStat, SpanName},
@@ -235,38 +235,50 @@ impl<'a> AnchorRef<'a> {
         }
     }
 
-    /// For a view: the scope's direct count and its path (the scope itself first).
-    fn viewed(self) -> Option<(&'a Viewed, super::staged::Path<'a>)> {
-        use super::staged::Path;
-        let (root, viewed, scope) = match self {
+    /// For a view: runs `walk` on the scope's direct count and its path (the scope itself
+    /// first), built on the stack. `None` for any other scope.
+    #[inline]
+    fn with_view<R>(self, walk: impl FnOnce(&'a Viewed, Path<'_>) -> R) -> Option<R> {
+        let system = |root: &'a Root| root.fixed(Fixed::System);
+        Some(match self {
             AnchorRef::Fixed(root, which) => {
-                let scope = Parent::Sharded(root.fixed(which));
-                let path = match which {
-                    Fixed::System | Fixed::AllowlistedSystem => Path::of([scope]),
-                    Fixed::Transient => {
-                        Path::of([scope, Parent::Sharded(root.fixed(Fixed::System))])
-                    }
-                    Fixed::AllowlistedTransient => {
-                        Path::of([scope, Parent::Sharded(root.fixed(Fixed::AllowlistedSystem))])
-                    }
+                let scope = root.fixed(which);
+                let viewed = root.fixed_viewed(which);
+                let sharded: &[&Sharded] = match which {
+                    Fixed::System | Fixed::AllowlistedSystem => &[scope],
+                    Fixed::Transient => &[scope, system(root)],
+                    Fixed::AllowlistedTransient => &[scope, root.fixed(Fixed::AllowlistedSystem)],
                 };
-                return Some((root.fixed_viewed(which), path));
+                walk(
+                    viewed,
+                    Path {
+                        plain: &[],
+                        sharded,
+                    },
+                )
             }
             AnchorRef::Group(view) => {
                 let group = view.group()?;
-                (&**view.root(), &group.viewed, Parent::Sharded(&group.scope))
+                walk(
+                    &group.viewed,
+                    Path {
+                        plain: &[],
+                        sharded: &[&group.scope, system(view.root())],
+                    },
+                )
             }
-            AnchorRef::Peer(view) => (
-                &*view.node().root,
-                &view.node().viewed,
-                Parent::Plain(&view.node().scope),
-            ),
+            AnchorRef::Peer(view) => {
+                let node = view.node();
+                walk(
+                    &node.viewed,
+                    Path {
+                        plain: &[&node.scope],
+                        sharded: &[system(&node.root)],
+                    },
+                )
+            }
             AnchorRef::Conn(_) | AnchorRef::Stream(_) | AnchorRef::Span(_) => return None,
-        };
-        Some((
-            viewed,
-            Path::of([scope, Parent::Sharded(root.fixed(Fixed::System))]),
-        ))
+        })
     }
 
     /// The scope at `index` of a view's path (the scope itself at 0), for names.
@@ -292,10 +304,13 @@ impl<'a> AnchorRef<'a> {
                 .map(|_| Moved::bytes(memory.bytes)),
             AnchorRef::Span(span) => span.reserve_memory(memory, slot),
             view => {
-                let Some((viewed, path)) = view.viewed() else {
+                let reserved = view.with_view(|viewed, path| {
+                    path::reserve(path, memory, slot).map(|()| viewed.direct.add(memory.bytes))
+                });
+                let Some(reserved) = reserved else {
                     return Err(Refusal::closed(None));
                 };
-                path::reserve(path.as_slice(), memory, slot).map_err(|refused| {
+                reserved.map_err(|refused| {
                     let by = view.view_scope_at(refused.at);
                     match refused.why {
                         Refused::Limit(hit) => {
@@ -310,7 +325,6 @@ impl<'a> AnchorRef<'a> {
                         }
                     }
                 })?;
-                viewed.direct.add(memory.bytes);
                 Ok(Moved::bytes(memory.bytes))
             }
         }
@@ -332,12 +346,12 @@ impl<'a> AnchorRef<'a> {
                 .map_or_else(Moved::default, |released| Moved::bytes(released.taken)),
             AnchorRef::Span(span) => span.release_memory(bytes, slot),
             view => {
-                let Some((viewed, path)) = view.viewed() else {
-                    return Moved::default();
-                };
-                let taken = viewed.direct.take(bytes);
-                path::release(path.as_slice(), Memory::new(taken, Priority::ALWAYS), slot);
-                Moved::bytes(taken)
+                let taken = view.with_view(|viewed, path| {
+                    let taken = viewed.direct.take(bytes);
+                    path::release(path, Memory::new(taken, Priority::ALWAYS), slot);
+                    taken
+                });
+                Moved::bytes(taken.unwrap_or(0))
             }
         }
     }
@@ -364,20 +378,20 @@ impl<'a> AnchorRef<'a> {
             AnchorRef::Conn(conn) => {
                 owning.push(ScopeRef::Conn(conn));
                 let stage = conn.state().stage();
-                let len = conn.path(stage).as_slice().len();
+                let len = conn.with_path(stage, |path| path.len());
                 (0..len).map(|index| conn.scope_at(stage, index)).collect()
             }
             AnchorRef::Stream(stream) => {
                 owning.push(ScopeRef::Stream(stream));
                 let stage = stream.state().stage();
-                let len = stream.path(stage).as_slice().len();
+                let len = stream.with_path(stage, |path| path.len());
                 (0..len)
                     .map(|index| stream.scope_at(stage, index))
                     .collect()
             }
             view => {
                 owning.push(view.scope());
-                let len = view.viewed().map_or(1, |(_, path)| path.as_slice().len());
+                let len = view.with_view(|_, path| path.len()).unwrap_or(1);
                 (1..len).map(|index| view.view_scope_at(index)).collect()
             }
         };
@@ -392,8 +406,8 @@ impl<'a> AnchorRef<'a> {
             AnchorRef::Stream(stream) => stream.memory_limit(),
             AnchorRef::Span(span) => span.memory_limit(),
             view => view
-                .viewed()
-                .map_or(0, |(_, path)| path.as_slice()[0].limit().memory()),
+                .with_view(|_, path| path.get(0).map_or(0, |scope| scope.limit().memory()))
+                .unwrap_or(0),
         }
     }
 
@@ -413,7 +427,7 @@ impl<'a> AnchorRef<'a> {
             AnchorRef::Conn(conn) => conn.next_span_index(),
             AnchorRef::Stream(stream) => stream.next_span_index(),
             AnchorRef::Span(span) => span.next_span_index(),
-            view => view.viewed().map_or(0, |(viewed, _)| viewed.next_span()),
+            view => view.with_view(|viewed, _| viewed.next_span()).unwrap_or(0),
         }
     }
 

@@ -9,43 +9,11 @@
 use super::scope::{Asked, Refusal, ScopeRef};
 use crate::{
     account::{
-        Memory, Own, OwnRefusal, OwnState, Parent, PathRefusal, Refused, Released, Usage, path,
+        Memory, Own, OwnRefusal, OwnState, Path, PathRefusal, Refused, Released, Usage, path,
     },
     sync::{Backoff, Slot},
     types::Priority,
 };
-
-/// The most parents a scope reports to: a stream with its protocol and service (peer,
-/// protocol-peer, service-peer, protocol, service, system).
-pub(crate) const MOST_PARENTS: usize = 6;
-
-/// The parents a scope reports to at one stage, in go's walk order (never empty: every
-/// connection and stream reports to at least two scopes).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Path<'a> {
-    parents: [Parent<'a>; MOST_PARENTS],
-    len: usize,
-}
-
-impl<'a> Path<'a> {
-    /// A path of `N` (at least 1, at most [`MOST_PARENTS`]) parents.
-    #[inline]
-    pub(crate) fn of<const N: usize>(parents: [Parent<'a>; N]) -> Self {
-        const { assert!(N >= 1 && N <= MOST_PARENTS) };
-        let mut all = [parents[0]; MOST_PARENTS];
-        all[..N].copy_from_slice(&parents);
-        Path {
-            parents: all,
-            len: N,
-        }
-    }
-
-    /// The parents, as the walks take them.
-    #[inline]
-    pub(crate) fn as_slice(&self) -> &[Parent<'a>] {
-        &self.parents[..self.len]
-    }
-}
 
 /// A connection or a stream; see the module docs.
 pub(crate) trait Staged {
@@ -55,8 +23,9 @@ pub(crate) trait Staged {
     fn memory_limit(&self) -> u64;
     /// The scope itself, for names.
     fn scope(&self) -> ScopeRef<'_>;
-    /// The parents at `stage`. A stage's parents are written before the stage is published.
-    fn path(&self, stage: u8) -> Path<'_>;
+    /// Runs `walk` on the parents at `stage`, built on the stack. A stage's parents are
+    /// written before the stage is published.
+    fn with_path<R>(&self, stage: u8, walk: impl FnOnce(Path<'_>) -> R) -> R;
     /// The parent at `index` of the path at `stage`, for names (the cold path).
     fn scope_at(&self, stage: u8, index: usize) -> ScopeRef<'_>;
 }
@@ -80,23 +49,22 @@ pub(crate) fn reserve_memory<S: Staged>(
             backoff.snooze();
             continue;
         }
-        let path = node.path(state.stage());
-        let parents = path.as_slice();
-        if let Err(refused) = path::reserve(parents, memory, slot) {
-            return Err(path_refusal(node, state.stage(), memory, limit, refused));
-        }
-        match node.own().commit(memory, limit, state.stage()) {
+        let stage = state.stage();
+        let outcome = node.with_path(stage, |path| {
+            if let Err(refused) = path::reserve(path, memory, slot) {
+                return Err(path_refusal(node, stage, memory, limit, refused));
+            }
+            let committed = node.own().commit(memory, limit, stage);
+            if committed.is_err() {
+                path::release(path, memory, slot);
+            }
+            Ok(committed)
+        })?;
+        match outcome {
             Ok(before) => return Ok(before),
-            Err(OwnRefusal::Moved) => {
-                path::release(parents, memory, slot);
-                backoff.snooze();
-            }
-            Err(OwnRefusal::Closed) => {
-                path::release(parents, memory, slot);
-                return Err(Refusal::closed(None));
-            }
+            Err(OwnRefusal::Moved) => backoff.snooze(),
+            Err(OwnRefusal::Closed) => return Err(Refusal::closed(None)),
             Err(OwnRefusal::Limit(hit)) => {
-                path::release(parents, memory, slot);
                 return Err(Refusal::limit(
                     node.scope(),
                     true,
@@ -139,12 +107,8 @@ fn path_refusal<S: Staged>(
 pub(crate) fn release_memory<S: Staged>(node: &S, bytes: u64, slot: Slot) -> Option<Released> {
     let released = node.own().release(bytes)?;
     if released.taken > 0 {
-        let path = node.path(released.stage);
-        path::release(
-            path.as_slice(),
-            Memory::new(released.taken, Priority::ALWAYS),
-            slot,
-        );
+        let memory = Memory::new(released.taken, Priority::ALWAYS);
+        node.with_path(released.stage, |path| path::release(path, memory, slot));
     }
     Some(released)
 }
@@ -163,8 +127,8 @@ pub(crate) fn close<S: Staged>(
     } else {
         node.own().close()
     }?;
-    let path = node.path(state.stage());
-    path::release_usage(path.as_slice(), usage(state.bytes()), slot);
+    let usage = usage(state.bytes());
+    node.with_path(state.stage(), |path| path::release_usage(path, usage, slot));
     Some(state)
 }
 
@@ -221,5 +185,34 @@ impl Drop for Move<'_> {
             let stage = self.from.stage();
             self.end(stage);
         }
+    }
+}
+
+/// Stand-ins for a parent that a stage names but that is missing, which never happens: a
+/// stage's parents are written before the stage is published, and a scope holding usage in a
+/// parent keeps it from being collected. Were that ever broken, the walk would charge a scope
+/// that no close gives back, so debug builds stop here; release builds charge a fresh scope
+/// that nothing else uses, which keeps every other count right.
+pub(crate) mod detached {
+    use crate::{
+        account::{Plain, Sharded},
+        limits::BaseLimit,
+    };
+    use std::sync::OnceLock;
+
+    /// A plain scope no one else uses.
+    #[cold]
+    pub(crate) fn plain() -> &'static Plain {
+        debug_assert!(false, "a stage's parents exist while it is published");
+        static DETACHED: OnceLock<Plain> = OnceLock::new();
+        DETACHED.get_or_init(|| Plain::new(BaseLimit::unlimited()))
+    }
+
+    /// A sharded scope no one else uses.
+    #[cold]
+    pub(crate) fn sharded() -> &'static Sharded {
+        debug_assert!(false, "a stage's parents exist while it is published");
+        static DETACHED: OnceLock<Sharded> = OnceLock::new();
+        DETACHED.get_or_init(|| Sharded::new(BaseLimit::unlimited()))
     }
 }

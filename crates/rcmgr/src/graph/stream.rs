@@ -21,12 +21,12 @@ use super::{
     groups::GroupKind,
     peers::{Found, PeerNode, Peers, member_key},
     scope::{Asked, Fixed, Refusal, ScopeRef},
-    staged::{self, Move, Path, Staged},
+    staged::{self, Move, Staged, detached},
 };
 use crate::{
     account::{
-        Conns, Counter, LimitCell, Memory, Own, OwnState, Parent, Refused, Released, Streams,
-        Usage, counter::stat_of, path,
+        Conns, Counter, LimitCell, Memory, Own, OwnState, Parent, Path, Plain, Refused, Released,
+        Sharded, Streams, Usage, counter::stat_of, path,
     },
     limits::BaseLimit,
     sync::{Arc, AtomicU64, Ordering, Slot},
@@ -114,8 +114,8 @@ impl StreamNode {
             ));
         }
         loop {
-            let path = node.path(TRANSIENT);
-            let refused = match path::reserve(path.as_slice(), streams, slot) {
+            let refused = match node.with_path(TRANSIENT, |path| path::reserve(path, streams, slot))
+            {
                 Ok(()) => return Ok((Arc::new(node), found)),
                 Err(refused) => refused,
             };
@@ -258,8 +258,8 @@ impl StreamNode {
                     group_ref.slot,
                 ))));
             };
-            let take = Path::of([Parent::Sharded(&group.scope), Parent::Plain(&member.scope)]);
-            match path::reserve_usage(take.as_slice(), usage, slot) {
+            let take = [Parent::Sharded(&group.scope), Parent::Plain(&member.scope)];
+            match path::reserve_usage_in_order(&take, usage, slot) {
                 Ok(()) if group.is(group_ref.incarnation) && member.is(key) => {
                     let at = Attached {
                         group: group_ref.slot,
@@ -268,7 +268,7 @@ impl StreamNode {
                     let to = match kind {
                         GroupKind::Protocol => {
                             let transient = Parent::Sharded(root.fixed(Fixed::Transient));
-                            path::release_usage(&[transient], usage, slot);
+                            path::release_usage_in_order(&[transient], usage, slot);
                             // Ordering: Relaxed — published by the stage's Release store.
                             self.protocol.store(at.pack(), Ordering::Relaxed);
                             PROTOCOL
@@ -289,7 +289,7 @@ impl StreamNode {
                 Ok(()) => {
                     // A slot found through a cache or a scan was collected and reused in
                     // between: give it back and look again.
-                    path::release_usage(take.as_slice(), usage, slot);
+                    path::release_usage_in_order(&take, usage, slot);
                     groups.forget(name);
                     backoff.snooze();
                 }
@@ -334,20 +334,20 @@ impl StreamNode {
         Attached::unpack(word.load(Ordering::Relaxed))
     }
 
-    /// The group and member scopes of an attachment, as parents.
+    /// The group and member scopes of the attachment to `kind`, which the stage names.
     #[inline]
-    fn attached_parents(&self, kind: GroupKind, at: Attached) -> (Parent<'_>, Parent<'_>) {
+    fn attached_parents(&self, kind: GroupKind) -> (&Sharded, &Plain) {
+        let at = match kind {
+            GroupKind::Protocol => self.slots(&self.protocol),
+            GroupKind::Service => self.slots(&self.service),
+        };
         let group = self.root().groups(kind).get(at.group);
         let member = self.peer.members.get(at.member);
         match (group, member) {
-            (Some(group), Some(member)) => {
-                (Parent::Sharded(&group.scope), Parent::Plain(&member.scope))
-            }
-            _ => {
-                debug_assert!(false, "an attached stream's slots exist");
-                let system = Parent::Sharded(self.root().fixed(Fixed::System));
-                (system, system)
-            }
+            (Some(group), Some(member)) => (&group.scope, &member.scope),
+            // An attached stream's group and member are never collected (it holds a stream
+            // there); see `detached` for why this is not a panic.
+            _ => (detached::sharded(), detached::plain()),
         }
     }
 }
@@ -368,23 +368,28 @@ impl Staged for StreamNode {
     }
 
     #[inline]
-    fn path(&self, stage: u8) -> Path<'_> {
-        let root = self.root();
-        let peer = Parent::Plain(&self.peer.scope);
-        let system = Parent::Sharded(root.fixed(Fixed::System));
+    fn with_path<R>(&self, stage: u8, walk: impl FnOnce(Path<'_>) -> R) -> R {
+        let peer = &self.peer.scope;
+        let system = self.root().fixed(Fixed::System);
         match stage {
-            TRANSIENT => Path::of([peer, Parent::Sharded(root.fixed(Fixed::Transient)), system]),
+            TRANSIENT => walk(Path {
+                plain: &[peer],
+                sharded: &[self.root().fixed(Fixed::Transient), system],
+            }),
             PROTOCOL => {
-                let (protocol, protocol_peer) =
-                    self.attached_parents(GroupKind::Protocol, self.slots(&self.protocol));
-                Path::of([peer, protocol_peer, protocol, system])
+                let (protocol, protocol_peer) = self.attached_parents(GroupKind::Protocol);
+                walk(Path {
+                    plain: &[peer, protocol_peer],
+                    sharded: &[protocol, system],
+                })
             }
             _ => {
-                let (protocol, protocol_peer) =
-                    self.attached_parents(GroupKind::Protocol, self.slots(&self.protocol));
-                let (service, service_peer) =
-                    self.attached_parents(GroupKind::Service, self.slots(&self.service));
-                Path::of([peer, protocol_peer, service_peer, protocol, service, system])
+                let (protocol, protocol_peer) = self.attached_parents(GroupKind::Protocol);
+                let (service, service_peer) = self.attached_parents(GroupKind::Service);
+                walk(Path {
+                    plain: &[peer, protocol_peer, service_peer],
+                    sharded: &[protocol, service, system],
+                })
             }
         }
     }

@@ -261,7 +261,7 @@ impl ConnectionScope {
             if root.observer.tracer().is_some() {
                 let change = notify::usage_change(node.usage(state.bytes()));
                 let stage = state.stage();
-                let len = node.path(stage).as_slice().len();
+                let len = node.with_path(stage, |path| path.len());
                 notify::changed(
                     root,
                     (0..len).map(|i| node.scope_at(stage, i)),
