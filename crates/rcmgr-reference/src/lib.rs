@@ -35,8 +35,8 @@
 //!   and holding nothing, memory included;
 //! * a memory release takes at most what the scope it is made on holds itself (a
 //!   connection's, stream's or span's own bytes; the bytes reserved on a view's scope
-//!   through views, their guards and spans) and gives back exactly that further up, so an
-//!   over-release never takes another scope's usage.
+//!   through views and their guards, not its spans', which are the spans' own) and gives
+//!   back exactly that further up, so an over-release never takes another scope's usage.
 //!
 //! Not modelled: the allowlisted scopes, per-IP limits, counter field capacities (irrelevant
 //! below 2^21 connections or 2^53 bytes), metrics, tracing and go's "BUG: ..." warnings on
@@ -1044,8 +1044,8 @@ enum Why {
 #[derive(Debug, Default)]
 struct Account {
     usage: Usage,
-    /// Bytes reserved directly on a scope that views reach (through a view, its guards and
-    /// its spans): where a caller's release on it is clamped.
+    /// Bytes reserved directly on a scope that views reach (through a view or its guards; a
+    /// span's bytes are its own): where a caller's release through a view is clamped.
     direct: u64,
     pinned: Option<BaseLimit>,
     closed: bool,
@@ -1389,14 +1389,22 @@ impl State {
         Ok(())
     }
 
-    /// A memory reservation the caller made on `at`, with its public error.
+    /// A memory reservation the caller made on `at`, with its public error. On a view's
+    /// scope the bytes are then *direct* there: what a later release through a view of it may
+    /// take back (a span's bytes are the span's, never the view's).
     fn reserve_memory(&mut self, at: &At, size: usize, priority: Priority) -> Result<(), Error> {
         let amount = Amount::Memory {
             size: size as u64,
             priority,
         };
         self.reserve(at, amount)
-            .map_err(|refusal| self.error(&refusal, at))
+            .map_err(|refusal| self.error(&refusal, at))?;
+        if !matches!(at, At::Node(_))
+            && let Some(account) = self.account_mut(at)
+        {
+            account.direct += size as u64;
+        }
+        Ok(())
     }
 
     /// Subtracts `amount` from `at` alone, clamping at zero; nothing if `at` is closed.
@@ -1414,16 +1422,8 @@ impl State {
             Some(owner) => self.reserve(&owner, amount),
             None => self.take_all(&self.edges(at), amount),
         };
-        match (&passed, at, amount) {
-            (Err(_), ..) => self.release_here(at, amount),
-            // Memory reserved on a view's scope (or through a span of one) is direct there.
-            (Ok(()), At::Node(_), _) => {}
-            (Ok(()), _, Amount::Memory { size, .. }) => {
-                if let Some(account) = self.account_mut(at) {
-                    account.direct += size;
-                }
-            }
-            (Ok(()), ..) => {}
+        if passed.is_err() {
+            self.release_here(at, amount);
         }
         passed
     }
@@ -1441,10 +1441,11 @@ impl State {
         Ok(())
     }
 
-    /// A memory release on `at`: it takes at most what `at` itself holds (a connection's,
-    /// stream's or span's own bytes; a view's scope's direct bytes), then gives exactly that
-    /// back through the owner's walk or each edge, so it never takes another scope's usage
-    /// from the scopes above. Stops at a closed scope, whose close released everything.
+    /// A memory release the caller made on `at`: it takes at most what `at` itself holds (a
+    /// connection's, stream's or span's own bytes; a view's scope's direct bytes), then gives
+    /// exactly that back through the owner's walk or each edge, so it never takes another
+    /// scope's usage from the scopes above. Stops at a closed scope, whose close released
+    /// everything.
     fn release_memory(&mut self, at: &At, size: u64) {
         let is_node = matches!(at, At::Node(_));
         let Some(account) = self.account_mut(at).filter(|account| !account.closed) else {
@@ -1459,12 +1460,23 @@ impl State {
         if taken == 0 {
             return;
         }
-        account.usage.memory -= taken;
         if !is_node {
             account.direct -= taken;
         }
+        self.give_back(at, taken);
+    }
+
+    /// Gives back `taken` bytes, which `at` holds, from `at` and what it reports to: through
+    /// its owner (where a span's owner clamps at what it holds itself, and stops if closed)
+    /// or from each edge.
+    fn give_back(&mut self, at: &At, taken: u64) {
+        let Some(account) = self.account_mut(at).filter(|account| !account.closed) else {
+            return;
+        };
+        let taken = taken.min(account.usage.memory);
+        account.usage.memory -= taken;
         match self.owner(at) {
-            Some(owner) => self.release_memory(&owner, taken),
+            Some(owner) => self.give_back(&owner, taken),
             None => {
                 for edge in self.edges(at) {
                     self.release_here(&edge, Amount::memory(taken));
@@ -1484,7 +1496,7 @@ impl State {
             _ => return,
         };
         match self.owner(at) {
-            Some(owner) => self.release_memory(&owner, held.memory),
+            Some(owner) => self.give_back(&owner, held.memory),
             None => {
                 for edge in self.edges(at) {
                     self.release_here(&edge, Amount::Everything(held));

@@ -7,9 +7,9 @@
 //! it is opened and at each transfer (the graph layer knows which parents a connection,
 //! stream or span has at each stage) and builds it on the stack for each walk.
 //!
-//! A reservation takes its amount from each parent in order; if one refuses, a guard gives
-//! back what the earlier ones took, in reverse order, also if anything panics in between. A
-//! release gives back from each parent. A transfer moves a scope's whole [`Usage`] (go's
+//! A reservation takes its amount from each parent in order; if one refuses, what the
+//! earlier ones took is given back, in reverse order, on the cold path. A release gives back
+//! from each parent. A transfer moves a scope's whole [`Usage`] (go's
 //! `ReserveForChild`/`ReleaseForChild`).
 
 use super::{
@@ -33,17 +33,6 @@ impl<'a> Path<'a> {
     #[inline]
     pub(crate) fn len(self) -> usize {
         self.plain.len() + self.sharded.len()
-    }
-
-    /// The parent at `index` in walk order.
-    pub(crate) fn get(self, index: usize) -> Option<Parent<'a>> {
-        match self.plain.get(index) {
-            Some(plain) => Some(Parent::Plain(plain)),
-            None => self
-                .sharded
-                .get(index - self.plain.len())
-                .map(|sharded| Parent::Sharded(sharded)),
-        }
     }
 }
 
@@ -193,65 +182,53 @@ pub(crate) struct PathRefusal {
     pub(crate) why: Refused,
 }
 
-/// Gives back, in reverse order, what the first `plain` plain parents and the first
-/// `sharded` sharded parents of a path took, unless [`keep`](Self::keep) is called: on a
-/// refusal, an early return or a panic alike.
-struct Taken<'p, S: Step> {
-    path: Path<'p>,
-    step: S,
-    slot: Slot,
-    plain: usize,
-    sharded: usize,
-}
-
-impl<S: Step> Taken<'_, S> {
-    fn keep(mut self) {
-        (self.plain, self.sharded) = (0, 0);
-    }
-}
-
-impl<S: Step> Drop for Taken<'_, S> {
-    fn drop(&mut self) {
-        for scope in self.path.sharded[..self.sharded].iter().rev() {
-            self.step.give(*scope, self.slot);
-        }
-        for scope in self.path.plain[..self.plain].iter().rev() {
-            self.step.give(*scope, self.slot);
-        }
-    }
-}
-
 /// Takes `step` on every parent of `path`, in order; if one refuses, gives back what the
-/// earlier ones took and says which refused.
-#[inline]
+/// earlier ones took (in reverse order) and says which refused. (A step is arithmetic on
+/// words and never panics, so there is nothing to unwind between the steps.)
+#[inline(always)]
 fn take_all<S: Step>(path: Path<'_>, step: S, slot: Slot) -> Result<(), PathRefusal> {
-    let mut taken = Taken {
-        path,
-        step,
-        slot,
-        plain: 0,
-        sharded: 0,
-    };
-    for scope in path.plain {
-        step.take(*scope, slot).map_err(|why| PathRefusal {
-            at: taken.plain,
-            why,
-        })?;
-        taken.plain += 1;
+    for (at, scope) in path.plain.iter().enumerate() {
+        if let Err(why) = step.take(*scope, slot) {
+            return Err(give_back_taken(path, step, slot, at, why));
+        }
     }
-    for scope in path.sharded {
-        step.take(*scope, slot).map_err(|why| PathRefusal {
-            at: path.plain.len() + taken.sharded,
-            why,
-        })?;
-        taken.sharded += 1;
+    for (taken, scope) in path.sharded.iter().enumerate() {
+        if let Err(why) = step.take(*scope, slot) {
+            return Err(give_back_taken(
+                path,
+                step,
+                slot,
+                path.plain.len() + taken,
+                why,
+            ));
+        }
     }
-    taken.keep();
     Ok(())
 }
 
+/// The rollback of a walk refused at `at`: gives back what the parents before it took, in
+/// reverse order.
+#[cold]
+#[inline(never)]
+fn give_back_taken<S: Step>(
+    path: Path<'_>,
+    step: S,
+    slot: Slot,
+    at: usize,
+    why: Refused,
+) -> PathRefusal {
+    let plain = at.min(path.plain.len());
+    for scope in path.sharded[..at - plain].iter().rev() {
+        step.give(*scope, slot);
+    }
+    for scope in path.plain[..plain].iter().rev() {
+        step.give(*scope, slot);
+    }
+    PathRefusal { at, why }
+}
+
 /// Gives `step` back to every parent of `path`.
-#[inline]
+#[inline(always)]
 fn give_all<S: Step>(path: Path<'_>, step: S, slot: Slot) {
     for scope in path.plain {
         step.give(*scope, slot);

@@ -30,7 +30,7 @@ use super::{
     stream::StreamNode,
 };
 use crate::{
-    account::{LimitCell, Memory, Own, OwnRefusal, Path, Refused, Sharded, path},
+    account::{LimitCell, Memory, Own, OwnRefusal, Path, PathRefusal, Refused, Sharded, path},
     limits::BaseLimit,
     sync::{Arc, AtomicU64, Ordering, Slot},
     types::{Priority, ScopeName, ScopeStat, SpanName},
@@ -172,6 +172,20 @@ pub(crate) enum Anchor {
 }
 
 impl Anchor {
+    /// The graph the scope belongs to (an anchor at the root of a span chain is never a
+    /// span, so this is one match, no recursion).
+    #[inline]
+    pub(crate) fn root(&self) -> &Root {
+        match self {
+            Anchor::Fixed(root, _) => root,
+            Anchor::Group(view) => view.root(),
+            Anchor::Peer(view) => &view.node().root,
+            Anchor::Conn(conn) => &conn.root,
+            Anchor::Stream(stream) => stream.root(),
+            Anchor::Span(span) => span.dag.root(),
+        }
+    }
+
     /// The anchor, borrowed: what the operations take (a handle borrows its own node
     /// without touching a reference count).
     #[inline]
@@ -224,6 +238,7 @@ impl<'a> AnchorRef<'a> {
     }
 
     /// The graph the scope belongs to.
+    #[inline(always)]
     pub(crate) fn root(self) -> &'a Root {
         match self {
             AnchorRef::Fixed(root, _) => root,
@@ -231,7 +246,7 @@ impl<'a> AnchorRef<'a> {
             AnchorRef::Peer(view) => &view.node().root,
             AnchorRef::Conn(conn) => &conn.root,
             AnchorRef::Stream(stream) => stream.root(),
-            AnchorRef::Span(span) => span.dag.as_ref().root(),
+            AnchorRef::Span(span) => span.dag.root(),
         }
     }
 
@@ -293,6 +308,7 @@ impl<'a> AnchorRef<'a> {
     }
 
     /// Reserves `memory` on the scope and everything it reports to.
+    #[inline(always)]
     pub(crate) fn reserve_memory(self, memory: Memory, slot: Slot) -> Result<Moved, Refusal> {
         match self {
             AnchorRef::Conn(conn) => conn.reserve_memory(memory, slot).map(|before| Moved {
@@ -310,21 +326,7 @@ impl<'a> AnchorRef<'a> {
                 let Some(reserved) = reserved else {
                     return Err(Refusal::closed(None));
                 };
-                reserved.map_err(|refused| {
-                    let by = view.view_scope_at(refused.at);
-                    match refused.why {
-                        Refused::Limit(hit) => {
-                            // `at` counts the parents that took the bytes before the refusal;
-                            // the viewed scope itself is the path's first.
-                            let at = refused.at.saturating_sub(1);
-                            Refusal::limit(by, refused.at == 0, hit, Asked::Memory(memory)).at(at)
-                        }
-                        Refused::Stopped => {
-                            debug_assert!(false, "a viewed scope is never stopped");
-                            Refusal::closed(None)
-                        }
-                    }
-                })?;
+                reserved.map_err(|refused| view.view_refusal(memory, refused))?;
                 Ok(Moved::bytes(memory.bytes))
             }
         }
@@ -332,6 +334,7 @@ impl<'a> AnchorRef<'a> {
 
     /// Releases up to `bytes`: clamped at the scope itself, what it took given back further
     /// up. Nothing if the scope is closed (its close gave everything back).
+    #[inline(always)]
     pub(crate) fn release_memory(self, bytes: u64, slot: Slot) -> Moved {
         match self {
             AnchorRef::Conn(conn) => {
@@ -352,6 +355,61 @@ impl<'a> AnchorRef<'a> {
                     taken
                 });
                 Moved::bytes(taken.unwrap_or(0))
+            }
+        }
+    }
+
+    /// Reserves `memory` for a span begun on this scope (never a span itself): on a
+    /// connection or stream, as a reservation on it; on a view's scope, on the scope and its
+    /// parents, but not as bytes reserved directly there (they are the span's).
+    #[inline]
+    fn reserve_for_span(self, memory: Memory, slot: Slot) -> Result<Moved, Refusal> {
+        match self {
+            AnchorRef::Conn(_) | AnchorRef::Stream(_) | AnchorRef::Span(_) => {
+                self.reserve_memory(memory, slot)
+            }
+            view => {
+                let reserved = view.with_view(|_, path| path::reserve(path, memory, slot));
+                let Some(reserved) = reserved else {
+                    return Err(Refusal::closed(None));
+                };
+                reserved.map_err(|refused| view.view_refusal(memory, refused))?;
+                Ok(Moved::bytes(memory.bytes))
+            }
+        }
+    }
+
+    /// Gives back `bytes` that a span begun on this scope held (and so this scope holds
+    /// too): on a connection or stream, as a release on it; on a view's scope, from the
+    /// scope and its parents exactly.
+    #[inline]
+    fn release_for_span(self, bytes: u64, slot: Slot) -> Moved {
+        match self {
+            AnchorRef::Conn(_) | AnchorRef::Stream(_) | AnchorRef::Span(_) => {
+                self.release_memory(bytes, slot)
+            }
+            view => {
+                let memory = Memory::new(bytes, Priority::ALWAYS);
+                view.with_view(|_, path| path::release(path, memory, slot));
+                Moved::bytes(bytes)
+            }
+        }
+    }
+
+    /// The refusal of a reservation on a view's scope, which its path refused.
+    #[cold]
+    fn view_refusal(self, memory: Memory, refused: PathRefusal) -> Refusal {
+        let by = self.view_scope_at(refused.at);
+        match refused.why {
+            Refused::Limit(hit) => {
+                // `at` counts the parents that took the bytes before the refusal; the viewed
+                // scope itself is the path's first.
+                let at = refused.at.saturating_sub(1);
+                Refusal::limit(by, refused.at == 0, hit, Asked::Memory(memory)).at(at)
+            }
+            Refused::Stopped => {
+                debug_assert!(false, "a viewed scope is never stopped");
+                Refusal::closed(None)
             }
         }
     }
@@ -399,15 +457,16 @@ impl<'a> AnchorRef<'a> {
     }
 
     /// The scope's own memory limit now (what a span begun on it follows).
+    #[inline]
     fn memory_limit(self) -> u64 {
         use super::staged::Staged;
         match self {
             AnchorRef::Conn(conn) => conn.memory_limit(),
             AnchorRef::Stream(stream) => stream.memory_limit(),
             AnchorRef::Span(span) => span.memory_limit(),
-            view => view
-                .with_view(|_, path| path.get(0).map_or(0, |scope| scope.limit().memory()))
-                .unwrap_or(0),
+            AnchorRef::Fixed(root, which) => root.fixed(which).limit().memory(),
+            AnchorRef::Group(view) => view.group().map_or(0, |group| group.scope.limit().memory()),
+            AnchorRef::Peer(view) => view.node().scope.limit().memory(),
         }
     }
 
@@ -611,52 +670,91 @@ impl SpanNode {
     /// then each level's own word from the outside in. A refusal names the first scope whose
     /// own limit refuses in go's order (the span, then each level outwards, then the anchor's
     /// own walk), or the closed level.
+    #[inline]
     pub(crate) fn reserve_memory(&self, memory: Memory, slot: Slot) -> Result<Moved, Refusal> {
-        let levels = Levels::of(self);
-        let moved = match self.dag.as_ref().reserve_memory(memory, slot) {
-            Ok(moved) => moved,
-            Err(refusal) => {
-                return Err(self.first_own_refusal(&levels, memory).unwrap_or_else(
-                    || match refusal.by {
-                        RefusedBy::Itself => Refusal {
-                            by: RefusedBy::Other(self.dag.as_ref().scope().name()),
-                            ..refusal
-                        },
-                        RefusedBy::Other(_) => refusal,
-                    },
-                ));
-            }
+        if self.parent.is_some() {
+            return self.reserve_nested(memory, slot);
+        }
+        // A span begun on a connection, stream or view (the common case): one level, no
+        // gathering.
+        let dag = self.dag.as_ref();
+        let limit = if self.limit.is_pinned() {
+            self.limit.memory()
+        } else {
+            dag.memory_limit()
         };
+        let moved = dag
+            .reserve_for_span(memory, slot)
+            .map_err(|refusal| self.refused_above(refusal, memory))?;
+        if let Err(refused) = self.own.commit(memory, limit, 0) {
+            dag.release_for_span(memory.bytes, slot);
+            return Err(self.refused_at_level(0, self, refused, memory));
+        }
+        Ok(moved)
+    }
+
+    /// [`reserve_memory`](Self::reserve_memory) through a span begun on a span.
+    fn reserve_nested(&self, memory: Memory, slot: Slot) -> Result<Moved, Refusal> {
+        let levels = Levels::of(self);
+        let moved = self
+            .dag
+            .as_ref()
+            .reserve_for_span(memory, slot)
+            .map_err(|refusal| self.refused_above(refusal, memory))?;
         for index in (0..levels.len).rev() {
             let Some((level, limit)) = levels.get(index) else {
                 continue;
             };
-            let refused = match level.own.commit(memory, limit, 0) {
-                Ok(_) => continue,
-                Err(refused) => refused,
-            };
-            // Give back what the outer levels and the anchor took (a rollback: not a change of
-            // the connection's memory that anyone saw).
-            release_from(&levels, index + 1, &self.dag, memory.bytes, slot);
-            if let Some(first) = self.first_own_refusal(&levels, memory) {
-                return Err(first);
+            if let Err(refused) = level.own.commit(memory, limit, 0) {
+                // Give back what the outer levels and the anchor took (a rollback: not a
+                // change of the connection's memory that anyone saw).
+                level.release_above(memory.bytes, slot);
+                return Err(self.refused_at_level(index, level, refused, memory));
             }
-            let scope = if index == 0 {
-                None
-            } else {
-                Some(ScopeRef::Span(level))
-            };
-            return Err(match refused {
-                OwnRefusal::Limit(hit) => Refusal::limit(
-                    scope.unwrap_or(ScopeRef::Span(self)),
-                    index == 0,
-                    hit,
-                    Asked::Memory(memory),
-                ),
-                OwnRefusal::Closed | OwnRefusal::Moved => Refusal::closed(scope),
-            });
         }
         Ok(moved)
+    }
+
+    /// The refusal of a reservation that the anchor's walk refused: a level whose own state
+    /// or limit refuses comes first in go's order; else the anchor's refusal, named after the
+    /// anchor where it named "itself".
+    #[cold]
+    fn refused_above(&self, refusal: Refusal, memory: Memory) -> Refusal {
+        let levels = Levels::of(self);
+        self.first_own_refusal(&levels, memory)
+            .unwrap_or_else(|| match refusal.by {
+                RefusedBy::Itself => Refusal {
+                    by: RefusedBy::Other(self.dag.as_ref().scope().name()),
+                    ..refusal
+                },
+                RefusedBy::Other(_) => refusal,
+            })
+    }
+
+    /// The refusal of a reservation that the own word of `level` (`index` levels out from
+    /// this span) refused, after the rollback.
+    #[cold]
+    fn refused_at_level(
+        &self,
+        index: usize,
+        level: &SpanNode,
+        refused: OwnRefusal,
+        memory: Memory,
+    ) -> Refusal {
+        let levels = Levels::of(self);
+        if let Some(first) = self.first_own_refusal(&levels, memory) {
+            return first;
+        }
+        let scope = (index > 0).then_some(ScopeRef::Span(level));
+        match refused {
+            OwnRefusal::Limit(hit) => Refusal::limit(
+                scope.unwrap_or(ScopeRef::Span(self)),
+                index == 0,
+                hit,
+                Asked::Memory(memory),
+            ),
+            OwnRefusal::Closed | OwnRefusal::Moved => Refusal::closed(scope),
+        }
     }
 
     /// The first level, from the span outwards, that is closed or whose own limit refuses
@@ -681,6 +779,7 @@ impl SpanNode {
 
     /// Releases up to `bytes` from the span and what it reports to: what the span itself
     /// gave back, and how the connection at the root changed, if it did.
+    #[inline]
     pub(crate) fn release_memory(&self, bytes: u64, slot: Slot) -> Moved {
         let Some(released) = self.own.release(bytes) else {
             return Moved::default();
@@ -688,10 +787,9 @@ impl SpanNode {
         if released.taken == 0 {
             return Moved::default();
         }
-        let levels = Levels::of(self);
         Moved {
             bytes: released.taken,
-            conn: release_from(&levels, 1, &self.dag, released.taken, slot).conn,
+            conn: self.release_above(released.taken, slot),
         }
     }
 
@@ -703,32 +801,29 @@ impl SpanNode {
         if state.bytes() == 0 {
             return Some(Moved::default());
         }
-        let levels = Levels::of(self);
         Some(Moved {
             bytes: state.bytes(),
-            conn: release_from(&levels, 1, &self.dag, state.bytes(), slot).conn,
+            conn: self.release_above(state.bytes(), slot),
         })
     }
-}
 
-/// Gives back `bytes` from the levels from `start` outwards, each clamped at what it holds,
-/// and then from the anchor; stops at a closed level (its close gave everything back).
-/// Returns what the anchor moved.
-fn release_from(levels: &Levels<'_>, start: usize, dag: &Anchor, bytes: u64, slot: Slot) -> Moved {
-    let mut bytes = bytes;
-    for index in start..levels.len {
-        let Some((level, _)) = levels.get(index) else {
-            continue;
-        };
-        match level.own.release(bytes) {
-            Some(released) => bytes = released.taken,
-            None => return Moved::default(),
+    /// Gives back `bytes`, which this span held, from the levels outside it (each clamped at
+    /// what it holds) and then from the anchor; stops at a closed level (its close gave
+    /// everything back). Returns how the connection at the root changed, if it did. A loop
+    /// over the levels, outwards: no gathering, no stack.
+    #[inline]
+    fn release_above(&self, bytes: u64, slot: Slot) -> Option<(u64, u64)> {
+        let mut bytes = bytes;
+        let mut level = self.parent.as_deref();
+        while let Some(span) = level {
+            bytes = span.own.release(bytes)?.taken;
+            level = span.parent.as_deref();
         }
+        if bytes == 0 {
+            return None;
+        }
+        self.dag.as_ref().release_for_span(bytes, slot).conn
     }
-    if bytes == 0 {
-        return Moved::default();
-    }
-    dag.as_ref().release_memory(bytes, slot)
 }
 
 impl Drop for SpanNode {

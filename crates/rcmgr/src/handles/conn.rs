@@ -367,6 +367,7 @@ fn trace_set_peer(node: &ConnNode, from: u8, to: u8, found: Found) {
 }
 
 impl Handle for ConnectionScope {
+    #[inline(always)]
     fn anchor(&self) -> AnchorRef<'_> {
         AnchorRef::Conn(&self.node)
     }

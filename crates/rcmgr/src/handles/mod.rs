@@ -55,8 +55,9 @@ pub trait ResourceScope: Send + Sync {
     fn reserve_memory(&self, size: usize, priority: Priority) -> Result<(), Error>;
 
     /// Releases `size` bytes reserved earlier on this scope. A release takes at most what was
-    /// reserved on this scope (on a view: directly through the view, its guards and spans;
-    /// on a connection, stream or span: by it and its spans), so it never takes another
+    /// reserved on this scope (on a view: directly through the view or its guards, not by
+    /// its spans, which hold their own; on a connection, stream or span: by it and its
+    /// spans), so it never takes another
     /// scope's usage from the scopes above; any excess is reported (a debug log with go's
     /// "BUG: too much memory released", and
     /// [`ResourceManager::over_released`](crate::ResourceManager::over_released)). Releasing
@@ -154,6 +155,7 @@ impl_resource_scope!(
 
 /// A caller's reservation: one public operation, reported once to the metrics whatever the
 /// number of span levels it passes (go reports each level: quirk 8).
+#[inline(always)]
 fn reserve_memory(at: AnchorRef<'_>, size: usize, priority: Priority) -> Result<(), Error> {
     let root = at.root();
     let _operation = root.observer.operation();
@@ -190,6 +192,7 @@ fn reserve_memory(at: AnchorRef<'_>, size: usize, priority: Priority) -> Result<
 }
 
 /// A caller's release (or a guard's): clamped at the scope it names; an excess is reported.
+#[inline(always)]
 fn release_memory(at: AnchorRef<'_>, size: usize) {
     let root = at.root();
     let _operation = root.observer.operation();
@@ -342,6 +345,7 @@ impl Span {
 }
 
 impl Handle for Span {
+    #[inline(always)]
     fn anchor(&self) -> AnchorRef<'_> {
         AnchorRef::Span(&self.node)
     }

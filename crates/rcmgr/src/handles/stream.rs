@@ -372,6 +372,7 @@ fn trace_attach(node: &StreamNode, kind: GroupKind, attachment: Attachment) {
 }
 
 impl Handle for StreamScope {
+    #[inline(always)]
     fn anchor(&self) -> AnchorRef<'_> {
         AnchorRef::Stream(&self.node)
     }

@@ -202,6 +202,7 @@ fn member_stat(view: &Anchor, peer: &PeerId) -> Option<ScopeStat> {
 macro_rules! impl_handle {
     ($($handle:ty),*) => {$(
         impl Handle for $handle {
+            #[inline(always)]
             fn anchor(&self) -> AnchorRef<'_> {
                 self.scope.as_ref()
             }
