@@ -7,7 +7,11 @@
 //!   [`scale`](ScalingLimitConfig::scale) and [`autoscale`](ScalingLimitConfig::autoscale) turn
 //!   it into a `ConcreteLimitConfig` with go-libp2p's arithmetic. Its `default()` is go's
 //!   `DefaultLimits` and [`with_libp2p_defaults`](ScalingLimitConfig::with_libp2p_defaults)
-//!   adds go-libp2p's limits for its own protocols.
+//!   adds go-libp2p's limits for its own protocols;
+//!   [`with_rust_libp2p_defaults`](ScalingLimitConfig::with_rust_libp2p_defaults) sizes ping
+//!   for rust-libp2p, which pings on every connection, and
+//!   [`with_stream_memory`](ScalingLimitConfig::with_stream_memory) makes room in memory
+//!   limits for a receive window per stream.
 //! - [`PartialLimitConfig`] is what a limits file holds: [`ResourceLimits`] of [`LimitVal`]s
 //!   that may be left to defaults. It reads and writes go-libp2p's and kubo's JSON files
 //!   unchanged and [`build`](PartialLimitConfig::build)s on any defaults.
@@ -30,6 +34,7 @@ mod defaults;
 mod increase;
 mod json;
 mod partial;
+mod rust_libp2p;
 mod scaling;
 
 pub use base::BaseLimit;
