@@ -435,11 +435,21 @@ pub(crate) fn open_connection(
     let ip = endpoint_ip(endpoint);
     let admission = gate.admit(ip, endpoint)?;
     let opened = ConnectionScope::open(root, Placement::Normal, direction, use_fd, endpoint)
-        .or_else(|refused| match ip {
-            Some(ip) if gate.allowlist.network_of(ip).is_some() => {
-                ConnectionScope::open(root, Placement::Allowlisted, direction, use_fd, endpoint)
+        .or_else(|refused| {
+            let address_allowed = ip.is_some_and(|ip| gate.allowlist.network_of(ip).is_some());
+            // A connection of any address may belong to a trusted peer, known only at
+            // `set_peer`, which sends the others back to the normal scopes.
+            if !address_allowed && !gate.allowlist.has_trusted_peers() {
+                return Err(refused);
             }
-            _ => Err(refused),
+            ConnectionScope::open(root, Placement::Allowlisted, direction, use_fd, endpoint)
+                .map_err(|allowlisted| {
+                    if address_allowed {
+                        allowlisted
+                    } else {
+                        refused
+                    }
+                })
         });
     let mut conn = opened?;
     conn.hold_ip_count(admission.into_count());

@@ -152,8 +152,9 @@ impl ConnectionScope {
     ///
     /// A connection opened in the allowlisted scopes (see
     /// [`is_allowlisted`](Self::is_allowlisted)) whose peer is allowed by neither a general
-    /// allowlist entry nor one of that peer's entries first moves to the normal system and
-    /// transient scopes, as go does. If they refuse, the error names the refusing scope and
+    /// allowlist entry nor one of that peer's entries, and is not a trusted peer
+    /// ([`Allowlist::add_peer`](crate::Allowlist::add_peer)), first moves to the normal system
+    /// and transient scopes, as go does. If they refuse, the error names the refusing scope and
     /// the connection is left attached to no scope above it (it still holds its own usage,
     /// released when it is dropped): close it.
     ///
@@ -189,11 +190,10 @@ impl ConnectionScope {
         let _operation = observer.operation();
         let transfer = Transfer::begin(at).map_err(|refusal| refusal.into_error(at))?;
         let mut edges = transfer.edges;
+        let allowlist = root.gate.allowlist();
         if edges.contains(Edge::AllowlistedTransient)
-            && !root
-                .gate
-                .allowlist()
-                .allowed_peer_and_multiaddr(peer, &self.endpoint)
+            && !allowlist.allowed_peer(&peer)
+            && !allowlist.allowed_peer_and_multiaddr(peer, &self.endpoint)
         {
             match move_to_standard(&transfer) {
                 Ok(standard) => edges = standard,
@@ -231,7 +231,8 @@ impl ConnectionScope {
     }
 
     /// Whether the connection was opened in the allowlisted scopes (its normal reservation
-    /// was refused and its endpoint is allowlisted) and is still there. The allowlisted scopes
+    /// was refused, and its endpoint is allowlisted or some peer is trusted) and is still
+    /// there. The allowlisted scopes
     /// are not part of [`ResourceManager::stat`](crate::ResourceManager::stat), as in go.
     ///
     /// ```

@@ -170,9 +170,7 @@ impl ScalingLimitConfig {
 /// `streams × per_stream` bytes, at most [`BaseLimit::UNLIMITED`] (an unlimited stream count
 /// gives unlimited memory).
 fn windows(streams: u64, per_stream: u64) -> u64 {
-    streams
-        .saturating_mul(per_stream)
-        .min(BaseLimit::UNLIMITED)
+    streams.saturating_mul(per_stream).min(BaseLimit::UNLIMITED)
 }
 
 #[cfg(test)]
@@ -237,7 +235,11 @@ mod tests {
         // go's per-peer ping limit is unchanged where it was asked for.
         let go_ping = go.scale(128 << 20, 256).protocol_peer_limits(PING_PROTOCOL);
         assert_eq!(
-            (go_ping.streams_inbound, go_ping.streams_outbound, go_ping.streams),
+            (
+                go_ping.streams_inbound,
+                go_ping.streams_outbound,
+                go_ping.streams
+            ),
             (2, 3, 4)
         );
     }
@@ -272,7 +274,10 @@ mod tests {
         for (old, new) in pairs {
             assert!(new.memory >= old.memory);
             assert!(new.memory >= old.streams.saturating_mul(WINDOW).min(BaseLimit::UNLIMITED));
-            assert_eq!(BaseLimit { memory: 0, ..old }, BaseLimit { memory: 0, ..new });
+            assert_eq!(
+                BaseLimit { memory: 0, ..old },
+                BaseLimit { memory: 0, ..new }
+            );
         }
         assert_eq!(before.system, after.system);
         assert_eq!(before.conn, after.conn);
