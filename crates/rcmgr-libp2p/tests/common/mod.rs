@@ -1,6 +1,6 @@
-//! Real swarms for the integration tests: TCP on 127.0.0.1, QUIC on 127.0.0.1 or the memory
-//! transport, each with noise and yamux where the transport needs them, the rcmgr behaviour
-//! first, and identify, ping and libp2p-stream behind it. Each swarm runs in its own task;
+//! Real swarms for the integration tests: TCP, QUIC or websocket on 127.0.0.1, or the memory
+//! transport, built with rcmgr-libp2p's `Transports` (or, unwrapped, with libp2p's noise and
+//! yamux), the rcmgr behaviour first, and identify, ping and libp2p-stream behind it. Each swarm runs in its own task;
 //! the test talks to it through calls and watches its events.
 
 #![allow(
@@ -15,7 +15,7 @@ use futures::{AsyncReadExt, StreamExt};
 use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm,
     core::{
-        ConnectedPoint, StreamMuxer, Transport, muxing::StreamMuxerBox, transport::MemoryTransport,
+        StreamMuxer, Transport, muxing::StreamMuxerBox, transport::MemoryTransport,
         upgrade::Version,
     },
     identify, identity, noise, ping, quic,
@@ -46,6 +46,7 @@ pub enum Net {
     Memory,
     Tcp,
     Quic,
+    Websocket,
 }
 
 impl Net {
@@ -54,6 +55,7 @@ impl Net {
             Net::Memory => "/memory/0",
             Net::Tcp => "/ip4/127.0.0.1/tcp/0",
             Net::Quic => "/ip4/127.0.0.1/udp/0/quic-v1",
+            Net::Websocket => "/ip4/127.0.0.1/tcp/0/ws",
         };
         text.parse().expect("a valid multiaddr")
     }
@@ -77,38 +79,49 @@ impl Protocols {
     };
 }
 
-/// The transport of `net`, authenticated and multiplexed, and wrapped for `rm` when it is
-/// given.
+/// The transport of `net`: rcmgr-libp2p's ready-made one for `rm` when it is given, else the
+/// same transport, secured and multiplexed with libp2p's yamux, not wrapped.
 fn transport(
     net: Net,
     key: &identity::Keypair,
     rm: Option<&ResourceManager>,
 ) -> libp2p::core::transport::Boxed<(PeerId, StreamMuxerBox)> {
+    if let Some(rm) = rm {
+        let limited = rcmgr_libp2p::Transports::new(rm);
+        let transport = match net {
+            Net::Memory => limited.memory(key),
+            Net::Tcp => limited.tcp(key),
+            Net::Quic => limited.quic(key),
+            Net::Websocket => limited.websocket(key),
+        };
+        return transport.expect("a transport");
+    }
     let noise = || noise::Config::new(key).expect("a noise config");
     match net {
-        Net::Memory => limited(
+        Net::Memory => unwrapped(
             MemoryTransport::default()
                 .upgrade(Version::V1)
                 .authenticate(noise())
                 .multiplex(yamux::Config::default()),
-            rm,
         ),
-        Net::Tcp => limited(
+        Net::Tcp => unwrapped(
             tcp::tokio::Transport::new(tcp::Config::default())
                 .upgrade(Version::V1)
                 .authenticate(noise())
                 .multiplex(yamux::Config::default()),
-            rm,
         ),
-        Net::Quic => limited(quic::tokio::Transport::new(quic::Config::new(key)), rm),
+        Net::Quic => unwrapped(quic::tokio::Transport::new(quic::Config::new(key))),
+        Net::Websocket => unwrapped(
+            libp2p::websocket::Config::new(tcp::tokio::Transport::new(tcp::Config::default()))
+                .upgrade(Version::V1)
+                .authenticate(noise())
+                .multiplex(yamux::Config::default()),
+        ),
     }
 }
 
-/// `transport` wrapped for `rm` if given, boxed.
-fn limited<T, M>(
-    transport: T,
-    rm: Option<&ResourceManager>,
-) -> libp2p::core::transport::Boxed<(PeerId, StreamMuxerBox)>
+/// `transport`, not wrapped, boxed.
+fn unwrapped<T, M>(transport: T) -> libp2p::core::transport::Boxed<(PeerId, StreamMuxerBox)>
 where
     T: Transport<Output = (PeerId, M)> + Send + Unpin + 'static,
     T::Error: Send + Sync + 'static,
@@ -118,22 +131,9 @@ where
     M::Substream: Send + 'static,
     M::Error: Send + Sync + 'static,
 {
-    match rm {
-        Some(rm) => rcmgr_libp2p::wrap_transport(transport, rm.clone())
-            .map(boxed)
-            .boxed(),
-        None => transport.map(boxed).boxed(),
-    }
-}
-
-/// Boxes a connection's muxer, so that every transport has the same output.
-fn boxed<M>((peer, muxer): (PeerId, M), _: ConnectedPoint) -> (PeerId, StreamMuxerBox)
-where
-    M: StreamMuxer + Send + 'static,
-    M::Substream: Send + 'static,
-    M::Error: Send + Sync + 'static,
-{
-    (peer, StreamMuxerBox::new(muxer))
+    transport
+        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
+        .boxed()
 }
 
 /// A swarm with rcmgr on `net`.
@@ -158,7 +158,7 @@ fn build_swarm(net: Net, rm: &ResourceManager, protocols: Protocols, wrap: bool)
     });
     let ping = protocols.ping.then(ping::Behaviour::default);
     let behaviour = Node {
-        rcmgr: rcmgr_libp2p::Behaviour::new(rm.clone()),
+        rcmgr: rcmgr_libp2p::Transports::new(rm).behaviour(),
         identify: identify.into(),
         ping: ping.into(),
         streams: libp2p_stream::Behaviour::new(),
