@@ -62,21 +62,33 @@ impl Net {
 }
 
 /// Which protocols besides rcmgr and libp2p-stream a node runs.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct Protocols {
     pub identify: bool,
     pub ping: bool,
+    /// How often ping pings (libp2p-ping's default: 15 s).
+    pub ping_interval: Duration,
 }
 
 impl Protocols {
     pub const NONE: Protocols = Protocols {
         identify: false,
         ping: false,
+        ping_interval: Duration::from_secs(15),
     };
     pub const ALL: Protocols = Protocols {
         identify: true,
         ping: true,
+        ping_interval: Duration::from_secs(15),
     };
+    /// Ping alone, every `interval`.
+    pub const fn ping_every(interval: Duration) -> Protocols {
+        Protocols {
+            identify: false,
+            ping: true,
+            ping_interval: interval,
+        }
+    }
 }
 
 /// The transport of `net`: rcmgr-libp2p's ready-made one for `rm` when it is given, else the
@@ -156,7 +168,9 @@ fn build_swarm(net: Net, rm: &ResourceManager, protocols: Protocols, wrap: bool)
             key.public(),
         ))
     });
-    let ping = protocols.ping.then(ping::Behaviour::default);
+    let ping = protocols
+        .ping
+        .then(|| ping::Behaviour::new(ping::Config::new().with_interval(protocols.ping_interval)));
     let behaviour = Node {
         rcmgr: rcmgr_libp2p::Transports::new(rm).behaviour(),
         identify: identify.into(),
@@ -281,6 +295,17 @@ impl Running {
         .await
     }
 
+    /// The next event, or `None` once `deadline` has passed.
+    pub async fn next_event_before(
+        &mut self,
+        deadline: tokio::time::Instant,
+    ) -> Option<SwarmEvent<NodeEvent>> {
+        tokio::time::timeout_at(deadline, self.events.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// Dials `address` and waits until the connection to `peer` is established.
     pub async fn connect(&mut self, address: Multiaddr, peer: PeerId) {
         self.call(move |swarm| swarm.dial(address))
@@ -381,4 +406,56 @@ pub async fn open(
 /// Shows a value in a failure message.
 pub fn show(value: &impl Debug) -> String {
     format!("{value:?}")
+}
+
+/// The CPU time this process has used so far, user and system, all threads (Linux:
+/// `/proc/self/stat`, in clock ticks of 1/100 s).
+pub fn process_cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // The command name may hold spaces: the fields that follow come after its ')'.
+    let after_name = &stat[stat.rfind(')').expect("a command name") + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // Fields 14 and 15 of proc(5), utime and stime; `fields[0]` is field 3.
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    Duration::from_millis(ticks * 10)
+}
+
+/// Counts the limit refusals a manager reports (every refusal by any scope's limit).
+#[derive(Debug, Default)]
+pub struct Refusals {
+    count: std::sync::atomic::AtomicU64,
+    memory: std::sync::atomic::AtomicU64,
+}
+
+impl Refusals {
+    pub fn count(&self) -> u64 {
+        self.count.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many of them refused memory.
+    pub fn memory(&self) -> u64 {
+        self.memory.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl rcmgr::MetricsReporter for Refusals {
+    fn limit_exceeded(&self, refusal: &rcmgr::LimitExceeded) {
+        self.count
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if matches!(refusal.resource(), rcmgr::Resource::Memory { .. }) {
+            self.memory
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// A manager with `limits` whose refusals are counted.
+pub fn counted(limits: rcmgr::ConcreteLimitConfig) -> (ResourceManager, std::sync::Arc<Refusals>) {
+    let refusals = std::sync::Arc::new(Refusals::default());
+    let rm = ResourceManager::builder(limits)
+        .metrics(std::sync::Arc::clone(&refusals) as std::sync::Arc<dyn rcmgr::MetricsReporter>)
+        .build()
+        .expect("valid options");
+    (rm, refusals)
 }
