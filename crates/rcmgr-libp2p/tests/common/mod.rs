@@ -133,7 +133,7 @@ fn transport(
 }
 
 /// `transport`, not wrapped, boxed.
-fn unwrapped<T, M>(transport: T) -> libp2p::core::transport::Boxed<(PeerId, StreamMuxerBox)>
+pub fn unwrapped<T, M>(transport: T) -> libp2p::core::transport::Boxed<(PeerId, StreamMuxerBox)>
 where
     T: Transport<Output = (PeerId, M)> + Send + Unpin + 'static,
     T::Error: Send + Sync + 'static,
@@ -161,6 +161,17 @@ pub fn unwrapped_swarm(net: Net, rm: &ResourceManager, protocols: Protocols) -> 
 
 fn build_swarm(net: Net, rm: &ResourceManager, protocols: Protocols, wrap: bool) -> Swarm<Node> {
     let key = identity::Keypair::generate_ed25519();
+    let transport = transport(net, &key, wrap.then_some(rm));
+    swarm_with_transport(key, transport, rm, protocols)
+}
+
+/// A swarm of the test behaviour over `transport`.
+pub fn swarm_with_transport(
+    key: identity::Keypair,
+    transport: libp2p::core::transport::Boxed<(PeerId, StreamMuxerBox)>,
+    rm: &ResourceManager,
+    protocols: Protocols,
+) -> Swarm<Node> {
     let peer = key.public().to_peer_id();
     let identify = protocols.identify.then(|| {
         identify::Behaviour::new(identify::Config::new(
@@ -178,7 +189,7 @@ fn build_swarm(net: Net, rm: &ResourceManager, protocols: Protocols, wrap: bool)
         streams: libp2p_stream::Behaviour::new(),
     };
     Swarm::new(
-        transport(net, &key, wrap.then_some(rm)),
+        transport,
         behaviour,
         peer,
         swarm::Config::with_tokio_executor().with_idle_connection_timeout(Duration::from_secs(60)),
