@@ -216,6 +216,10 @@ impl Transports {
     /// stream of it (`/libp2p/circuit/relay/0.2.0/stop` or `…/hop`), accounted there like
     /// any stream, and the relayed connection is accounted on its own.
     ///
+    /// Put it before the [memory](Self::memory) transport when a node has both (with the
+    /// `SwarmBuilder`: the earlier `with_other_transport`): the memory transport takes a
+    /// circuit address over `/memory/…` for its own and fails to listen on it.
+    ///
     /// ```no_run
     /// use libp2p::{SwarmBuilder, identity, relay, swarm::NetworkBehaviour};
     ///
