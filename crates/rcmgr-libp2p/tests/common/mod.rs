@@ -422,7 +422,17 @@ pub fn show(value: &impl Debug) -> String {
 /// The CPU time this process has used so far, user and system, all threads (Linux:
 /// `/proc/self/stat`, in clock ticks of 1/100 s).
 pub fn process_cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    cpu_time("/proc/self/stat")
+}
+
+/// The CPU time the calling thread has used so far, user and system (Linux:
+/// `/proc/thread-self/stat`).
+pub fn thread_cpu_time() -> Duration {
+    cpu_time("/proc/thread-self/stat")
+}
+
+fn cpu_time(path: &str) -> Duration {
+    let stat = std::fs::read_to_string(path).unwrap_or_else(|err| panic!("{path}: {err}"));
     // The command name may hold spaces: the fields that follow come after its ')'.
     let after_name = &stat[stat.rfind(')').expect("a command name") + 2..];
     let fields: Vec<&str> = after_name.split_whitespace().collect();
