@@ -69,12 +69,12 @@ pub struct Buffers {
 }
 
 impl Default for Buffers {
-    /// 256 KiB per stream, at most 256 streams per connection, reserved at
-    /// [`Priority::ALWAYS`].
+    /// 256 KiB per stream, at most 512 streams per connection (libp2p-yamux's number), reserved
+    /// at [`Priority::ALWAYS`].
     fn default() -> Self {
         Buffers {
             stream_window: YAMUX_STREAM_WINDOW,
-            max_streams: 256,
+            max_streams: 512,
             priority: Priority::ALWAYS,
         }
     }
@@ -101,7 +101,8 @@ impl Buffers {
     }
 
     /// How many streams a connection may hold at once (yamux's and QUIC's own limit, beside
-    /// rcmgr's).
+    /// rcmgr's). yamux fails the whole connection when the local side opens a stream past it,
+    /// as libp2p-yamux does, and when the remote does.
     pub fn max_streams(&self) -> usize {
         self.max_streams
     }
