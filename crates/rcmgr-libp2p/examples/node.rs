@@ -236,7 +236,7 @@ pub(crate) async fn run(
     let deadline = options
         .seconds
         .map(|seconds| tokio::time::Instant::now() + Duration::from_secs(seconds));
-    let stop = running.stop.clone();
+    let stop = Arc::clone(&running.stop);
     let mut watch_stop = tokio::time::interval(Duration::from_millis(50));
     let counts = &running.counts;
     loop {
@@ -250,10 +250,10 @@ pub(crate) async fn run(
                     // One worker per peer dialled.
                     if endpoint.is_dialer() && num_established.get() == 1 {
                         if let Some(every) = options.echo_every {
-                            tokio::spawn(echo_every(control.clone(), peer_id, every, Arc::clone(counts), stop.clone()));
+                            tokio::spawn(echo_every(control.clone(), peer_id, every, Arc::clone(counts), Arc::clone(&stop)));
                         }
                         if options.flood {
-                            tokio::spawn(flood(control.clone(), peer_id, Arc::clone(counts), stop.clone()));
+                            tokio::spawn(flood(control.clone(), peer_id, Arc::clone(counts), Arc::clone(&stop)));
                         }
                     }
                 }

@@ -30,13 +30,13 @@ fn window() -> u64 {
     rcmgr_libp2p::Buffers::default().stream_window() as u64
 }
 
+/// The peers of the streams served, or refused, so far.
+type Peers = Arc<Mutex<Vec<PeerId>>>;
+
 /// Serves `ECHO` on `node`: each stream gets a buffer reserved on its own scope, or is dropped
 /// when there is no room. Every stream served or refused is counted.
-fn serve_echo(node: &Running) -> (Arc<Mutex<Vec<PeerId>>>, Arc<Mutex<Vec<PeerId>>>) {
-    let (served, refused) = (
-        Arc::<Mutex<Vec<PeerId>>>::default(),
-        Arc::<Mutex<Vec<PeerId>>>::default(),
-    );
+fn serve_echo(node: &Running) -> (Peers, Peers) {
+    let (served, refused) = (Peers::default(), Peers::default());
     let mut incoming = node
         .control
         .clone()

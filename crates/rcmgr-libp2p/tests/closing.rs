@@ -2,6 +2,11 @@
 //! application still holds the streams, and the application's streams then report the end:
 //! a local close (`disconnect_peer_id`), the remote's close, and a remote that vanishes.
 
+#![allow(
+    clippy::print_stdout,
+    reason = "the measured numbers are printed for whoever runs the test"
+)]
+
 mod common;
 
 use std::{

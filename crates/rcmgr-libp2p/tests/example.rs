@@ -11,6 +11,11 @@
 //! CI runs 10 seconds; the full minute is `cargo test -p rcmgr-libp2p --release --test example
 //! -- --ignored`.
 
+#![allow(
+    clippy::print_stdout,
+    reason = "the measured numbers are printed for whoever runs the test"
+)]
+
 mod common;
 
 #[allow(
@@ -130,7 +135,7 @@ fn scenario(seconds: u64) -> Outcome {
     let node_rm = rcmgr_libp2p::resource_manager();
     let limits = node_rm.limits();
     let node = Running::new(node_rm.clone());
-    let (listening, address) = std::sync::mpsc::channel();
+    let (listening, address) = std::sync::mpsc::sync_channel(4);
 
     // The node, alone on its thread, for the whole run plus a little.
     let on_thread = node.clone();
@@ -280,7 +285,11 @@ fn check(outcome: &Outcome) {
     // The flood was on, and held back.
     assert!(outcome.flood_opened >= 1, "{outcome:#?}");
     assert!(outcome.flood_refused >= 100, "{outcome:#?}");
-    assert!(outcome.flooder_most_streams >= 1, "{outcome:#?}");
+    assert!(
+        outcome.flooder_most_streams >= outcome.echo_per_peer,
+        "{outcome:#?}"
+    );
+    assert!(outcome.flooder_most_memory > 0, "{outcome:#?}");
     let share = outcome.node_cpu.as_secs_f64() / outcome.seconds as f64;
     assert!(
         share < MAX_CPU_SHARE,

@@ -3,6 +3,11 @@
 //! repeat, and the process uses next to no CPU. The CPU time is the whole test process's (both
 //! nodes), measured from `/proc/self/stat`; the two tests run one after the other.
 
+#![allow(
+    clippy::print_stdout,
+    reason = "the measured numbers are printed for whoever runs the test"
+)]
+
 mod common;
 
 use std::{collections::HashMap, time::Duration};
