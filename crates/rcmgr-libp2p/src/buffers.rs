@@ -142,9 +142,10 @@ impl Buffers {
     ///
     /// | address | reserved |
     /// |---|---|
+    /// | relayed (`…/p2p-circuit…`), whatever carries the relay | noise (at most 512 KiB) and one yamux frame (at most 1 MiB), over a stream of the relay's connection |
     /// | `/quic-v1`, `/quic`, `/webtransport`, `/webrtc`, `/webrtc-direct` | nothing: quinn's receive buffers are its streams' windows |
     /// | `/ws`, `/wss`, `/tls/ws` | noise and yamux, as TCP, and two websocket messages |
-    /// | anything else (TCP, relayed, memory, unknown) | noise (at most 512 KiB) and one yamux frame (at most 1 MiB) |
+    /// | anything else (TCP, memory, unknown) | noise (at most 512 KiB) and one yamux frame (at most 1 MiB) |
     ///
     /// ```
     /// let buffers = rcmgr_libp2p::Buffers::default();
