@@ -79,6 +79,10 @@ enum Negotiation {
     Done,
 }
 
+/// The most the local dialer's negotiation is held back: a header and the longest message,
+/// with their length prefixes.
+const MAX_HELD: usize = 1 + 19 + 2 + 16383;
+
 /// What a write of the local dialer's negotiation came to.
 enum Proposed {
     /// These many bytes were taken.
@@ -268,8 +272,14 @@ impl<S: AsyncWrite + Unpin> Open<S> {
         let (taken, step) = writes.feed(buf);
         held.extend_from_slice(&buf[..taken]);
         match step {
-            // The header waits for the proposal; a message in pieces waits for its end.
-            None | Some(Step::Message(Message::Header)) => {}
+            // The header waits for the proposal; a message in pieces waits for its end. A
+            // dialer holds back no more than a header and one message: anything longer is not
+            // a negotiation this can follow.
+            None | Some(Step::Message(Message::Header)) if held.len() <= MAX_HELD => {}
+            None | Some(Step::Message(Message::Header)) => {
+                self.release_held();
+                self.negotiation = Negotiation::Done;
+            }
             Some(Step::Message(Message::Protocol(protocol))) => {
                 let attached = match self.slot.protocol() {
                     None => self.slot.attach(&protocol),
@@ -538,4 +548,288 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for LimitedSubstream<S> {
 /// rejection of its proposal (or a reset if the muxer has no room to write it).
 pub(crate) fn refuse_inbound<S: AsyncWrite + Unpin>(substream: S, cx: &mut Context<'_>) {
     reject_and_drop(substream, REFUSAL, cx);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        collections::VecDeque,
+        sync::{Arc, Mutex},
+    };
+
+    use futures::{AsyncReadExt, AsyncWriteExt, executor::block_on};
+    use rcmgr::{
+        BaseLimit, ConcreteLimitConfig, Direction, PeerId, ResourceManager, ResourceScope,
+    };
+
+    use super::*;
+    use crate::buffers::Buffers;
+
+    /// An inner substream: what is written to it is kept; reads come from `incoming`, then the
+    /// end of the stream.
+    #[derive(Default)]
+    struct Wire {
+        written: Arc<Mutex<Vec<u8>>>,
+        incoming: VecDeque<u8>,
+    }
+
+    impl AsyncRead for Wire {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            let n = buf.len().min(self.incoming.len());
+            for (slot, byte) in buf.iter_mut().zip(self.incoming.drain(..n)) {
+                *slot = byte;
+            }
+            Poll::Ready(Ok(n))
+        }
+    }
+
+    impl AsyncWrite for Wire {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.written
+                .lock()
+                .expect("not poisoned")
+                .extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn frame(body: &[u8]) -> Vec<u8> {
+        let mut framed = vec![u8::try_from(body.len()).expect("a short message")];
+        framed.extend_from_slice(body);
+        framed
+    }
+
+    const HEADER: &[u8] = b"/multistream/1.0.0\n";
+
+    struct Setup {
+        rm: ResourceManager,
+        conn: Arc<Connection<Wire>>,
+        written: Arc<Mutex<Vec<u8>>>,
+    }
+
+    fn setup(limits: ConcreteLimitConfig) -> Setup {
+        let rm = ResourceManager::new(limits);
+        let conn = Arc::new(Connection::new(
+            PeerId::random(),
+            rm.clone(),
+            Buffers::default(),
+        ));
+        Setup {
+            rm,
+            conn,
+            written: Arc::default(),
+        }
+    }
+
+    impl Setup {
+        fn substream(&self, direction: Direction, incoming: &[u8]) -> LimitedSubstream<Wire> {
+            let wire = Wire {
+                written: Arc::clone(&self.written),
+                incoming: incoming.iter().copied().collect(),
+            };
+            let slot = self.conn.open(direction).expect("accounted").expect("open");
+            match direction {
+                Direction::Inbound => LimitedSubstream::inbound(wire, Arc::clone(&self.conn), slot),
+                Direction::Outbound => {
+                    LimitedSubstream::outbound(wire, Arc::clone(&self.conn), slot)
+                }
+            }
+        }
+
+        fn written(&self) -> Vec<u8> {
+            self.written.lock().expect("not poisoned").clone()
+        }
+    }
+
+    fn one_stream_of(protocol: &str) -> ConcreteLimitConfig {
+        let mut limits = ConcreteLimitConfig::infinite();
+        limits.protocol.insert(
+            protocol.into(),
+            BaseLimit {
+                streams: 1,
+                ..BaseLimit::unlimited()
+            },
+        );
+        limits
+    }
+
+    #[test]
+    fn a_dialer_writes_nothing_before_its_proposal_is_complete_and_attached() {
+        let setup = setup(ConcreteLimitConfig::infinite());
+        let mut stream = setup.substream(Direction::Outbound, &[]);
+        let mut negotiation = frame(HEADER);
+        negotiation.extend(frame(b"/a/1\n"));
+        let (first, rest) = negotiation.split_at(25);
+        block_on(stream.write_all(first)).expect("taken");
+        assert!(
+            setup.written().is_empty(),
+            "held until the proposal is complete"
+        );
+        block_on(stream.write_all(rest)).expect("taken");
+        assert_eq!(stream.protocol().as_deref(), Some("/a/1"));
+        block_on(stream.flush()).expect("flushed");
+        assert_eq!(setup.written(), negotiation);
+        assert_eq!(setup.rm.protocol("/a/1").stat().streams_outbound, 1);
+        // The window is on the stream's scope, so on its protocol too.
+        assert_eq!(
+            setup.rm.protocol("/a/1").stat().memory,
+            Buffers::default().stream_window() as u64
+        );
+    }
+
+    #[test]
+    fn a_refused_proposal_sends_nothing_reads_as_ended_and_leaves_its_substream_spare() {
+        let setup = setup(one_stream_of("/a/1"));
+        let mut held = setup
+            .rm
+            .open_stream(PeerId::random(), Direction::Outbound)
+            .expect("room");
+        held.set_protocol("/a/1").expect("the one stream of /a/1");
+
+        let mut stream = setup.substream(Direction::Outbound, b"ignored");
+        let mut negotiation = frame(HEADER);
+        negotiation.extend(frame(b"/a/1\n"));
+        block_on(stream.write_all(&negotiation)).expect("taken and dropped");
+        block_on(stream.flush()).expect("nothing to flush");
+        let mut read = Vec::new();
+        assert_eq!(block_on(stream.read_to_end(&mut read)).expect("the end"), 0);
+        assert!(setup.written().is_empty());
+        assert!(!stream.is_open());
+        assert!(
+            setup.conn.take_spare().is_some(),
+            "the unused substream is kept"
+        );
+        assert!(setup.rm.peer(&setup.conn.peer).stat().is_empty());
+    }
+
+    #[test]
+    fn a_confirmation_of_another_protocol_is_a_violation() {
+        let setup = setup(ConcreteLimitConfig::infinite());
+        let mut replies = frame(HEADER);
+        replies.extend(frame(b"/evil/1\n"));
+        let mut stream = setup.substream(Direction::Outbound, &replies);
+        let mut negotiation = frame(HEADER);
+        negotiation.extend(frame(b"/a/1\n"));
+        block_on(stream.write_all(&negotiation)).expect("taken");
+        let mut buf = [0u8; 64];
+        let error = block_on(stream.read(&mut buf)).expect_err("a violation");
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        assert!(error.to_string().contains("/evil/1"), "{error}");
+        assert!(!stream.is_open());
+        assert!(!setup.rm.list_protocols().contains(&"/evil/1".to_owned()));
+        assert!(setup.rm.system().stat().streams_outbound == 0);
+    }
+
+    #[test]
+    fn a_rejected_proposal_followed_by_another_moves_to_a_new_scope() {
+        let setup = setup(ConcreteLimitConfig::infinite());
+        let mut replies = frame(HEADER);
+        replies.extend(frame(b"na\n"));
+        let mut stream = setup.substream(Direction::Outbound, &replies);
+        let mut negotiation = frame(HEADER);
+        negotiation.extend(frame(b"/a/2\n"));
+        block_on(stream.write_all(&negotiation)).expect("taken");
+        let mut buf = vec![0u8; replies.len()];
+        block_on(stream.read_exact(&mut buf)).expect("the rejection");
+        assert_eq!(setup.rm.protocol("/a/2").stat().streams_outbound, 1);
+        block_on(stream.write_all(&frame(b"/a/1\n"))).expect("taken");
+        assert_eq!(stream.protocol().as_deref(), Some("/a/1"));
+        assert_eq!(setup.rm.protocol("/a/2").stat().streams_outbound, 0);
+        assert_eq!(setup.rm.protocol("/a/1").stat().streams_outbound, 1);
+        assert_eq!(setup.rm.system().stat().streams_outbound, 1);
+    }
+
+    #[test]
+    fn a_listener_confirms_only_what_rcmgr_admits_and_says_na_otherwise() {
+        let setup = setup(one_stream_of("/a/1"));
+        let mut held = setup
+            .rm
+            .open_stream(PeerId::random(), Direction::Inbound)
+            .expect("room");
+        held.set_protocol("/a/1").expect("the one stream of /a/1");
+
+        let mut stream = setup.substream(Direction::Inbound, &[]);
+        block_on(stream.write_all(&frame(HEADER))).expect("the header goes");
+        let error = block_on(stream.write_all(&frame(b"/a/1\n"))).expect_err("refused");
+        assert!(crate::refusal_of(&error).is_some(), "{error}");
+        let mut expected = frame(HEADER);
+        expected.extend(frame(b"na\n"));
+        assert_eq!(setup.written(), expected, "na instead of the confirmation");
+        assert!(!stream.is_open());
+        assert_eq!(setup.rm.system().stat().streams_inbound, 1);
+    }
+
+    #[test]
+    fn a_confirmation_in_pieces_attaches_once() {
+        let setup = setup(ConcreteLimitConfig::infinite());
+        let mut stream = setup.substream(Direction::Inbound, &[]);
+        let mut confirmation = frame(HEADER);
+        confirmation.extend(frame(b"/a/1\n"));
+        for byte in &confirmation {
+            block_on(stream.write_all(std::slice::from_ref(byte))).expect("written");
+        }
+        assert_eq!(setup.written(), confirmation);
+        assert_eq!(setup.rm.protocol("/a/1").stat().streams_inbound, 1);
+    }
+
+    #[test]
+    fn a_dialer_that_never_proposes_is_not_held_back_for_ever() {
+        let setup = setup(ConcreteLimitConfig::infinite());
+        let mut stream = setup.substream(Direction::Outbound, &[]);
+        let headers: Vec<u8> = std::iter::repeat_n(frame(HEADER), 1000).flatten().collect();
+        block_on(stream.write_all(&headers)).expect("taken");
+        assert!(!setup.written().is_empty());
+        assert!(setup.written().len() + MAX_HELD >= headers.len());
+    }
+
+    #[test]
+    fn a_closed_connection_ends_its_streams_whoever_holds_them() {
+        let setup = setup(ConcreteLimitConfig::infinite());
+        let mut stream = setup.substream(Direction::Inbound, b"data");
+        let handle = crate::stream_scope(&mut stream).expect("an accounted stream");
+        let guard = handle
+            .reserve_memory_guard(1000, rcmgr::Priority::HIGH)
+            .expect("room");
+        setup.conn.close();
+        assert!(setup.rm.system().stat().is_empty(), "released at once");
+        assert!(handle.is_closed());
+        let mut buf = [0u8; 4];
+        let error = block_on(stream.read(&mut buf)).expect_err("ended");
+        assert_eq!(error.kind(), io::ErrorKind::ConnectionAborted);
+        let error = block_on(stream.write(b"x")).expect_err("ended");
+        assert_eq!(error.kind(), io::ErrorKind::ConnectionAborted);
+        drop(guard);
+        assert!(
+            setup.rm.system().stat().is_empty(),
+            "nothing released twice"
+        );
+        assert!(
+            handle
+                .reserve_memory_guard(1, rcmgr::Priority::HIGH)
+                .is_err()
+        );
+        assert!(
+            setup
+                .conn
+                .open(Direction::Inbound)
+                .expect("no refusal")
+                .is_none()
+        );
+    }
 }
