@@ -232,8 +232,8 @@ impl ConnectionScope {
 
     /// Whether the connection was opened in the allowlisted scopes (its normal reservation
     /// was refused, and its endpoint is allowlisted or some peer is trusted) and is still
-    /// there. The allowlisted scopes
-    /// are not part of [`ResourceManager::stat`](crate::ResourceManager::stat), as in go.
+    /// there. The allowlisted scopes are not part of
+    /// [`ResourceManager::stat`](crate::ResourceManager::stat), as in go.
     ///
     /// ```
     /// use rcmgr::{ConcreteLimitConfig, Direction, ResourceManager};
