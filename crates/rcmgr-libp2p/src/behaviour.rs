@@ -11,9 +11,14 @@ use libp2p_swarm::{
     ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
     THandlerOutEvent, ToSwarm, dummy,
 };
-use rcmgr::{ConnectionScope, Direction, Multiaddr, PeerId, ResourceManager};
+use rcmgr::{
+    ConnectionScope, Direction, MemoryGuard, Multiaddr, PeerId, ResourceManager, ResourceScope,
+};
 
-use crate::endpoint::{outbound_endpoint, uses_fd};
+use crate::{
+    buffers::Buffers,
+    endpoint::{outbound_endpoint, uses_fd},
+};
 
 /// The connection half of the integration: maps the swarm's connection lifecycle onto rcmgr.
 ///
@@ -23,6 +28,11 @@ use crate::endpoint::{outbound_endpoint, uses_fd};
 /// | pending outbound connection | `open_connection(Outbound, fd, address)`, before anything is dialled (see below) |
 /// | established, inbound or outbound | `set_peer` (`SetPeer`): the connection moves from the transient scope into its peer's |
 /// | connection closed, listen failure, dial failure | the scope is dropped (`Done`) |
+///
+/// With the scope, the connection reserves what its transport may buffer
+/// ([`Buffers::connection_memory`] of its address: noise and yamux buffers; nothing for QUIC),
+/// before its handshake, so a node whose memory limits are reached refuses new connections
+/// with a memory error.
 ///
 /// Scopes are kept by [`ConnectionId`] and released at most once: the swarm also reports
 /// failures of connections this behaviour refused or never saw, and those are ignored.
@@ -54,7 +64,15 @@ use crate::endpoint::{outbound_endpoint, uses_fd};
 #[derive(Debug)]
 pub struct Behaviour {
     rm: ResourceManager,
-    connections: HashMap<ConnectionId, ConnectionScope>,
+    buffers: Buffers,
+    connections: HashMap<ConnectionId, Held>,
+}
+
+/// A connection's scope and its transport buffers' reservation (released first).
+#[derive(Debug)]
+struct Held {
+    _buffers: MemoryGuard,
+    scope: ConnectionScope,
 }
 
 impl Behaviour {
@@ -67,10 +85,29 @@ impl Behaviour {
     /// assert_eq!(behaviour.connection_count(), 0);
     /// ```
     pub fn new(rm: ResourceManager) -> Self {
+        Self::with_buffers(rm, Buffers::default())
+    }
+
+    /// The behaviour for `rm`, reserving the connection buffers of `buffers`; give the same
+    /// [`Buffers`] to the transports ([`Transports::with_buffers`](crate::Transports::with_buffers)
+    /// does both).
+    ///
+    /// ```
+    /// let buffers = rcmgr_libp2p::Buffers::default().with_max_streams(64);
+    /// let behaviour = rcmgr_libp2p::Behaviour::with_buffers(rcmgr::ResourceManager::default(), buffers);
+    /// assert_eq!(behaviour.buffers(), buffers);
+    /// ```
+    pub fn with_buffers(rm: ResourceManager, buffers: Buffers) -> Self {
         Behaviour {
             rm,
+            buffers,
             connections: HashMap::new(),
         }
+    }
+
+    /// The buffers this behaviour reserves for.
+    pub fn buffers(&self) -> Buffers {
+        self.buffers
     }
 
     /// The resource manager this behaviour reports to.
@@ -96,7 +133,7 @@ impl Behaviour {
     /// # }
     /// ```
     pub fn connection_scope(&self, connection: ConnectionId) -> Option<&ConnectionScope> {
-        self.connections.get(&connection)
+        self.connections.get(&connection).map(|held| &held.scope)
     }
 
     /// How many connections, pending or established, hold a scope now.
@@ -109,19 +146,30 @@ impl Behaviour {
         self.connections.len()
     }
 
-    /// Opens the scope of a new connection.
+    /// Opens the scope of a new connection and reserves its transport's buffers on it.
     fn open(
         &self,
         direction: Direction,
         use_fd: bool,
         endpoint: &Multiaddr,
-    ) -> Result<ConnectionScope, ConnectionDenied> {
-        self.rm
+        buffers: usize,
+    ) -> Result<Held, ConnectionDenied> {
+        let refused = |error: rcmgr::Error| {
+            tracing::debug!(%endpoint, %direction, %error, "connection refused");
+            ConnectionDenied::new(error)
+        };
+        let scope = self
+            .rm
             .open_connection(direction, use_fd, endpoint)
-            .map_err(|error| {
-                tracing::debug!(%endpoint, %direction, %error, "connection refused");
-                ConnectionDenied::new(error)
-            })
+            .map_err(refused)?;
+        // On refusal the scope is dropped here, which releases the connection.
+        let buffers = scope
+            .reserve_memory_guard(buffers, self.buffers.priority())
+            .map_err(refused)?;
+        Ok(Held {
+            _buffers: buffers,
+            scope,
+        })
     }
 
     /// Moves an established connection's scope into its peer's scope. A connection whose
@@ -134,16 +182,21 @@ impl Behaviour {
         direction: Direction,
         address: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        let mut scope = match self.connections.remove(&connection) {
-            Some(scope) => scope,
-            None => self.open(direction, uses_fd(address), address)?,
+        let mut held = match self.connections.remove(&connection) {
+            Some(held) => held,
+            None => self.open(
+                direction,
+                uses_fd(address),
+                address,
+                self.buffers.connection_memory(address),
+            )?,
         };
         // On refusal the scope is dropped here, which releases the connection.
-        scope.set_peer(peer).map_err(|error| {
+        held.scope.set_peer(peer).map_err(|error| {
             tracing::debug!(%peer, %error, "connection refused");
             ConnectionDenied::new(error)
         })?;
-        self.connections.insert(connection, scope);
+        self.connections.insert(connection, held);
         Ok(dummy::ConnectionHandler)
     }
 
@@ -163,8 +216,13 @@ impl NetworkBehaviour for Behaviour {
         _local_addr: &Multiaddr,
         remote_addr: &Multiaddr,
     ) -> Result<(), ConnectionDenied> {
-        let scope = self.open(Direction::Inbound, uses_fd(remote_addr), remote_addr)?;
-        self.connections.insert(connection_id, scope);
+        let held = self.open(
+            Direction::Inbound,
+            uses_fd(remote_addr),
+            remote_addr,
+            self.buffers.connection_memory(remote_addr),
+        )?;
+        self.connections.insert(connection_id, held);
         Ok(())
     }
 
@@ -186,8 +244,9 @@ impl NetworkBehaviour for Behaviour {
         _effective_role: Endpoint,
     ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
         let (endpoint, use_fd) = outbound_endpoint(addresses);
-        let scope = self.open(Direction::Outbound, use_fd, &endpoint)?;
-        self.connections.insert(connection_id, scope);
+        let buffers = self.buffers.connection_memory_of_any(addresses);
+        let held = self.open(Direction::Outbound, use_fd, &endpoint, buffers)?;
+        self.connections.insert(connection_id, held);
         Ok(Vec::new())
     }
 

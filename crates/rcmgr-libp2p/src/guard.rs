@@ -19,13 +19,13 @@ use crate::services::attach_protocol;
 /// A stream scope held by application code beside a stream: go's `OpenStream` and
 /// `SetProtocol` in one call, released when the guard is dropped.
 ///
-/// This is for nodes whose transport is not wrapped with
-/// [`wrap_transport`](crate::wrap_transport) (for example one built with the
+/// This is for nodes whose transport is not limited (for example one built with the
 /// `SwarmBuilder`'s `with_tcp` phase, which cannot be wrapped), typically with
 /// `libp2p-stream`: take a guard for each stream `IncomingStreams` yields or `open_stream`
-/// returns, and drop the stream when the guard is refused. On a wrapped transport every
-/// stream already has a scope; a guard there would count the stream twice, so reserve
-/// memory on the protocol's or the peer's scope instead ([`ReservedBuffer`]).
+/// returns, and drop the stream when the guard is refused. On a limited transport
+/// ([`Transports`](crate::Transports), [`wrap_transport`](crate::wrap_transport)) every
+/// stream already has a scope; a guard there would count the stream twice, so reserve on the
+/// stream's own scope instead ([`stream_scope`](crate::stream_scope)).
 ///
 /// ```
 /// use rcmgr::{BaseLimit, ConcreteLimitConfig, Direction, ResourceManager};
@@ -249,10 +249,15 @@ impl<S: AsyncWrite> AsyncWrite for Guarded<S> {
 /// released when it is dropped: an application's read or write buffer, counted where the
 /// resource manager can refuse it.
 ///
-/// Reserve on the narrowest scope that fits: a [`StreamGuard`]'s scope, a protocol's
-/// (`rm.protocol(..)`), a peer's (`rm.peer(..)`), or a connection's
-/// ([`Behaviour::connection_scope`](crate::Behaviour::connection_scope)). The reservation
-/// counts there and on every scope above it, so the protocol, peer and system limits hold.
+/// Reserve on the narrowest scope that fits: the stream's own
+/// ([`StreamHandle`](crate::StreamHandle) from [`stream_scope`](crate::stream_scope), or a
+/// [`StreamGuard`]'s scope), a connection's
+/// ([`Behaviour::connection_scope`](crate::Behaviour::connection_scope)), a peer's
+/// (`rm.peer(..)`), or a protocol's (`rm.protocol(..)`). The reservation counts there and on
+/// every scope above it, so the limits of all of them hold; a stream's scope counts in its
+/// protocol's scope for its peer too, so a peer can take no more of a protocol's memory than
+/// that per-peer limit, where a reservation on the protocol's scope itself lets one peer take
+/// all of it.
 /// `priority` is go's: a reservation at priority `p` succeeds only while the scope would
 /// stay at or below `(p + 1) / 256` of its memory limit.
 ///

@@ -1,35 +1,31 @@
 //! rcmgr for rust-libp2p: go-libp2p's resource manager protection for a rust-libp2p node, by
-//! adding one behaviour and wrapping the transport.
+//! adding one behaviour and building its transports with [`Transports`].
 //!
 //! * [`Behaviour`] accounts every connection: it opens a connection scope when a connection
-//!   is pending (per-IP and subnet limits, the allowlist, the transient and system scopes),
-//!   moves it into the peer's scope when the connection is established, and releases it when
-//!   the connection closes or fails.
-//! * [`wrap_transport`] installs a [`LimitedMuxer`] that accounts every substream, inbound and
-//!   outbound: a stream scope per substream, moved into its protocol's scope once
-//!   multistream-select has agreed on one, released when the substream is dropped. It works
-//!   for every protocol (identify, ping, kad, request-response, libp2p-stream, ...) without
-//!   their knowing.
-//! * [`StreamGuard`] and [`ReservedBuffer`] are for application code: accounting streams the
-//!   wrapper cannot see, and reserving memory for buffers before allocating them.
+//!   is pending (per-IP and subnet limits, the allowlist, the transient and system scopes) and
+//!   reserves what its transport may buffer, moves it into the peer's scope when the
+//!   connection is established, and releases it when the connection closes or fails.
+//! * [`Transports`] builds TCP, QUIC, websocket, relayed and memory transports whose muxers
+//!   are wrapped in a [`LimitedMuxer`], which accounts every substream, inbound and outbound:
+//!   a stream scope holding the stream's receive window, moved into its protocol during
+//!   multistream-select, released when the substream is dropped or its connection closes. It
+//!   works for every protocol (identify, ping, kad, request-response, libp2p-stream, ...)
+//!   without their knowing.
+//! * [`stream_scope`] gives application code the scope of a stream it holds, to reserve the
+//!   stream's buffers on ([`StreamHandle::buffer`]): the reservation counts in the stream, its
+//!   peer, its protocol for that peer, the protocol and the system together.
+//! * [`refusal_of`] finds rcmgr's reason in the errors the swarm reports.
 //!
-//! All of them share one [`rcmgr::ResourceManager`] (a cheap `Clone`), whose
-//! [`report`](rcmgr::ResourceManager::report) and [`stat`](rcmgr::ResourceManager::stat)
-//! show what the node holds.
+//! All of them share one [`rcmgr::ResourceManager`] (a cheap `Clone`, re-exported here as
+//! [`rcmgr`]), whose [`report`](rcmgr::ResourceManager::report) and
+//! [`stat`](rcmgr::ResourceManager::stat) show what the node holds.
 //!
-//! # Recipe: the `SwarmBuilder`
-//!
-//! The builder cannot wrap the transports of its `with_tcp` and `with_quic` phases, so build
-//! the transport in `with_other_transport` (which may be called once per transport) and wrap
-//! it there. QUIC's connection is a stream muxer too, so the same wrapper applies to it.
+//! # Adopting it: the `SwarmBuilder`
 //!
 //! ```no_run
 //! use std::time::Duration;
 //!
-//! use libp2p::{
-//!     SwarmBuilder, core::{Transport, upgrade::Version}, identify, noise, ping, quic,
-//!     swarm::NetworkBehaviour, tcp, yamux,
-//! };
+//! use libp2p::{SwarmBuilder, identify, ping, swarm::NetworkBehaviour};
 //!
 //! #[derive(NetworkBehaviour)]
 //! struct Node {
@@ -39,22 +35,14 @@
 //! }
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let rm = rcmgr::ResourceManager::default(); // go-libp2p's default limits, scaled to this machine
+//! let rm = rcmgr_libp2p::resource_manager(); // limits for rust-libp2p, scaled to this machine
+//! let limited = rcmgr_libp2p::Transports::new(&rm);
 //! let mut swarm = SwarmBuilder::with_new_identity()
 //!     .with_tokio()
-//!     .with_other_transport(|key| {
-//!         let tcp = tcp::tokio::Transport::new(tcp::Config::default())
-//!             .upgrade(Version::V1)
-//!             .authenticate(noise::Config::new(key)?)
-//!             .multiplex(yamux::Config::default());
-//!         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(rcmgr_libp2p::wrap_transport(tcp, rm.clone()))
-//!     })?
-//!     .with_other_transport(|key| {
-//!         let quic = quic::tokio::Transport::new(quic::Config::new(key));
-//!         rcmgr_libp2p::wrap_transport(quic, rm.clone())
-//!     })?
+//!     .with_other_transport(|key| limited.tcp(key))?
+//!     .with_other_transport(|key| limited.quic(key))?
 //!     .with_behaviour(|key| Node {
-//!         rcmgr: rcmgr_libp2p::Behaviour::new(rm.clone()),
+//!         rcmgr: limited.behaviour(),
 //!         identify: identify::Behaviour::new(identify::Config::new("/my-app/1.0.0".into(), key.public())),
 //!         ping: ping::Behaviour::default(),
 //!     })?
@@ -67,12 +55,49 @@
 //! # }
 //! ```
 //!
-//! Those are the two lines a node adds: the `rcmgr` field and `wrap_transport` around each
-//! transport. A hand-built transport given to `Swarm::new` is wrapped the same way.
-//! `with_dns` and `with_websocket` layers added after `with_other_transport` sit outside the
-//! wrapper and need nothing more. Connections of transports that cannot be wrapped (the
-//! builder's own TCP and QUIC phases, the relay client) still get connection limits from the
-//! behaviour; their streams can be accounted with [`StreamGuard`].
+//! Those are the lines a node adds: the manager, the `rcmgr` field, and one
+//! `with_other_transport` per transport in place of the builder's `with_tcp`, `with_quic`,
+//! `with_websocket` and `with_relay_client` (which cannot be wrapped). `with_dns` after them
+//! resolves `/dns` addresses for all. A transport built by hand is wrapped with
+//! [`Transports::wrap`] (or [`wrap_transport`]); a `Swarm::new` takes the same transports.
+//! Connections of a transport that is not wrapped still get connection limits from the
+//! behaviour, and their streams can be accounted by the application with [`StreamGuard`].
+//!
+//! # Limits that fit rust-libp2p
+//!
+//! [`resource_manager`] uses [`Buffers::limits`]: go-libp2p's default limits and service
+//! limits, with two differences, both because of what rust-libp2p does differently:
+//!
+//! * **ping**: rust-libp2p's ping keeps a ping stream open on every connection, each way,
+//!   where go pings a peer over one stream at a time. go's per-peer ping limit (2 inbound,
+//!   3 outbound, 4 in all) would refuse ping on a peer's third connection; here it is one
+//!   stream each way for each of the peer's 8 connections
+//!   ([`with_rust_libp2p_defaults`](rcmgr::ScalingLimitConfig::with_rust_libp2p_defaults)).
+//! * **memory**: each stream reserves its receive window on its own scope, so every scope that
+//!   holds streams has room for one window per stream its stream limit allows
+//!   ([`with_stream_memory`](rcmgr::ScalingLimitConfig::with_stream_memory)); go's memory
+//!   limits, sized for application buffers alone, would refuse identify's fifth concurrent
+//!   stream to a peer. The system scope's memory, the node's budget, is go's.
+//!
+//! go's numbers stay available: `rcmgr::ResourceManager::default()` is go-libp2p's
+//! `DefaultResourceManager`, limit for limit.
+//!
+//! # What a refusal looks like
+//!
+//! | refused | locally | the remote peer (rust-libp2p) sees |
+//! |---|---|---|
+//! | inbound connection | `SwarmEvent::IncomingConnectionError` with `ListenError::Denied` | its dial fails (`OutgoingConnectionError`), or the connection closes right after it was established when the peer scope refused |
+//! | outbound connection | `Swarm::dial` returns `DialError::Denied` | nothing |
+//! | inbound stream | logged at debug level; the connection carries on | its proposal is answered `na`: "protocol not supported" |
+//! | outbound stream | the handler's upgrade fails with `StreamUpgradeError::NegotiationFailed` ("protocol not supported"); logged at debug level | nothing: nothing went on the wire |
+//!
+//! [`refusal_of`] finds rcmgr's error (which scope refused, which limit) in
+//! `ListenError::Denied` and `DialError::Denied`. A refused stream looks like an unsupported
+//! protocol on both sides on purpose: rust-libp2p's handlers treat that as final (libp2p-ping
+//! stops pinging over that connection; request-response fails the request with
+//! `UnsupportedProtocols`; identify and kad report the failure and go on), where an I/O error
+//! would be retried at once, in a loop that costs both nodes CPU for as long as the limit is
+//! reached.
 //!
 //! # Order in a derived behaviour
 //!
@@ -87,36 +112,37 @@
 //! close and failure report, and releasing twice or releasing a connection it never saw does
 //! nothing.
 //!
-//! # What a refusal looks like
-//!
-//! | refused | locally | the remote peer (rust-libp2p) sees |
-//! |---|---|---|
-//! | inbound connection | `SwarmEvent::IncomingConnectionError` with `ListenError::Denied` | its dial fails (`OutgoingConnectionError`), or the connection closes right after it was established when the peer scope refused |
-//! | outbound connection | `Swarm::dial` returns `DialError::Denied` | nothing |
-//! | inbound stream | logged at debug level; the connection carries on | the stream fails to negotiate: "protocol not supported" |
-//! | outbound stream | the handler's stream upgrade fails with an I/O error that holds rcmgr's error ([`refusal_of`]) | nothing, or a reset stream when its protocol was refused |
-//!
-//! The causes of `ListenError::Denied` and `DialError::Denied` downcast to [`rcmgr::Error`],
-//! which says which scope refused and which limit. Because a refused stream looks like an
-//! unsupported protocol to the remote, some handlers give up on that protocol for the rest
-//! of the connection (ping, for one); protocol limits are meant to be reached under attack,
-//! not in normal operation.
-//!
 //! # How the protocol of a stream is learned
 //!
-//! Every libp2p substream begins with a multistream-select negotiation, whose listener
-//! confirms the agreed protocol by echoing it. An inbound substream (we are the listener)
-//! finds the confirmation in what it writes, and sets the protocol just before the
-//! confirmation is written, so that a refused protocol is never confirmed. An outbound
-//! substream (we are the dialer) finds it in what it reads. Parsing ends there: the rest of
-//! the stream passes through untouched. rust-libp2p's swarm negotiates with
-//! `Version::V1`, which reads the confirmation before the handler gets the stream; with
-//! `Version::V1Lazy`, an outbound stream that is only written to and never read stays in
-//! the transient scope until it is dropped.
+//! Every libp2p substream begins with a multistream-select negotiation. An inbound substream
+//! (the local side listens) follows what the local listener writes and moves its scope into
+//! the protocol just before the listener's confirmation is written, so that a refused
+//! protocol is never confirmed. An outbound substream (the local side dials) holds back what
+//! the local dialer writes until its proposal is complete and moves its scope into the
+//! proposed protocol before anything goes out; it then accepts only the confirmation of that
+//! protocol. Parsing ends at the confirmation: the rest of the stream passes through
+//! untouched. The protocol names of scopes are therefore always chosen by the local side.
 //!
 //! For go-libp2p's own protocols (identify, ping, autonat, dcutr, relay) the stream is also
 //! moved into go's service scope for that protocol ([`service_of_protocol`]), so go's default
 //! service limits apply as they do in go.
+//!
+//! # Memory
+//!
+//! [`Buffers`] says what is reserved, where, and what is not counted. In short: each stream's
+//! receive window (256 KiB by default) on its stream scope, from the moment the muxer hands it
+//! out, and each connection's noise and yamux buffers on its connection scope, from the moment
+//! it is pending; the muxers are configured from the same numbers, so yamux windows never grow
+//! past what is reserved. On a busy node `libp2p_rcmgr_memory` (rcmgr-prometheus) shows them,
+//! and the system scope's memory limit bounds them.
+//!
+//! # Trusted peers
+//!
+//! `rm.allowlist().add_peer(peer)` ([`rcmgr::Allowlist::add_peer`]) lets a peer's
+//! connections use the allowlisted system and transient scopes when the normal ones are full,
+//! whatever its address (rust-libp2p#5605); address entries
+//! (`rm.allowlist().add(&"/ip4/…/p2p/…".parse()?)`) do the same for known addresses and also
+//! lift the per-IP limits.
 //!
 //! # File descriptors
 //!
@@ -125,15 +151,58 @@
 //! not. The swarm asks behaviours about an inbound connection after the socket is accepted,
 //! so the descriptor is already in use then; a refusal closes it at once.
 
+#![forbid(unsafe_code)]
+
 mod behaviour;
+mod buffers;
+mod connection;
 mod endpoint;
 mod guard;
+mod handle;
 mod muxer;
 mod negotiation;
+mod refusal;
 mod services;
+mod substream;
+#[cfg(feature = "transports")]
+mod transports;
+pub mod yamux;
 
 pub use behaviour::Behaviour;
+pub use buffers::{Buffers, WEBSOCKET_MESSAGE, YAMUX_STREAM_WINDOW};
 pub use endpoint::uses_fd;
 pub use guard::{Guarded, ReservedBuffer, StreamGuard};
-pub use muxer::{LimitedMuxer, LimitedSubstream, refusal_of, wrap_transport};
+pub use handle::{StreamHandle, stream_scope};
+pub use muxer::{LimitedMuxer, wrap_transport, wrap_transport_with};
+/// The resource manager itself, so that a node needs no other import.
+pub use rcmgr;
+pub use refusal::{Refusal, refusal_of};
 pub use services::service_of_protocol;
+pub use substream::LimitedSubstream;
+#[cfg(feature = "transports")]
+pub use transports::{LimitedTransport, Transports};
+
+/// A resource manager with limits for rust-libp2p ([`Buffers::limits`] of the default
+/// [`Buffers`]), autoscaled to this machine: what a node built with [`Transports::new`]
+/// should use.
+///
+/// ```
+/// let rm = rcmgr_libp2p::resource_manager();
+/// let ping = rm.limits().protocol_peer_limits("/ipfs/ping/1.0.0");
+/// assert_eq!((ping.streams_inbound, ping.streams_outbound), (8, 8));
+/// ```
+pub fn resource_manager() -> rcmgr::ResourceManager {
+    resource_manager_for(Buffers::default())
+}
+
+/// [`resource_manager`] for streams that reserve the windows of `buffers`.
+///
+/// ```
+/// let buffers = rcmgr_libp2p::Buffers::default().with_stream_window(1 << 20);
+/// let rm = rcmgr_libp2p::resource_manager_for(buffers);
+/// let identify = rm.limits().service_peer_limits("libp2p.identify");
+/// assert!(identify.memory >= identify.streams << 20);
+/// ```
+pub fn resource_manager_for(buffers: Buffers) -> rcmgr::ResourceManager {
+    rcmgr::ResourceManager::new(buffers.limits().autoscale())
+}

@@ -1,9 +1,11 @@
 //! Stream limits: a [`StreamMuxer`] wrapper that gives every substream a stream scope.
 
 use std::{
-    fmt, io,
+    collections::VecDeque,
+    fmt,
     pin::Pin,
-    task::{Context, Poll, ready},
+    sync::Arc,
+    task::{Context, Poll},
 };
 
 use futures::{AsyncRead, AsyncWrite};
@@ -13,21 +15,27 @@ use libp2p_core::{
     muxing::{StreamMuxer, StreamMuxerEvent},
     transport::map::Map,
 };
-use pin_project::pin_project;
-use rcmgr::{Direction, PeerId, ResourceManager, StreamScope};
+use pin_project::{pin_project, pinned_drop};
+use rcmgr::{Direction, PeerId, ResourceManager};
 
 use crate::{
-    negotiation::{ListenerReplies, Outcome},
-    services::attach_protocol,
+    buffers::Buffers,
+    connection::{Connection, Slot},
+    substream::{LimitedSubstream, refuse_inbound},
 };
 
-/// How many refused inbound substreams one call of
-/// [`poll_inbound`](LimitedMuxer::poll_inbound) drops before it yields, so that a peer that
-/// opens streams faster than they are refused cannot keep its connection's task busy.
+/// How many inbound substreams one poll refuses before it yields, so that a peer that opens
+/// streams faster than they are refused cannot keep its connection's task busy.
 const REFUSALS_PER_POLL: usize = 32;
 
+/// How many accounted inbound substreams wait for the swarm at most (the swarm takes them as
+/// long as it negotiates fewer than its limit, 128 by default).
+const MAX_WAITING_INBOUND: usize = 32;
+
 /// Wraps a transport's muxer in a [`LimitedMuxer`], so that every substream of every
-/// connection it makes is accounted in `rm`: the whole recipe for stream limits.
+/// connection it makes is accounted in `rm`, with [`Buffers::default`]'s stream windows.
+/// [`Transports`](crate::Transports) builds whole transports with it; this is for a
+/// transport built by hand.
 ///
 /// `transport` is a transport that is already authenticated and multiplexed (its output is a
 /// peer and a [`StreamMuxer`]: TCP or the memory transport after `upgrade`, `authenticate` and
@@ -37,7 +45,7 @@ const REFUSALS_PER_POLL: usize = 32;
 /// ```
 /// use libp2p::{
 ///     core::{Transport, transport::MemoryTransport, upgrade::Version},
-///     identity, noise, yamux,
+///     identity, noise,
 /// };
 ///
 /// let key = identity::Keypair::generate_ed25519();
@@ -45,12 +53,10 @@ const REFUSALS_PER_POLL: usize = 32;
 /// let muxed = MemoryTransport::default()
 ///     .upgrade(Version::V1)
 ///     .authenticate(noise::Config::new(&key)?)
-///     .multiplex(yamux::Config::default());
+///     .multiplex(rcmgr_libp2p::Buffers::default().yamux());
 /// let _transport = rcmgr_libp2p::wrap_transport(muxed, rm).boxed();
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-///
-/// The crate documentation shows the same with the `SwarmBuilder`, for TCP and QUIC.
 #[allow(
     clippy::type_complexity,
     reason = "libp2p's own Map type, so that the result stays Send, Unpin and composable exactly when the transport is"
@@ -63,36 +69,78 @@ where
     T: Transport<Output = (PeerId, M)>,
     M: StreamMuxer,
 {
+    wrap_transport_with(transport, rm, Buffers::default())
+}
+
+/// [`wrap_transport`] with the stream windows of `buffers`: give the same [`Buffers`] the
+/// transport's muxer was configured from ([`Buffers::yamux`], [`Buffers::quic`]).
+///
+/// ```
+/// use libp2p::core::Transport;
+/// let key = libp2p::identity::Keypair::generate_ed25519();
+/// let buffers = rcmgr_libp2p::Buffers::default().with_stream_window(1 << 20);
+/// let quic = libp2p::quic::tokio::Transport::new(buffers.quic(&key));
+/// let _transport = rcmgr_libp2p::wrap_transport_with(quic, rcmgr::ResourceManager::default(), buffers).boxed();
+/// ```
+#[allow(
+    clippy::type_complexity,
+    reason = "libp2p's own Map type, as for wrap_transport"
+)]
+pub fn wrap_transport_with<T, M>(
+    transport: T,
+    rm: ResourceManager,
+    buffers: Buffers,
+) -> Map<T, impl FnOnce((PeerId, M), ConnectedPoint) -> (PeerId, LimitedMuxer<M>) + Clone>
+where
+    T: Transport<Output = (PeerId, M)>,
+    M: StreamMuxer,
+{
     transport.map(move |(peer, muxer), _endpoint| {
-        let limited = LimitedMuxer::new(muxer, peer, rm);
+        let limited = LimitedMuxer::with_buffers(muxer, peer, rm, buffers);
         (peer, limited)
     })
 }
 
-/// A [`StreamMuxer`] that opens a stream scope (go's `OpenStream`) for every substream of a
-/// connection to `peer`, inbound and outbound, learns each substream's protocol from its
-/// multistream-select negotiation and moves the scope into that protocol (go's
-/// `SetProtocol`), and releases the scope when the substream is dropped.
+/// A [`StreamMuxer`] that accounts every substream of a connection to `peer`, inbound and
+/// outbound, in a stream scope (go's `OpenStream`) holding the stream's receive window
+/// ([`Buffers`]), moves it into its protocol (go's `SetProtocol`) during its
+/// multistream-select negotiation, and releases it when the substream is dropped or the
+/// connection closes.
 ///
-/// Refusals reset the one substream and never the connection:
+/// **When.** An inbound substream is accounted as soon as the inner muxer hands it out,
+/// before the swarm sees it, and moved into its protocol just before the local side confirms
+/// the protocol. An outbound substream is accounted before the inner muxer is asked for it,
+/// and moved into the protocol the local side proposes before the proposal is written; when
+/// the remote rejects that proposal and the local side proposes another, the stream gets a
+/// new scope in the new protocol. An outbound stream accepts only the confirmation of the
+/// protocol it proposed: a listener that confirms anything else commits a protocol violation,
+/// and the substream is reset with an [`InvalidData`](std::io::ErrorKind::InvalidData) error
+/// (no scope is ever made for a name the remote chose).
 ///
-/// * **Inbound, peer or transient scope full**: the substream is dropped (the muxer resets
-///   it) before it is handed to the swarm, and the next one is polled. The remote sees its
-///   stream fail to negotiate.
-/// * **Protocol or service scope full** (inbound or outbound): the substream fails with an
-///   I/O error at the moment the protocol is learned, before an inbound confirmation is
-///   written. The swarm drops it, which resets it.
-/// * **Outbound, peer or transient scope full**: the muxer has no way to refuse (an error from
-///   `poll_outbound` would close the whole connection), so it hands out a substream that was
-///   never opened on the wire and fails its first read or write. The handler sees the
-///   stream's upgrade fail with [`StreamUpgradeError::Io`] carrying rcmgr's error
-///   ([`refusal_of`](crate::refusal_of) finds it); the remote sees nothing.
+/// **Refusals are final, and cheap.** They reset the one substream, never the connection, and
+/// they look like an unsupported protocol on both sides, which rust-libp2p's handlers take as
+/// final for that protocol on that connection rather than as an I/O error to retry at once
+/// (libp2p-ping stops pinging over the connection; request-response fails the request with
+/// `UnsupportedProtocols`; identify reports the error and tries again at its next interval):
 ///
-/// The outbound scope is reserved before the inner muxer is asked for a substream, and kept
-/// while the muxer cannot give one yet (for example at yamux's stream limit); it is released
-/// when the connection closes, so at most one such reservation waits per connection.
+/// * **Inbound, refused when accounted** (peer, transient or system scope full, or no memory
+///   for its window): the remote's dialer is answered `na` (after the header) and the
+///   substream closed, then dropped; the next one is polled.
+/// * **Inbound, refused at its protocol**: the local listener's confirmation is replaced by
+///   `na` and the substream closed; the local listener fails with an I/O error holding
+///   rcmgr's error (the swarm logs it at debug level; no handler sees the stream).
+/// * **Outbound, refused when accounted or at its proposal**: nothing goes on the wire. The
+///   substream takes the local dialer's writes and reads as ended, so the handler's upgrade
+///   fails with `StreamUpgradeError::NegotiationFailed`. An inner substream opened for it
+///   and never written to is kept for the next outbound stream.
 ///
-/// [`StreamUpgradeError::Io`]: libp2p_swarm::StreamUpgradeError::Io
+/// Refusals are logged at debug level with rcmgr's error, and rcmgr's metrics count them.
+///
+/// **Closing.** When the connection closes (`poll_close`, an error of the inner muxer, or the
+/// muxer dropped: a local close or a remote one, graceful or not), every stream's scope is
+/// ended at once, whether or not the application still holds the stream; the substreams then
+/// fail every read and write with [`ConnectionAborted`](std::io::ErrorKind::ConnectionAborted),
+/// and tasks blocked in one are woken.
 ///
 /// ```
 /// use libp2p_core::muxing::StreamMuxerBox;
@@ -103,28 +151,31 @@ where
 /// let _boxed = StreamMuxerBox::new(limited);
 /// # }
 /// ```
-#[pin_project]
-pub struct LimitedMuxer<M> {
+#[pin_project(PinnedDrop)]
+pub struct LimitedMuxer<M: StreamMuxer> {
     #[pin]
     inner: M,
-    peer: PeerId,
-    rm: ResourceManager,
-    /// An outbound scope reserved while the inner muxer had no substream ready.
-    waiting_outbound: Option<StreamScope>,
+    conn: Arc<Connection<M::Substream>>,
+    /// An outbound stream accounted while the inner muxer had no substream ready.
+    waiting_outbound: Option<Arc<Slot>>,
+    /// Inbound substreams accounted and not yet taken by the swarm.
+    accepted: VecDeque<LimitedSubstream<M::Substream>>,
 }
 
-impl<M> fmt::Debug for LimitedMuxer<M> {
+impl<M: StreamMuxer> fmt::Debug for LimitedMuxer<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LimitedMuxer")
-            .field("peer", &self.peer)
-            .field("waiting_outbound", &self.waiting_outbound)
+            .field("connection", &self.conn)
+            .field("waiting_outbound", &self.waiting_outbound.is_some())
+            .field("accepted", &self.accepted.len())
             .finish_non_exhaustive()
     }
 }
 
-impl<M> LimitedMuxer<M> {
-    /// Wraps `inner`, the muxer of a connection to `peer`, accounting its substreams in `rm`.
-    /// [`wrap_transport`] does this for every connection of a transport.
+impl<M: StreamMuxer> LimitedMuxer<M> {
+    /// Wraps `inner`, the muxer of a connection to `peer`, accounting its substreams in `rm`
+    /// with [`Buffers::default`]'s windows. [`wrap_transport`] does this for every connection
+    /// of a transport.
     ///
     /// ```
     /// use libp2p_core::muxing::StreamMuxerBox;
@@ -134,11 +185,24 @@ impl<M> LimitedMuxer<M> {
     /// # }
     /// ```
     pub fn new(inner: M, peer: PeerId, rm: ResourceManager) -> Self {
+        Self::with_buffers(inner, peer, rm, Buffers::default())
+    }
+
+    /// [`new`](Self::new) with the windows of `buffers`.
+    ///
+    /// ```
+    /// use libp2p_core::muxing::StreamMuxerBox;
+    /// # fn install(muxer: StreamMuxerBox, peer: rcmgr::PeerId, rm: rcmgr::ResourceManager) {
+    /// let buffers = rcmgr_libp2p::Buffers::default().with_stream_window(512 << 10);
+    /// let _limited = rcmgr_libp2p::LimitedMuxer::with_buffers(muxer, peer, rm, buffers);
+    /// # }
+    /// ```
+    pub fn with_buffers(inner: M, peer: PeerId, rm: ResourceManager, buffers: Buffers) -> Self {
         LimitedMuxer {
             inner,
-            peer,
-            rm,
+            conn: Arc::new(Connection::new(peer, rm, buffers)),
             waiting_outbound: None,
+            accepted: VecDeque::new(),
         }
     }
 
@@ -153,11 +217,40 @@ impl<M> LimitedMuxer<M> {
     /// # }
     /// ```
     pub fn peer(&self) -> PeerId {
-        self.peer
+        self.conn.peer
     }
 }
 
-impl<M: StreamMuxer> StreamMuxer for LimitedMuxer<M> {
+#[pinned_drop]
+impl<M: StreamMuxer> PinnedDrop for LimitedMuxer<M> {
+    fn drop(self: Pin<&mut Self>) {
+        self.conn.close();
+    }
+}
+
+/// Accounts a new inbound substream, or refuses it. `None` when it was refused or the
+/// connection has closed.
+fn accept<S: AsyncWrite + Unpin>(
+    conn: &Arc<Connection<S>>,
+    substream: S,
+    cx: &mut Context<'_>,
+) -> Option<LimitedSubstream<S>> {
+    match conn.open(Direction::Inbound) {
+        Ok(Some(slot)) => Some(LimitedSubstream::inbound(substream, Arc::clone(conn), slot)),
+        Ok(None) => None,
+        Err(error) => {
+            tracing::debug!(peer = %conn.peer, %error, "inbound stream refused");
+            refuse_inbound(substream, cx);
+            None
+        }
+    }
+}
+
+impl<M> StreamMuxer for LimitedMuxer<M>
+where
+    M: StreamMuxer,
+    M::Substream: AsyncRead + AsyncWrite + Unpin,
+{
     type Substream = LimitedSubstream<M::Substream>;
     type Error = M::Error;
 
@@ -166,15 +259,21 @@ impl<M: StreamMuxer> StreamMuxer for LimitedMuxer<M> {
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::Substream, Self::Error>> {
         let mut this = self.project();
+        if let Some(substream) = this.accepted.pop_front() {
+            return Poll::Ready(Ok(substream));
+        }
         for _ in 0..REFUSALS_PER_POLL {
-            let substream = ready!(this.inner.as_mut().poll_inbound(cx))?;
-            match this.rm.open_stream(*this.peer, Direction::Inbound) {
-                Ok(scope) => return Poll::Ready(Ok(LimitedSubstream::accounted(substream, scope))),
-                Err(error) => {
-                    tracing::debug!(peer = %this.peer, %error, "inbound stream refused");
-                    // Dropping the substream resets it; the connection carries on.
-                    drop(substream);
+            match this.inner.as_mut().poll_inbound(cx) {
+                Poll::Ready(Ok(substream)) => {
+                    if let Some(accounted) = accept(this.conn, substream, cx) {
+                        return Poll::Ready(Ok(accounted));
+                    }
                 }
+                Poll::Ready(Err(error)) => {
+                    this.conn.close();
+                    return Poll::Ready(Err(error));
+                }
+                Poll::Pending => return Poll::Pending,
             }
         }
         cx.waker().wake_by_ref();
@@ -186,30 +285,43 @@ impl<M: StreamMuxer> StreamMuxer for LimitedMuxer<M> {
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::Substream, Self::Error>> {
         let this = self.project();
-        let scope = match this.waiting_outbound.take() {
-            Some(scope) => scope,
-            None => match this.rm.open_stream(*this.peer, Direction::Outbound) {
-                Ok(scope) => scope,
+        let slot = match this.waiting_outbound.take() {
+            Some(slot) => slot,
+            None => match this.conn.open(Direction::Outbound) {
+                Ok(Some(slot)) => slot,
+                Ok(None) => return Poll::Ready(Ok(LimitedSubstream::refused())),
                 Err(error) => {
-                    tracing::debug!(peer = %this.peer, %error, "outbound stream refused");
-                    return Poll::Ready(Ok(LimitedSubstream::refused(error)));
+                    tracing::debug!(peer = %this.conn.peer, %error, "outbound stream refused");
+                    return Poll::Ready(Ok(LimitedSubstream::refused()));
                 }
             },
         };
-        match this.inner.poll_outbound(cx) {
-            Poll::Ready(Ok(substream)) => {
-                Poll::Ready(Ok(LimitedSubstream::accounted(substream, scope)))
-            }
-            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
-            Poll::Pending => {
-                *this.waiting_outbound = Some(scope);
-                Poll::Pending
-            }
-        }
+        let substream = match this.conn.take_spare() {
+            Some(spare) => spare,
+            None => match this.inner.poll_outbound(cx) {
+                Poll::Ready(Ok(substream)) => substream,
+                Poll::Ready(Err(error)) => {
+                    this.conn.close();
+                    return Poll::Ready(Err(error));
+                }
+                Poll::Pending => {
+                    *this.waiting_outbound = Some(slot);
+                    return Poll::Pending;
+                }
+            },
+        };
+        Poll::Ready(Ok(LimitedSubstream::outbound(
+            substream,
+            Arc::clone(this.conn),
+            slot,
+        )))
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         let this = self.project();
+        // The connection closes: every stream ends now, however long the close itself takes.
+        this.conn.close();
+        this.accepted.clear();
         *this.waiting_outbound = None;
         this.inner.poll_close(cx)
     }
@@ -218,225 +330,34 @@ impl<M: StreamMuxer> StreamMuxer for LimitedMuxer<M> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<StreamMuxerEvent, Self::Error>> {
-        self.project().inner.poll(cx)
-    }
-}
-
-/// A substream of a [`LimitedMuxer`]: the inner muxer's substream with its stream scope,
-/// which is released when this is dropped. Reads and writes go to the inner substream; a
-/// substream rcmgr refused fails them with an error that [`refusal_of`] recognises.
-///
-/// ```
-/// use futures::AsyncWriteExt;
-/// # async fn send(mut substream: rcmgr_libp2p::LimitedSubstream<libp2p_core::muxing::SubstreamBox>) {
-/// if let Err(error) = substream.write_all(b"hello").await {
-///     if let Some(refusal) = rcmgr_libp2p::refusal_of(&error) {
-///         println!("rcmgr refused the stream: {refusal}");
-///     }
-/// }
-/// # }
-/// ```
-#[pin_project]
-pub struct LimitedSubstream<S> {
-    #[pin]
-    state: SubstreamState<S>,
-}
-
-#[pin_project(project = SubstreamStateProj)]
-enum SubstreamState<S> {
-    /// A substream with its scope.
-    Accounted {
-        #[pin]
-        substream: S,
-        scope: StreamScope,
-        /// Follows the negotiation until the protocol is known; `None` after that.
-        negotiation: Option<ListenerReplies>,
-    },
-    /// Refused by rcmgr: every operation fails with this error. Nothing is held.
-    Refused { error: rcmgr::Error },
-}
-
-impl<S> fmt::Debug for LimitedSubstream<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.state {
-            SubstreamState::Accounted { scope, .. } => f
-                .debug_struct("LimitedSubstream")
-                .field("scope", scope)
-                .finish_non_exhaustive(),
-            SubstreamState::Refused { error } => f
-                .debug_struct("LimitedSubstream")
-                .field("refused", error)
-                .finish(),
-        }
-    }
-}
-
-impl<S> LimitedSubstream<S> {
-    fn accounted(substream: S, scope: StreamScope) -> Self {
-        LimitedSubstream {
-            state: SubstreamState::Accounted {
-                substream,
-                scope,
-                negotiation: Some(ListenerReplies::default()),
-            },
-        }
-    }
-
-    fn refused(error: rcmgr::Error) -> Self {
-        LimitedSubstream {
-            state: SubstreamState::Refused { error },
-        }
-    }
-
-    /// The substream's scope; `None` once rcmgr has refused it.
-    ///
-    /// ```
-    /// # fn check(substream: &rcmgr_libp2p::LimitedSubstream<libp2p_core::muxing::SubstreamBox>) {
-    /// if let Some(scope) = substream.scope() {
-    ///     println!("{} is {:?}", scope.peer(), scope.direction());
-    /// }
-    /// # }
-    /// ```
-    pub fn scope(&self) -> Option<&StreamScope> {
-        match &self.state {
-            SubstreamState::Accounted { scope, .. } => Some(scope),
-            SubstreamState::Refused { .. } => None,
-        }
-    }
-
-    /// Resets the substream after a refusal: drops the inner substream (the muxer resets it)
-    /// and the scope, and returns the error to give the caller.
-    fn refuse(mut self: Pin<&mut Self>, error: rcmgr::Error) -> io::Error {
-        tracing::debug!(%error, "stream refused at protocol negotiation");
-        let refusal = refusal_error(&error);
-        self.as_mut()
-            .project()
-            .state
-            .set(SubstreamState::Refused { error });
-        refusal
-    }
-}
-
-/// The I/O error a refused substream fails with: rcmgr's error inside.
-fn refusal_error(error: &rcmgr::Error) -> io::Error {
-    io::Error::other(error.clone())
-}
-
-/// rcmgr's refusal inside an I/O error from a stream of a [`LimitedMuxer`], for handlers and
-/// applications that want to tell a refusal by the local resource manager from other
-/// failures (as `StreamUpgradeError::Io` or `libp2p_stream::OpenStreamError::Io`).
-///
-/// ```
-/// use std::io;
-/// let error = io::Error::other("connection reset");
-/// assert!(rcmgr_libp2p::refusal_of(&error).is_none());
-/// ```
-pub fn refusal_of(error: &io::Error) -> Option<&rcmgr::Error> {
-    error.get_ref()?.downcast_ref::<rcmgr::Error>()
-}
-
-/// Follows `bytes` of the listener's side of the negotiation, and moves the scope into the
-/// protocol once the listener has confirmed it. Stops following at the outcome.
-fn follow_negotiation(
-    negotiation: &mut Option<ListenerReplies>,
-    scope: &mut StreamScope,
-    bytes: &[u8],
-) -> Result<(), rcmgr::Error> {
-    let Some(replies) = negotiation else {
-        return Ok(());
-    };
-    let Some(outcome) = replies.feed(bytes) else {
-        return Ok(());
-    };
-    *negotiation = None;
-    match outcome {
-        Outcome::Confirmed(protocol) => attach_protocol(scope, &protocol),
-        Outcome::NotMultistream => Ok(()),
-    }
-}
-
-impl<S: AsyncRead> AsyncRead for LimitedSubstream<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        let refusal = match self.as_mut().project().state.project() {
-            SubstreamStateProj::Refused { error } => return Poll::Ready(Err(refusal_error(error))),
-            SubstreamStateProj::Accounted {
-                substream,
-                scope,
-                negotiation,
-            } => {
-                let read = ready!(substream.poll_read(cx, buf))?;
-                // On an outbound substream we are the dialer: the listener's side is read.
-                if scope.direction() == Direction::Inbound {
-                    return Poll::Ready(Ok(read));
-                }
-                match follow_negotiation(negotiation, scope, &buf[..read]) {
-                    Ok(()) => return Poll::Ready(Ok(read)),
-                    Err(error) => error,
-                }
+        let mut this = self.project();
+        match this.inner.as_mut().poll(cx) {
+            Poll::Ready(Ok(event)) => return Poll::Ready(Ok(event)),
+            Poll::Ready(Err(error)) => {
+                this.conn.close();
+                return Poll::Ready(Err(error));
             }
-        };
-        Poll::Ready(Err(self.refuse(refusal)))
-    }
-}
-
-impl<S: AsyncWrite> AsyncWrite for LimitedSubstream<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let refusal = match self.as_mut().project().state.project() {
-            SubstreamStateProj::Refused { error } => return Poll::Ready(Err(refusal_error(error))),
-            SubstreamStateProj::Accounted {
-                substream,
-                scope,
-                negotiation,
-            } => {
-                // On an inbound substream we are the listener: the listener's side is written.
-                // Follow these bytes before they are written, so that the confirmation of a
-                // refused protocol never leaves; then follow only what was really written.
-                let listening = scope.direction() == Direction::Inbound;
-                let lookahead = match negotiation {
-                    Some(replies) if listening => {
-                        let mut ahead = Some(replies.clone());
-                        follow_negotiation(&mut ahead, scope, buf).map(|()| ahead.is_some())
-                    }
-                    _ => Ok(true),
-                };
-                match lookahead {
-                    Err(error) => error,
-                    Ok(still_negotiating) => {
-                        if !still_negotiating {
-                            *negotiation = None;
-                        }
-                        let written = ready!(substream.poll_write(cx, buf))?;
-                        if let (true, Some(replies)) = (listening, negotiation) {
-                            // A prefix of bytes that reached no outcome reaches none either.
-                            let _ = replies.feed(&buf[..written]);
-                        }
-                        return Poll::Ready(Ok(written));
-                    }
+            Poll::Pending => {}
+        }
+        // Account the inbound substreams the muxer now holds at once, so that none waits
+        // unaccounted for the swarm to ask.
+        let mut refused = 0;
+        while this.accepted.len() < MAX_WAITING_INBOUND && refused < REFUSALS_PER_POLL {
+            match this.inner.as_mut().poll_inbound(cx) {
+                Poll::Ready(Ok(substream)) => match accept(this.conn, substream, cx) {
+                    Some(accounted) => this.accepted.push_back(accounted),
+                    None => refused += 1,
+                },
+                Poll::Ready(Err(error)) => {
+                    this.conn.close();
+                    return Poll::Ready(Err(error));
                 }
+                Poll::Pending => break,
             }
-        };
-        Poll::Ready(Err(self.refuse(refusal)))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.project().state.project() {
-            SubstreamStateProj::Refused { error } => Poll::Ready(Err(refusal_error(error))),
-            SubstreamStateProj::Accounted { substream, .. } => substream.poll_flush(cx),
         }
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.project().state.project() {
-            SubstreamStateProj::Refused { error } => Poll::Ready(Err(refusal_error(error))),
-            SubstreamStateProj::Accounted { substream, .. } => substream.poll_close(cx),
+        if refused == REFUSALS_PER_POLL {
+            cx.waker().wake_by_ref();
         }
+        Poll::Pending
     }
 }

@@ -8,11 +8,8 @@ use std::time::Duration;
 
 use common::{Net, Protocols, Running, assert_all_released};
 use libp2p::{
-    PeerId, SwarmBuilder,
-    core::{Transport, upgrade::Version},
-    noise, ping,
-    swarm::{ConnectionDenied, ConnectionId, DialError, ListenError, NetworkBehaviour, SwarmEvent},
-    tcp, yamux,
+    PeerId, SwarmBuilder, ping,
+    swarm::{ConnectionId, DialError, ListenError, NetworkBehaviour, SwarmEvent},
 };
 use rcmgr::{
     BaseLimit, ConcreteLimitConfig, ConnLimitPerSubnet, IpLimits, Resource, ResourceManager,
@@ -23,21 +20,18 @@ fn unlimited() -> ResourceManager {
     ResourceManager::new(ConcreteLimitConfig::infinite())
 }
 
-/// rcmgr's error inside a denial.
-fn refusal(cause: &ConnectionDenied) -> &rcmgr::Error {
-    cause
-        .downcast_ref::<rcmgr::Error>()
-        .expect("the denial carries rcmgr's error")
-}
-
 /// Waits for the server to deny an inbound connection and returns the denial.
 async fn next_denial(server: &mut Running) -> rcmgr::Error {
     server
         .expect("an inbound connection to be denied", |event| match event {
             SwarmEvent::IncomingConnectionError {
-                error: ListenError::Denied { cause },
+                error: error @ ListenError::Denied { .. },
                 ..
-            } => Some(refusal(cause).clone()),
+            } => Some(
+                rcmgr_libp2p::refusal_of(error)
+                    .expect("the denial carries rcmgr's error")
+                    .clone(),
+            ),
             _ => None,
         })
         .await
@@ -244,10 +238,13 @@ async fn an_outbound_limit_refuses_the_dial_before_anything_is_dialled() {
 
     let address = server.address();
     let dialled = client.call(move |swarm| swarm.dial(address)).await;
-    let Err(DialError::Denied { cause }) = dialled else {
+    let Err(error @ DialError::Denied { .. }) = dialled else {
         panic!("the dial should be denied, got {dialled:?}");
     };
-    let limit = refusal(&cause).limit_exceeded().expect("a limit refused");
+    let limit = rcmgr_libp2p::refusal_of(&error)
+        .expect("the denial carries rcmgr's error")
+        .limit_exceeded()
+        .expect("a limit refused");
     assert_eq!(limit.refused_by().to_string(), "system");
     assert_eq!(limit.resource(), Resource::ConnsOutbound);
     assert!(client_rm.system().stat().is_empty());
@@ -297,8 +294,8 @@ async fn tcp_connections_take_a_file_descriptor_each() {
     assert_all_released(&[&server_rm, &rm_a, &rm_b]).await;
 }
 
-/// The crate docs' recipe, word for word where it matters: TCP, noise and yamux in
-/// `with_other_transport`, wrapped; the rcmgr behaviour first.
+/// The crate docs' recipe, word for word where it matters: `Transports`' TCP and QUIC in
+/// `with_other_transport`; the rcmgr behaviour first.
 #[derive(NetworkBehaviour)]
 struct RecipeNode {
     rcmgr: rcmgr_libp2p::Behaviour,
@@ -306,22 +303,15 @@ struct RecipeNode {
 }
 
 fn recipe_swarm(rm: &ResourceManager) -> libp2p::Swarm<RecipeNode> {
-    let rm = rm.clone();
+    let limited = rcmgr_libp2p::Transports::new(rm);
     SwarmBuilder::with_new_identity()
         .with_tokio()
-        .with_other_transport(|key| {
-            let tcp = tcp::tokio::Transport::new(tcp::Config::default())
-                .upgrade(Version::V1)
-                .authenticate(noise::Config::new(key)?)
-                .multiplex(yamux::Config::default());
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(rcmgr_libp2p::wrap_transport(
-                tcp,
-                rm.clone(),
-            ))
-        })
+        .with_other_transport(|key| limited.tcp(key))
+        .expect("a transport")
+        .with_other_transport(|key| limited.quic(key))
         .expect("a transport")
         .with_behaviour(|_| RecipeNode {
-            rcmgr: rcmgr_libp2p::Behaviour::new(rm.clone()),
+            rcmgr: limited.behaviour(),
             ping: ping::Behaviour::default(),
         })
         .expect("a behaviour")
@@ -381,4 +371,41 @@ async fn the_swarm_builder_recipe_accounts_connections_and_streams_on_both_sides
     drop(server);
     drop(client);
     assert_all_released(&[&server_rm, &client_rm]).await;
+}
+
+#[tokio::test]
+async fn a_trusted_peer_connects_while_the_system_is_full_and_others_are_refused() {
+    let mut limits = ConcreteLimitConfig::infinite();
+    limits.system.conns_inbound = 1;
+    let server_rm = ResourceManager::new(limits);
+    let mut server = Running::server(Net::Memory, &server_rm, Protocols::NONE).await;
+    let (rm_a, rm_trusted, rm_other) = (unlimited(), unlimited(), unlimited());
+    let mut a = Running::client(Net::Memory, &rm_a, Protocols::NONE);
+    let mut trusted = Running::client(Net::Memory, &rm_trusted, Protocols::NONE);
+    let other = Running::client(Net::Memory, &rm_other, Protocols::NONE);
+    a.connect(server.address(), server.peer).await;
+    established_from(&mut server, a.peer).await;
+    assert!(server_rm.allowlist().add_peer(trusted.peer));
+
+    // The system is full; the trusted peer is admitted, in the allowlisted scopes.
+    trusted.connect(server.address(), server.peer).await;
+    established_from(&mut server, trusted.peer).await;
+    assert_eq!(server_rm.peer(&trusted.peer).stat().conns_inbound, 1);
+    assert_eq!(server_rm.system().stat().conns_inbound, 1);
+
+    // Anyone else is refused once its peer is known.
+    let address = server.address();
+    other
+        .call(move |swarm| swarm.dial(address))
+        .await
+        .expect("the dial starts");
+    let refused = next_denial(&mut server).await;
+    let limit = refused.limit_exceeded().expect("a limit refused");
+    assert_eq!(limit.refused_by().to_string(), "system");
+    assert!(server_rm.peer(&other.peer).stat().is_empty());
+
+    for node in [server, a, trusted, other] {
+        node.shutdown().await;
+    }
+    assert_all_released(&[&server_rm, &rm_a, &rm_trusted, &rm_other]).await;
 }

@@ -12,7 +12,7 @@ use common::{
 use futures::{AsyncReadExt, StreamExt};
 use libp2p::StreamProtocol;
 use libp2p_stream::OpenStreamError;
-use rcmgr::{BaseLimit, ConcreteLimitConfig, Direction, Resource, ResourceManager, ResourceScope};
+use rcmgr::{BaseLimit, ConcreteLimitConfig, Direction, ResourceManager, ResourceScope};
 
 const HOLD: &str = "/hold/1.0.0";
 const OTHER: &str = "/other/1.0.0";
@@ -168,17 +168,45 @@ async fn a_per_peer_inbound_limit_refuses_the_extra_stream_while_other_peers_kee
     assert_all_released(&managers.iter().collect::<Vec<_>>()).await;
 }
 
-/// rcmgr's error inside a failed `open_stream`.
-fn local_refusal(error: &OpenStreamError) -> &rcmgr::Error {
-    match error {
-        OpenStreamError::Io(io) => rcmgr_libp2p::refusal_of(io).expect("rcmgr's error inside"),
-        other => panic!("expected a local refusal, got {other:?}"),
+/// Counts the streams a manager opened and refused, through its metrics callbacks.
+#[derive(Debug, Default)]
+struct StreamCounts {
+    allowed: std::sync::atomic::AtomicU64,
+    blocked: std::sync::atomic::AtomicU64,
+}
+
+impl rcmgr::MetricsReporter for StreamCounts {
+    fn allow_stream(&self, _peer: &rcmgr::PeerId, _direction: Direction) {
+        self.allowed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn block_stream(&self, _peer: &rcmgr::PeerId, _direction: Direction) {
+        self.blocked
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl StreamCounts {
+    fn allowed(&self) -> u64 {
+        self.allowed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The failure a local refusal gives libp2p-stream: the protocol is "not supported".
+fn assert_unsupported(result: Result<libp2p::Stream, OpenStreamError>) {
+    match result {
+        Err(OpenStreamError::UnsupportedProtocol(_)) => {}
+        other => panic!("expected the stream to be refused as unsupported, got {other:?}"),
     }
 }
 
 #[tokio::test]
-async fn outbound_refusals_fail_the_open_with_rcmgrs_error_and_send_nothing() {
-    let server_rm = unlimited();
+async fn outbound_refusals_are_final_and_send_nothing() {
+    let counts = std::sync::Arc::new(StreamCounts::default());
+    let server_rm = ResourceManager::builder(ConcreteLimitConfig::infinite())
+        .metrics(std::sync::Arc::clone(&counts) as std::sync::Arc<dyn rcmgr::MetricsReporter>)
+        .build()
+        .expect("valid options");
     let server = Running::server(Net::Memory, &server_rm, Protocols::NONE).await;
     hold_inbound(&server, HOLD);
     hold_inbound(&server, OTHER);
@@ -195,50 +223,49 @@ async fn outbound_refusals_fail_the_open_with_rcmgrs_error_and_send_nothing() {
     let mut client = Running::client(Net::Memory, &client_rm, Protocols::NONE);
     client.connect(server.address(), server.peer).await;
 
-    // The dialer learns the protocol from the listener's confirmation.
+    // The dialer's scope moves into the protocol it proposes.
     let first = open(&client, server.peer, HOLD)
         .await
         .expect("the first stream");
     assert_eq!(client_rm.protocol(HOLD).stat().streams_outbound, 1);
-
-    // The protocol scope refuses once the listener has confirmed: the stream is reset.
-    let refused = open(&client, server.peer, HOLD)
-        .await
-        .expect_err("over the protocol limit");
-    let limit = local_refusal(&refused)
-        .limit_exceeded()
-        .expect("a limit refused");
-    assert_eq!(limit.refused_by().to_string(), format!("protocol:{HOLD}"));
-    assert_eq!(limit.resource(), Resource::StreamsOutbound);
-    eventually("the server to release the reset stream", || {
-        server_rm.protocol(HOLD).stat().streams_inbound == 1
+    eventually("the server to account the first stream", || {
+        counts.allowed() == 1
     })
     .await;
 
-    // The peer scope refuses before anything is opened on the wire.
+    // The protocol scope refuses the proposal before it is written: the server never hears
+    // of the stream, and the handler is told the protocol is not supported.
+    assert_unsupported(open(&client, server.peer, HOLD).await);
+    assert_eq!(client_rm.protocol(HOLD).stat().streams_outbound, 1);
+
+    // The peer scope refuses before anything is opened.
     let second = open(&client, server.peer, OTHER)
         .await
         .expect("a stream of another protocol");
-    let before = server_rm.system().stat();
-    let refused = open(&client, server.peer, OTHER)
-        .await
-        .expect_err("over the peer limit");
-    let limit = local_refusal(&refused)
-        .limit_exceeded()
-        .expect("a limit refused");
-    assert_eq!(
-        limit.refused_by().to_string(),
-        format!("peer:{}", server.peer)
-    );
-    assert_eq!(server_rm.system().stat(), before);
+    eventually("the server to account the second stream", || {
+        counts.allowed() == 2
+    })
+    .await;
+    assert_unsupported(open(&client, server.peer, OTHER).await);
     assert_eq!(client_rm.peer(&server.peer).stat().streams_outbound, 2);
 
+    // A freed slot takes the next stream, which may go out on the substream the refused
+    // proposal left unused.
     drop(first);
-    let _again = open(&client, server.peer, HOLD)
+    eventually("the freed slot", || {
+        client_rm.protocol(HOLD).stat().streams_outbound == 0
+    })
+    .await;
+    let again = open(&client, server.peer, HOLD)
         .await
         .expect("a stream in the freed slot");
+    eventually("the server to account it", || counts.allowed() == 3).await;
+    // The server saw exactly the three streams that were allowed, no more.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(counts.allowed(), 3);
+    assert_eq!(counts.blocked.load(std::sync::atomic::Ordering::Relaxed), 0);
 
-    drop((second, _again));
+    drop((second, again));
     server.shutdown().await;
     client.shutdown().await;
     assert_all_released(&[&server_rm, &client_rm]).await;

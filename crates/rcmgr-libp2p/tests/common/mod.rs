@@ -1,6 +1,6 @@
-//! Real swarms for the integration tests: TCP on 127.0.0.1, QUIC on 127.0.0.1 or the memory
-//! transport, each with noise and yamux where the transport needs them, the rcmgr behaviour
-//! first, and identify, ping and libp2p-stream behind it. Each swarm runs in its own task;
+//! Real swarms for the integration tests: TCP, QUIC or websocket on 127.0.0.1, or the memory
+//! transport, built with rcmgr-libp2p's `Transports` (or, unwrapped, with libp2p's noise and
+//! yamux), the rcmgr behaviour first, and identify, ping and libp2p-stream behind it. Each swarm runs in its own task;
 //! the test talks to it through calls and watches its events.
 
 #![allow(
@@ -15,7 +15,7 @@ use futures::{AsyncReadExt, StreamExt};
 use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm,
     core::{
-        ConnectedPoint, StreamMuxer, Transport, muxing::StreamMuxerBox, transport::MemoryTransport,
+        StreamMuxer, Transport, muxing::StreamMuxerBox, transport::MemoryTransport,
         upgrade::Version,
     },
     identify, identity, noise, ping, quic,
@@ -46,6 +46,7 @@ pub enum Net {
     Memory,
     Tcp,
     Quic,
+    Websocket,
 }
 
 impl Net {
@@ -54,61 +55,85 @@ impl Net {
             Net::Memory => "/memory/0",
             Net::Tcp => "/ip4/127.0.0.1/tcp/0",
             Net::Quic => "/ip4/127.0.0.1/udp/0/quic-v1",
+            Net::Websocket => "/ip4/127.0.0.1/tcp/0/ws",
         };
         text.parse().expect("a valid multiaddr")
     }
 }
 
 /// Which protocols besides rcmgr and libp2p-stream a node runs.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct Protocols {
     pub identify: bool,
     pub ping: bool,
+    /// How often ping pings (libp2p-ping's default: 15 s).
+    pub ping_interval: Duration,
 }
 
 impl Protocols {
     pub const NONE: Protocols = Protocols {
         identify: false,
         ping: false,
+        ping_interval: Duration::from_secs(15),
     };
     pub const ALL: Protocols = Protocols {
         identify: true,
         ping: true,
+        ping_interval: Duration::from_secs(15),
     };
+    /// Ping alone, every `interval`.
+    pub const fn ping_every(interval: Duration) -> Protocols {
+        Protocols {
+            identify: false,
+            ping: true,
+            ping_interval: interval,
+        }
+    }
 }
 
-/// The transport of `net`, authenticated and multiplexed, and wrapped for `rm` when it is
-/// given.
+/// The transport of `net`: rcmgr-libp2p's ready-made one for `rm` when it is given, else the
+/// same transport, secured and multiplexed with libp2p's yamux, not wrapped.
 fn transport(
     net: Net,
     key: &identity::Keypair,
     rm: Option<&ResourceManager>,
 ) -> libp2p::core::transport::Boxed<(PeerId, StreamMuxerBox)> {
+    if let Some(rm) = rm {
+        let limited = rcmgr_libp2p::Transports::new(rm);
+        let transport = match net {
+            Net::Memory => limited.memory(key),
+            Net::Tcp => limited.tcp(key),
+            Net::Quic => limited.quic(key),
+            Net::Websocket => limited.websocket(key),
+        };
+        return transport.expect("a transport");
+    }
     let noise = || noise::Config::new(key).expect("a noise config");
     match net {
-        Net::Memory => limited(
+        Net::Memory => unwrapped(
             MemoryTransport::default()
                 .upgrade(Version::V1)
                 .authenticate(noise())
                 .multiplex(yamux::Config::default()),
-            rm,
         ),
-        Net::Tcp => limited(
+        Net::Tcp => unwrapped(
             tcp::tokio::Transport::new(tcp::Config::default())
                 .upgrade(Version::V1)
                 .authenticate(noise())
                 .multiplex(yamux::Config::default()),
-            rm,
         ),
-        Net::Quic => limited(quic::tokio::Transport::new(quic::Config::new(key)), rm),
+        Net::Quic => unwrapped(quic::tokio::Transport::new(quic::Config::new(key))),
+        Net::Websocket => unwrapped(
+            libp2p::websocket::Config::new(tcp::tokio::Transport::new(tcp::Config::default()))
+                .upgrade(Version::V1)
+                .authenticate(noise())
+                .multiplex(yamux::Config::default()),
+        ),
     }
 }
 
-/// `transport` wrapped for `rm` if given, boxed.
-fn limited<T, M>(
-    transport: T,
-    rm: Option<&ResourceManager>,
-) -> libp2p::core::transport::Boxed<(PeerId, StreamMuxerBox)>
+/// `transport`, not wrapped, boxed.
+pub fn unwrapped<T, M>(transport: T) -> libp2p::core::transport::Boxed<(PeerId, StreamMuxerBox)>
 where
     T: Transport<Output = (PeerId, M)> + Send + Unpin + 'static,
     T::Error: Send + Sync + 'static,
@@ -118,22 +143,9 @@ where
     M::Substream: Send + 'static,
     M::Error: Send + Sync + 'static,
 {
-    match rm {
-        Some(rm) => rcmgr_libp2p::wrap_transport(transport, rm.clone())
-            .map(boxed)
-            .boxed(),
-        None => transport.map(boxed).boxed(),
-    }
-}
-
-/// Boxes a connection's muxer, so that every transport has the same output.
-fn boxed<M>((peer, muxer): (PeerId, M), _: ConnectedPoint) -> (PeerId, StreamMuxerBox)
-where
-    M: StreamMuxer + Send + 'static,
-    M::Substream: Send + 'static,
-    M::Error: Send + Sync + 'static,
-{
-    (peer, StreamMuxerBox::new(muxer))
+    transport
+        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
+        .boxed()
 }
 
 /// A swarm with rcmgr on `net`.
@@ -149,6 +161,17 @@ pub fn unwrapped_swarm(net: Net, rm: &ResourceManager, protocols: Protocols) -> 
 
 fn build_swarm(net: Net, rm: &ResourceManager, protocols: Protocols, wrap: bool) -> Swarm<Node> {
     let key = identity::Keypair::generate_ed25519();
+    let transport = transport(net, &key, wrap.then_some(rm));
+    swarm_with_transport(key, transport, rm, protocols)
+}
+
+/// A swarm of the test behaviour over `transport`.
+pub fn swarm_with_transport(
+    key: identity::Keypair,
+    transport: libp2p::core::transport::Boxed<(PeerId, StreamMuxerBox)>,
+    rm: &ResourceManager,
+    protocols: Protocols,
+) -> Swarm<Node> {
     let peer = key.public().to_peer_id();
     let identify = protocols.identify.then(|| {
         identify::Behaviour::new(identify::Config::new(
@@ -156,15 +179,17 @@ fn build_swarm(net: Net, rm: &ResourceManager, protocols: Protocols, wrap: bool)
             key.public(),
         ))
     });
-    let ping = protocols.ping.then(ping::Behaviour::default);
+    let ping = protocols
+        .ping
+        .then(|| ping::Behaviour::new(ping::Config::new().with_interval(protocols.ping_interval)));
     let behaviour = Node {
-        rcmgr: rcmgr_libp2p::Behaviour::new(rm.clone()),
+        rcmgr: rcmgr_libp2p::Transports::new(rm).behaviour(),
         identify: identify.into(),
         ping: ping.into(),
         streams: libp2p_stream::Behaviour::new(),
     };
     Swarm::new(
-        transport(net, &key, wrap.then_some(rm)),
+        transport,
         behaviour,
         peer,
         swarm::Config::with_tokio_executor().with_idle_connection_timeout(Duration::from_secs(60)),
@@ -281,6 +306,17 @@ impl Running {
         .await
     }
 
+    /// The next event, or `None` once `deadline` has passed.
+    pub async fn next_event_before(
+        &mut self,
+        deadline: tokio::time::Instant,
+    ) -> Option<SwarmEvent<NodeEvent>> {
+        tokio::time::timeout_at(deadline, self.events.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// Dials `address` and waits until the connection to `peer` is established.
     pub async fn connect(&mut self, address: Multiaddr, peer: PeerId) {
         self.call(move |swarm| swarm.dial(address))
@@ -381,4 +417,66 @@ pub async fn open(
 /// Shows a value in a failure message.
 pub fn show(value: &impl Debug) -> String {
     format!("{value:?}")
+}
+
+/// The CPU time this process has used so far, user and system, all threads (Linux:
+/// `/proc/self/stat`, in clock ticks of 1/100 s).
+pub fn process_cpu_time() -> Duration {
+    cpu_time("/proc/self/stat")
+}
+
+/// The CPU time the calling thread has used so far, user and system (Linux:
+/// `/proc/thread-self/stat`).
+pub fn thread_cpu_time() -> Duration {
+    cpu_time("/proc/thread-self/stat")
+}
+
+fn cpu_time(path: &str) -> Duration {
+    let stat = std::fs::read_to_string(path).unwrap_or_else(|err| panic!("{path}: {err}"));
+    // The command name may hold spaces: the fields that follow come after its ')'.
+    let after_name = &stat[stat.rfind(')').expect("a command name") + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // Fields 14 and 15 of proc(5), utime and stime; `fields[0]` is field 3.
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    Duration::from_millis(ticks * 10)
+}
+
+/// Counts the limit refusals a manager reports (every refusal by any scope's limit).
+#[derive(Debug, Default)]
+pub struct Refusals {
+    count: std::sync::atomic::AtomicU64,
+    memory: std::sync::atomic::AtomicU64,
+}
+
+impl Refusals {
+    pub fn count(&self) -> u64 {
+        self.count.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many of them refused memory.
+    pub fn memory(&self) -> u64 {
+        self.memory.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl rcmgr::MetricsReporter for Refusals {
+    fn limit_exceeded(&self, refusal: &rcmgr::LimitExceeded) {
+        self.count
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if matches!(refusal.resource(), rcmgr::Resource::Memory { .. }) {
+            self.memory
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// A manager with `limits` whose refusals are counted.
+pub fn counted(limits: rcmgr::ConcreteLimitConfig) -> (ResourceManager, std::sync::Arc<Refusals>) {
+    let refusals = std::sync::Arc::new(Refusals::default());
+    let rm = ResourceManager::builder(limits)
+        .metrics(std::sync::Arc::clone(&refusals) as std::sync::Arc<dyn rcmgr::MetricsReporter>)
+        .build()
+        .expect("valid options");
+    (rm, refusals)
 }

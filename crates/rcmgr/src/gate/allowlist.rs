@@ -1,6 +1,7 @@
 //! The allowlist: networks (optionally tied to one peer) whose connections may use the
 //! allowlisted system and transient scopes when the normal ones are full, and which are
-//! counted per network rather than per subnet.
+//! counted per network rather than per subnet; and trusted peers, whose connections may use
+//! the allowlisted scopes from any address.
 //!
 //! # Synchronization
 //!
@@ -11,7 +12,12 @@
 //! allowlist is empty; it is stored (Release) after the table, so a reader that sees a
 //! non-zero count (Acquire) then loads that table or a newer one.
 
-use std::{collections::HashMap, fmt, net::IpAddr, sync::Arc as TableArc, sync::Mutex};
+use std::{
+    collections::{HashMap, HashSet},
+    fmt,
+    net::IpAddr,
+    sync::{Arc as TableArc, Mutex},
+};
 
 use ipnet::IpNet;
 use libp2p_identity::PeerId;
@@ -80,8 +86,10 @@ pub(crate) struct AllowTable {
     peers: HashMap<PeerId, TableArc<NetTable<u32>>>,
     /// Every entry, general and peer-specific: what `allowed` and the per-IP counting ask.
     any: NetTable<u32>,
-    /// How many entries there are, duplicates included.
+    /// How many address entries there are, duplicates included.
     entries: u64,
+    /// Trusted peers: allowed whatever their address (see [`Allowlist::add_peer`]).
+    trusted: HashSet<PeerId>,
 }
 
 impl AllowTable {
@@ -91,6 +99,7 @@ impl AllowTable {
             peers: HashMap::new(),
             any: NetTable::new(),
             entries: 0,
+            trusted: HashSet::new(),
         }
     }
 
@@ -177,6 +186,10 @@ fn take_one(table: &mut NetTable<u32>, network: IpNet) -> bool {
 ///   network rather than its subnets (see [`IpLimits`](crate::IpLimits)): the per-IP limits
 ///   are lifted for it.
 ///
+/// A peer can also be trusted by its id alone, whatever its address
+/// ([`add_peer`](Self::add_peer)), for peers whose addresses are not known in advance: see
+/// there for what that does and does not lift.
+///
 /// Lookups take no lock and cost a few hash probes, however many entries there are; changes
 /// copy the table, so they cost in proportion to its size.
 ///
@@ -204,8 +217,10 @@ pub struct Allowlist {
 
 struct Shared {
     table: LimitSlot<AllowTable>,
-    /// The entries of the table last stored (see the module docs).
+    /// The address entries of the table last stored (see the module docs).
     entries: AtomicU64,
+    /// The trusted peers of the table last stored, stored and loaded as `entries` is.
+    trusted: AtomicU64,
     /// Serializes writers: each copies the table, changes the copy and stores it.
     edits: Mutex<()>,
 }
@@ -222,6 +237,7 @@ impl Allowlist {
             shared: Arc::new(Shared {
                 table: LimitSlot::new(Arc::new(AllowTable::new())),
                 entries: AtomicU64::new(0),
+                trusted: AtomicU64::new(0),
                 edits: Mutex::new(()),
             }),
         }
@@ -323,14 +339,114 @@ impl Allowlist {
         self.shared.table.with(|table| table.network_of(ip))
     }
 
+    /// Trusts `peer` whatever its address: returns whether it was not trusted yet (a peer is
+    /// trusted once however often it is added). The allowlist's answer to rust-libp2p's
+    /// "bypass limits for this peer id" (libp2p/rust-libp2p#5605), with the allowlisted
+    /// scopes as its limits, as for address entries:
+    ///
+    /// - While at least one peer is trusted, a connection whose normal reservation is refused
+    ///   (the system or transient scope is full) is opened in the allowlisted system and
+    ///   transient scopes whatever its address, as an allowlisted address is: its peer is not
+    ///   known before the security handshake, and it may be a trusted one. If the allowlisted
+    ///   scopes refuse too, the error is the normal scopes' refusal (unless the address
+    ///   itself is allowlisted).
+    /// - [`set_peer`](crate::ConnectionScope::set_peer) then keeps a trusted peer's
+    ///   connection in the allowlisted scopes, and moves any other peer's connection (unless
+    ///   an address entry allows it) back to the normal scopes, which, being full, refuse it.
+    /// - A connection the normal scopes admit stays in them, trusted or not.
+    ///
+    /// What it does not lift: the peer's own scope (its connection, stream and memory
+    /// limits, which a peer limit in the configuration can raise), the per-IP and subnet
+    /// limits and rate limits (they are checked before the peer is known), and stream limits
+    /// (the allowlisted scopes hold connections only, as in go). The allowlisted transient
+    /// scope is shared, while the normal scopes are full, by every connection whose handshake
+    /// has not finished: its connection limit bounds how many handshakes can wait there.
+    ///
+    /// ```
+    /// use rcmgr::{ConcreteLimitConfig, Direction, ResourceManager};
+    /// let mut limits = ConcreteLimitConfig::infinite();
+    /// limits.system.conns_inbound = 0; // the normal scopes are full
+    /// let rm = ResourceManager::new(limits);
+    /// let trusted = rcmgr::PeerId::random();
+    /// assert!(rm.allowlist().add_peer(trusted));
+    ///
+    /// let mut conn = rm.open_connection(Direction::Inbound, true, &"/ip4/203.0.113.5/tcp/1".parse()?)?;
+    /// conn.set_peer(trusted)?;
+    /// assert!(conn.is_allowlisted());
+    ///
+    /// let mut other = rm.open_connection(Direction::Inbound, true, &"/ip4/203.0.113.6/tcp/1".parse()?)?;
+    /// assert!(other.set_peer(rcmgr::PeerId::random()).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn add_peer(&self, peer: PeerId) -> bool {
+        self.edit(|table| table.trusted.insert(peer))
+    }
+
+    /// Stops trusting `peer` ([`add_peer`](Self::add_peer)); returns whether it was trusted.
+    /// Connections already opened keep the scopes they are in.
+    ///
+    /// ```
+    /// # let rm = rcmgr::ResourceManager::new(rcmgr::ConcreteLimitConfig::infinite());
+    /// let peer = rcmgr::PeerId::random();
+    /// rm.allowlist().add_peer(peer);
+    /// assert!(rm.allowlist().remove_peer(&peer));
+    /// assert!(!rm.allowlist().remove_peer(&peer));
+    /// assert!(!rm.allowlist().allowed_peer(&peer));
+    /// ```
+    pub fn remove_peer(&self, peer: &PeerId) -> bool {
+        self.edit(|table| table.trusted.remove(peer))
+    }
+
+    /// Whether `peer` is trusted by its id ([`add_peer`](Self::add_peer)). Address entries
+    /// that name a peer do not make it trusted: they allow it from their networks only
+    /// ([`allowed_peer_and_multiaddr`](Self::allowed_peer_and_multiaddr)).
+    ///
+    /// ```
+    /// # let rm = rcmgr::ResourceManager::new(rcmgr::ConcreteLimitConfig::infinite());
+    /// let peer = rcmgr::PeerId::random();
+    /// rm.allowlist().add(&format!("/ip4/192.0.2.1/p2p/{peer}").parse()?)?;
+    /// assert!(!rm.allowlist().allowed_peer(&peer));
+    /// rm.allowlist().add_peer(peer);
+    /// assert!(rm.allowlist().allowed_peer(&peer));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn allowed_peer(&self, peer: &PeerId) -> bool {
+        self.has_trusted_peers() && self.shared.table.with(|table| table.trusted.contains(peer))
+    }
+
+    /// The trusted peers, in no particular order.
+    ///
+    /// ```
+    /// # let rm = rcmgr::ResourceManager::new(rcmgr::ConcreteLimitConfig::infinite());
+    /// let peer = rcmgr::PeerId::random();
+    /// rm.allowlist().add_peer(peer);
+    /// assert_eq!(rm.allowlist().peers(), vec![peer]);
+    /// ```
+    pub fn peers(&self) -> Vec<PeerId> {
+        self.shared
+            .table
+            .with(|table| table.trusted.iter().copied().collect())
+    }
+
+    /// Whether any peer is trusted: then a connection of any address may be one of theirs.
+    #[inline]
+    pub(crate) fn has_trusted_peers(&self) -> bool {
+        // Ordering: Acquire — pairs with the Release store in `edit` (see the module docs).
+        self.shared.trusted.load(Ordering::Acquire) != 0
+    }
+
     fn edit<R>(&self, change: impl FnOnce(&mut AllowTable) -> R) -> R {
         let _writer = self.shared.edits.lock().unwrap_or_else(|e| e.into_inner());
         let mut table = AllowTable::clone(&self.shared.table.load_full());
         let result = change(&mut table);
         let entries = table.entries;
+        let trusted = table.trusted.len() as u64;
         self.shared.table.store(Arc::new(table));
         // Ordering: Release — publishes the table stored above to `network_of`'s Acquire load.
         self.shared.entries.store(entries, Ordering::Release);
+        // Ordering: Release — publishes the table stored above to `has_trusted_peers`' Acquire
+        // load.
+        self.shared.trusted.store(trusted, Ordering::Release);
         result
     }
 }

@@ -17,8 +17,9 @@
 //! # Endpoints without an IP
 //!
 //! `/dns…`, `/unix`, `/memory`, and relayed addresses that do not start with the relay's IP
-//! are not counted per IP, are never allowlisted, and take a rate-limit token from the global
-//! bucket only. A relayed address that starts with the relay's IP
+//! are not counted per IP, match no allowlisted network (only a trusted peer, at `set_peer`,
+//! keeps such a connection in the allowlisted scopes), and take a rate-limit token from the
+//! global bucket only. A relayed address that starts with the relay's IP
 //! (`/ip4/R/tcp/…/p2p/…/p2p-circuit`) is counted as the relay's, as in go.
 
 mod allowlist;

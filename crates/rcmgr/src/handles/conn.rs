@@ -64,8 +64,8 @@ pub(crate) fn is_exclusive<T>(node: &Arc<T>) -> bool {
 
 impl ConnectionScope {
     /// go's `OpenConnection`: the gate's admission (rate limits, then the per-IP count), then
-    /// the normal scopes, then, if they refuse and the endpoint is allowlisted, the allowlisted
-    /// scopes.
+    /// the normal scopes, then, if they refuse and the endpoint is allowlisted (or some peer
+    /// is trusted), the allowlisted scopes.
     pub(crate) fn open(
         root: &Arc<Root>,
         direction: Direction,
@@ -76,13 +76,23 @@ impl ConnectionScope {
         let ip = endpoint_ip(endpoint);
         let opened = root.gate.admit(ip, endpoint).and_then(|admission| {
             let slot = thread_slot();
-            let node =
-                open_in(root, false, direction, use_fd, slot).or_else(|refused| match ip {
-                    Some(ip) if root.gate.is_allowlisted(ip) => {
-                        open_in(root, true, direction, use_fd, slot)
+            let node = open_in(root, false, direction, use_fd, slot).or_else(|refused| {
+                let address_allowed = ip.is_some_and(|ip| root.gate.is_allowlisted(ip));
+                // A connection from any address may belong to a trusted peer, known only at
+                // `set_peer`, which sends the others back to the normal scopes.
+                if !address_allowed && !root.gate.allowlist().has_trusted_peers() {
+                    return Err(refused);
+                }
+                // The allowlisted scopes' refusal is the one to report only when the
+                // address itself is allowlisted; else the normal scopes' is.
+                open_in(root, true, direction, use_fd, slot).map_err(|allowlisted| {
+                    if address_allowed {
+                        allowlisted
+                    } else {
+                        refused
                     }
-                    _ => Err(refused),
-                })?;
+                })
+            })?;
             Ok(ConnectionScope {
                 node,
                 endpoint: endpoint.clone(),
@@ -141,7 +151,8 @@ impl ConnectionScope {
     ///
     /// A connection opened in the allowlisted scopes (see
     /// [`is_allowlisted`](Self::is_allowlisted)) whose peer is allowed by neither a general
-    /// allowlist entry nor one of that peer's entries moves to the normal system and
+    /// allowlist entry nor one of that peer's entries, and is not a trusted peer
+    /// ([`Allowlist::add_peer`](crate::Allowlist::add_peer)), moves to the normal system and
     /// transient scopes, as go does; if they refuse, the error names the refusing scope. Any
     /// refusal leaves the connection exactly as it was before the call: in its scopes, with
     /// no peer, so that it can be closed, or the call made again.
@@ -169,11 +180,10 @@ impl ConnectionScope {
         let root = &node.root;
         let _operation = root.observer.operation();
         let exclusive = is_exclusive(node);
+        let allowlist = root.gate.allowlist();
         let allowlisted_peer = node.state().stage() == conn::ALLOWLISTED
-            && root
-                .gate
-                .allowlist()
-                .allowed_peer_and_multiaddr(peer, &self.endpoint);
+            && (allowlist.allowed_peer(&peer)
+                || allowlist.allowed_peer_and_multiaddr(peer, &self.endpoint));
         let moved = node.set_peer(exclusive, &peer, allowlisted_peer, thread_slot());
         match moved {
             Ok((from, to, found)) => {
@@ -206,8 +216,9 @@ impl ConnectionScope {
     }
 
     /// Whether the connection was opened in the allowlisted scopes (its normal reservation
-    /// was refused and its endpoint is allowlisted) and is still there. The allowlisted scopes
-    /// are not part of [`ResourceManager::stat`](crate::ResourceManager::stat), as in go.
+    /// was refused, and its endpoint is allowlisted or some peer is trusted) and is still
+    /// there. The allowlisted scopes are not part of
+    /// [`ResourceManager::stat`](crate::ResourceManager::stat), as in go.
     ///
     /// ```
     /// use rcmgr::{ConcreteLimitConfig, Direction, ResourceManager};

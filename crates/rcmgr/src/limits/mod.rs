@@ -7,7 +7,11 @@
 //!   [`scale`](ScalingLimitConfig::scale) and [`autoscale`](ScalingLimitConfig::autoscale) turn
 //!   it into a `ConcreteLimitConfig` with go-libp2p's arithmetic. Its `default()` is go's
 //!   `DefaultLimits` and [`with_libp2p_defaults`](ScalingLimitConfig::with_libp2p_defaults)
-//!   adds go-libp2p's limits for its own protocols.
+//!   adds go-libp2p's limits for its own protocols;
+//!   [`with_rust_libp2p_defaults`](ScalingLimitConfig::with_rust_libp2p_defaults) sizes ping
+//!   for rust-libp2p, which pings on every connection, and
+//!   [`with_stream_memory`](ScalingLimitConfig::with_stream_memory) makes room in memory
+//!   limits for a receive window per stream.
 //! - [`IpLimits`] are the address-based limits (connections per IP, subnet and network, and
 //!   connection rates) that the connection gate enforces.
 //! - [`PartialLimitConfig`] is what a limits file holds: [`ResourceLimits`] of [`LimitVal`]s
@@ -33,6 +37,7 @@ mod increase;
 mod ip;
 mod json;
 mod partial;
+mod rust_libp2p;
 mod scaling;
 
 pub use base::BaseLimit;

@@ -284,10 +284,12 @@ impl ResourceManager {
     /// both directions: the connection rate limits take a token
     /// ([`Error::RateLimited`]), then the connection is counted against its IP's subnets or
     /// network ([`Error::IpLimitExceeded`]). If the transient or system scope refuses and the
-    /// endpoint is [allowlisted](Self::allowlist), the connection is opened in the
-    /// allowlisted scopes instead. Endpoints that do not start with an `/ip4` or `/ip6`
-    /// component (`/dns…`, `/unix`, `/memory`, relayed addresses without the relay's IP) are
-    /// not counted per IP, never allowlisted, and rate limited by the global limit only.
+    /// endpoint is [allowlisted](Self::allowlist), or some peer is trusted
+    /// ([`Allowlist::add_peer`](crate::Allowlist::add_peer)), the connection is opened in the
+    /// allowlisted scopes instead (`set_peer` sends it back to the normal ones unless its peer
+    /// is allowed). Endpoints that do not start with an `/ip4` or `/ip6` component (`/dns…`,
+    /// `/unix`, `/memory`, relayed addresses without the relay's IP) are not counted per IP,
+    /// match no allowlisted network, and are rate limited by the global limit only.
     ///
     /// The connection is released when the returned scope is dropped, its per-IP count
     /// included. On error nothing was reserved.
