@@ -166,10 +166,84 @@ pub(crate) fn refused(by: ScopeCtx<'_>, amount: Amount, refusal: &LimitExceeded)
     }
     if let Some(metrics) = observer.metrics() {
         metrics.limit_exceeded(refusal);
+        metrics.refused_amount(refusal, &asked(amount, refusal.resource()));
     }
     if tracing::enabled!(target: "rcmgr", tracing::Level::DEBUG) {
         log_refusal(by, amount, refusal);
     }
+}
+
+/// What a refused `amount` asked of the kind of resource `resource` belongs to, as go's
+/// `block_*` trace event carries it (see [`MetricsReporter::refused_amount`]).
+fn asked(amount: Amount, resource: Resource) -> crate::stat::ScopeStat {
+    let count = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+    let all = match amount {
+        Amount::Memory { size, .. } => crate::stat::ScopeStat {
+            memory: size,
+            ..Default::default()
+        },
+        Amount::Streams { inbound, outbound } => crate::stat::ScopeStat {
+            streams_inbound: count(inbound),
+            streams_outbound: count(outbound),
+            ..Default::default()
+        },
+        Amount::Conns {
+            inbound,
+            outbound,
+            fd,
+        } => crate::stat::ScopeStat {
+            conns_inbound: count(inbound),
+            conns_outbound: count(outbound),
+            fd: count(fd),
+            ..Default::default()
+        },
+        Amount::Stat(stat) => stat,
+    };
+    let mut asked = crate::stat::ScopeStat::default();
+    match resource {
+        Resource::Memory { .. } => asked.memory = all.memory,
+        Resource::StreamsInbound | Resource::StreamsOutbound | Resource::Streams => {
+            asked.streams_inbound = all.streams_inbound;
+            asked.streams_outbound = all.streams_outbound;
+        }
+        _ => {
+            asked.conns_inbound = all.conns_inbound;
+            asked.conns_outbound = all.conns_outbound;
+            asked.fd = all.fd;
+        }
+    }
+    asked
+}
+
+/// The first events of every trace, as go's begins: `start` with the limits in force, then a
+/// `create_scope` with its limit for each fixed scope, in the order go creates them right
+/// after starting its trace (system, transient, allowlistedSystem, allowlistedTransient), all
+/// at `time`.
+#[cfg(not(rcmgr_loom))]
+pub(crate) fn trace_preamble(
+    time: std::time::SystemTime,
+    limits: &ConcreteLimitConfig,
+) -> Vec<TraceEvent> {
+    use crate::name::ScopeName;
+    let mut start = TraceEvent::new(time, TraceEventType::Start);
+    start.limit = Some(TraceLimit::Config(Box::new(limits.to_partial())));
+    let fixed = [
+        (ScopeName::System, limits.system),
+        (ScopeName::Transient, limits.transient),
+        (ScopeName::AllowlistedSystem, limits.allowlisted_system),
+        (
+            ScopeName::AllowlistedTransient,
+            limits.allowlisted_transient,
+        ),
+    ];
+    let mut preamble = vec![start];
+    preamble.extend(fixed.into_iter().map(|(name, limit)| {
+        let mut created = TraceEvent::new(time, TraceEventType::CreateScope);
+        created.scope = Some(name);
+        created.limit = Some(TraceLimit::Scope(limit));
+        created
+    }));
+    preamble
 }
 
 /// go's debug log of a refusal: its message and keys.

@@ -189,7 +189,9 @@ thread_local! {
 #[derive(Debug)]
 pub(crate) struct Tracer {
     queue: SyncSender<Message>,
-    dropped: AtomicU64,
+    /// Events dropped so far. Shared with the writer, which writes a `dropped_events` record
+    /// whenever it has grown (see [`super::writer`]).
+    dropped: StdArc<AtomicU64>,
     /// Set when a batch finds the queue full, cleared by the writer when it has emptied the
     /// queue (see the module docs). Shared with the writer.
     congested: StdArc<AtomicBool>,
@@ -203,10 +205,11 @@ impl Tracer {
         queue: SyncSender<Message>,
         clock: StdArc<AtomicU64>,
         congested: StdArc<AtomicBool>,
+        dropped: StdArc<AtomicU64>,
     ) -> Self {
         Tracer {
             queue,
-            dropped: AtomicU64::new(0),
+            dropped,
             congested,
             clock,
         }

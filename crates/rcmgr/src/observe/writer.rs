@@ -19,6 +19,22 @@
 //! congestion flag, so the recording threads, which skip events while a full queue has set it,
 //! record again (see [`super::trace`]).
 //!
+//! # What the file says first, and what it says about drops
+//!
+//! The writer begins with the trace's preamble: the `start` event with the limits, then a
+//! `create_scope` for each fixed scope (system, transient, allowlistedSystem,
+//! allowlistedTransient) with its limit, as go's trace begins (go creates those scopes right
+//! after it starts its trace).
+//!
+//! Whenever the tracer's drop counter has grown since the writer last looked, the writer
+//! writes a `dropped_events` event with the difference before the next batch (at that batch's
+//! time), before a flush completes, and when the trace stops, so the file itself says how
+//! many events are missing and where: the `Dropped` numbers of a trace add up to
+//! [`ResourceManager::trace_dropped`](crate::ResourceManager::trace_dropped) as it was when
+//! the writer last flushed (exactly, at a flush or stop that no operation runs beside: the
+//! counter is read after the message, which every operation that returned before the flush or
+//! stop was sent happens before).
+//!
 //! # Output
 //!
 //! Lines are buffered and flushed at least every [`FLUSH_EVERY`], on [`Message::Flush`], and
@@ -115,6 +131,9 @@ struct Writer {
     /// Protocol (`true`) and service names by their place in their table.
     groups: HashMap<(bool, GroupId), std::sync::Arc<str>>,
     line: Vec<u8>,
+    /// The tracer's drop counter, and how much of it the trace has reported so far.
+    dropped: StdArc<AtomicU64>,
+    reported: u64,
 }
 
 impl Writer {
@@ -150,8 +169,20 @@ impl Writer {
         }
     }
 
+    /// Writes a `dropped_events` event at `time` if events were dropped since the last one.
+    fn report_dropped(&mut self, time: SystemTime) {
+        // Ordering: Relaxed — a statistic; the message this follows orders it (module docs).
+        let dropped = self.dropped.load(Ordering::Relaxed);
+        if dropped > self.reported {
+            let event = TraceEvent::dropped_events(time, dropped - self.reported);
+            self.reported = dropped;
+            self.emit(&event);
+        }
+    }
+
     fn write(&mut self, batch: Batch, stamp_ns: u64) {
         let time = time_of(stamp_ns);
+        self.report_dropped(time);
         for record in batch.records {
             let event = self.event(record, time);
             self.emit(&event);
@@ -255,8 +286,11 @@ pub(crate) struct WriterSetup {
     pub(crate) clock: StdArc<AtomicU64>,
     /// The tracer's congestion flag, cleared here whenever the queue is empty.
     pub(crate) congested: StdArc<AtomicBool>,
-    /// The first event: the limits in force.
-    pub(crate) start: TraceEvent,
+    /// The tracer's drop counter (see the module docs).
+    pub(crate) dropped: StdArc<AtomicU64>,
+    /// The first events: `start` with the limits in force, then the fixed scopes'
+    /// `create_scope`s.
+    pub(crate) preamble: Vec<TraceEvent>,
 }
 
 /// Starts the writer thread of a manager whose root is `root`.
@@ -273,7 +307,8 @@ fn run(setup: WriterSetup, root: Weak<Root>) {
         queue,
         clock,
         congested,
-        start,
+        dropped,
+        preamble,
     } = setup;
     let mut writer = Writer {
         output,
@@ -281,8 +316,12 @@ fn run(setup: WriterSetup, root: Weak<Root>) {
         root,
         groups: HashMap::new(),
         line: Vec::with_capacity(256),
+        dropped,
+        reported: 0,
     };
-    writer.emit(&start);
+    for event in &preamble {
+        writer.emit(event);
+    }
     // Whether the writer is idle, and the clock value stored when it last went idle: a batch
     // stamped with it or earlier was handed on during that wait.
     let (mut idle, mut idle_mark) = (false, 0);
@@ -322,6 +361,8 @@ fn run(setup: WriterSetup, root: Weak<Root>) {
                 writer.write(batch, last_ns);
             }
             Ok(Message::Flush(answer)) => {
+                last_ns = last_ns.max(now_ns);
+                writer.report_dropped(time_of(last_ns));
                 writer.flush();
                 last_flush = Instant::now();
                 // Everything sent before the flush is written: whoever waits for it records
@@ -350,5 +391,7 @@ fn run(setup: WriterSetup, root: Weak<Root>) {
             writer.write(batch, last_ns);
         }
     }
+    // The events dropped since the last batch, the stop's own included.
+    writer.report_dropped(time_of(last_ns.max(wall_clock_ns())));
     writer.finish();
 }
