@@ -36,6 +36,6 @@ pub use base::BaseLimit;
 pub use concrete::ConcreteLimitConfig;
 pub(crate) use concrete::LimitKey;
 pub use increase::BaseLimitIncrease;
-pub use json::names_field;
+pub use json::{json_text, names_field};
 pub use partial::{LimitVal, PartialLimitConfig, ResourceLimits};
 pub use scaling::{ScalingLimit, ScalingLimitConfig};
