@@ -1113,8 +1113,8 @@ impl<R: Read> Read for Utf8Reader<R> {
             return Ok(n);
         }
         let n = self.inner.read(buf)?;
-        for index in 0..n {
-            if let Err(problem) = self.check(buf[index]) {
+        for &byte in &buf[..n] {
+            if let Err(problem) = self.check(byte) {
                 return Err(self.fail(problem));
             }
         }
