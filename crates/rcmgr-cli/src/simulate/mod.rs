@@ -142,10 +142,8 @@ impl Simulation {
         // A thread without peers would only spin.
         let threads = self.threads.clamp(1, self.peers.max(1));
         let mut registry = prometheus_client::registry::Registry::default();
-        let metrics = self
-            .metrics
-            .map(|_| rcmgr_prometheus::PrometheusReporter::new(&mut registry));
-        let rm = build_manager(self.limits.clone(), metrics.as_ref(), self.trace.as_deref())?;
+        let metrics = self.metrics.map(|_| &mut registry);
+        let rm = build_manager(self.limits.clone(), metrics, self.trace.as_deref())?;
         let start = Instant::now();
         let mut per_thread: Vec<Vec<HonestPeer>> = (0..threads).map(|_| Vec::new()).collect();
         for index in 0..self.peers {
@@ -340,23 +338,20 @@ fn millis(duration: Duration) -> u64 {
 /// The manager the peers run against: `limits`, with idle peer scopes collected every
 /// [`GC_EVERY`].
 ///
-/// `--metrics` adds the Prometheus reporter, bound to the manager, and `--trace` the trace
-/// file.
+/// `--metrics` installs go's Prometheus metrics on `metrics` (the registry the server
+/// serves), and `--trace` the trace file.
 fn build_manager(
     limits: ConcreteLimitConfig,
-    metrics: Option<&Arc<rcmgr_prometheus::PrometheusReporter>>,
+    metrics: Option<&mut prometheus_client::registry::Registry>,
     trace: Option<&std::path::Path>,
 ) -> Result<ResourceManager, CliError> {
     let mut builder = ResourceManager::builder(limits).gc_interval(GC_EVERY);
-    if let Some(metrics) = metrics {
-        builder = builder.metrics(Arc::clone(metrics) as Arc<dyn rcmgr::MetricsReporter>);
-    }
     if let Some(path) = trace {
         builder = builder.trace_file(path);
     }
-    let rm = builder.build().map_err(CliError::Manager)?;
-    if let Some(metrics) = metrics {
-        metrics.bind(&rm);
+    match metrics {
+        Some(registry) => rcmgr_prometheus::PrometheusReporter::install(builder, registry),
+        None => builder.build(),
     }
-    Ok(rm)
+    .map_err(CliError::Manager)
 }
