@@ -42,7 +42,7 @@ use rcmgr::{ConcreteLimitConfig, ResourceManager, ResourceScope};
 use self::{attack::Attacker, honest::HonestPeer};
 pub use self::{
     peaks::Peaks,
-    report::{HONEST_SERVICE_THRESHOLD, Outcome, Verdict},
+    report::{HONEST_SERVICE_PERCENT, Outcome, Verdict},
     serve::MetricsServer,
     tally::{LiveSlot, LiveTotals, Op, RefusalKey, Refused, RefusedBy, Role, Tally},
 };
@@ -50,7 +50,7 @@ use crate::{
     cli::{Attack, SimulateArgs},
     error::{CliError, Status},
     sizing::{LimitsSource, Sizing},
-    units::{Count, Rate},
+    units::{Count, Percent, Rate},
 };
 
 /// How often usage is sampled and the progress line redrawn.
@@ -89,12 +89,13 @@ pub fn run(args: &SimulateArgs, out: &mut dyn Write) -> Result<Status, CliError>
     if let (Some(path), Some(dropped)) = (&simulation.trace, outcome.trace_dropped) {
         writeln!(
             out,
-            "\nTrace written to {}; {} events dropped because the trace could not keep up.",
+            "\nTrace written to {}; {} events dropped because the trace could not keep up \
+             (the trace records where: `rcmgr trace` reports the gaps).",
             path.display(),
             Count(dropped)
         )?;
     }
-    Ok(Status::Ok)
+    Ok(outcome.status())
 }
 
 /// A simulation to run.
@@ -316,12 +317,8 @@ pub fn default_peers(limits: &ConcreteLimitConfig) -> usize {
 /// The progress line's text: throughput, the honest peers' success rate and the refusals of
 /// the attacker.
 fn progress_message(attack: Attack, rate: Rate, totals: &LiveTotals) -> String {
-    let served = if totals.honest_attempts == 0 {
-        100.0
-    } else {
-        totals.honest_successes as f64 * 100.0 / totals.honest_attempts as f64
-    };
-    let mut message = format!("{rate} · honest ok {served:.2}%");
+    let served = Percent::of(totals.honest_successes, totals.honest_attempts, 2);
+    let mut message = format!("{rate} · honest ok {served}");
     if attack != Attack::None {
         message.push_str(&format!(
             " · attacker refused {}",
