@@ -1018,12 +1018,14 @@ fn trace_setup(
     let now_ns = wall_clock_ns();
     let clock = StdArc::new(crate::sync::AtomicU64::new(now_ns));
     let congested = StdArc::new(crate::sync::AtomicBool::new(false));
-    let dropped = StdArc::new(crate::sync::AtomicU64::new(0));
+    let unreported = StdArc::new(crate::sync::AtomicU64::new(0));
+    let first_drop = StdArc::new(crate::sync::AtomicU64::new(0));
     let tracer = observe::Tracer::new(
         sender,
         StdArc::clone(&clock),
         StdArc::clone(&congested),
-        StdArc::clone(&dropped),
+        StdArc::clone(&unreported),
+        StdArc::clone(&first_drop),
     );
     let start_time = std::time::UNIX_EPOCH + Duration::from_nanos(now_ns);
     let setup = WriterSetup {
@@ -1032,7 +1034,8 @@ fn trace_setup(
         queue: receiver,
         clock,
         congested,
-        dropped,
+        unreported,
+        first_drop,
         preamble: observe::trace_preamble(start_time, limits),
     };
     Ok(Some((tracer, setup)))

@@ -50,10 +50,11 @@ pub enum TraceEventType {
     BlockAddConn,
     /// Connections (and file descriptors) were removed from a scope.
     RemoveConn,
-    /// Not go's: events were lost before this point because the trace could not keep up
-    /// (`"dropped_events"`, with their number in `Dropped`). go's readers ignore a type they do
-    /// not know, so a trace that holds these still reads there, as a partial trace; `rcmgr
-    /// trace` reports them and marks the gaps.
+    /// Not go's: events were lost here because the trace could not keep up
+    /// (`"dropped_events"`, with their number in `Dropped`, at the time the first of them was
+    /// lost; the gap runs to the next event). go's readers ignore a type they do not know, so
+    /// a trace that holds these still reads there, as a partial trace; `rcmgr trace` reports
+    /// them and marks the gaps.
     DroppedEvents,
 }
 

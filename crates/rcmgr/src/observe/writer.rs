@@ -26,14 +26,17 @@
 //! allowlistedTransient) with its limit, as go's trace begins (go creates those scopes right
 //! after it starts its trace).
 //!
-//! Whenever the tracer's drop counter has grown since the writer last looked, the writer
-//! writes a `dropped_events` event with the difference before the next batch (at that batch's
-//! time), before a flush completes, and when the trace stops, so the file itself says how
-//! many events are missing and where: the `Dropped` numbers of a trace add up to
-//! [`ResourceManager::trace_dropped`](crate::ResourceManager::trace_dropped) as it was when
-//! the writer last flushed (exactly, at a flush or stop that no operation runs beside: the
-//! counter is read after the message, which every operation that returned before the flush or
-//! stop was sent happens before).
+//! Events dropped since the last batch that got through travel with the next batch handed on
+//! (see [`super::trace`]), so the writer writes a `dropped_events` record with their number
+//! just before that batch's events: in the file's order, where they were lost. What no batch
+//! carried is recorded before a flush completes and when the trace stops. The record's time
+//! is when the first of them was dropped (the trace clock when it was counted; never before
+//! the line above it nor after the batch below it): the gap runs from the record to the next
+//! event. So the file itself says how many events are missing and where: its `Dropped`
+//! numbers add up to [`ResourceManager::trace_dropped`](crate::ResourceManager::trace_dropped)
+//! as it was at the last flush or the stop (exactly, when no operation runs beside them: the
+//! count not carried is read after the message, which every operation that returned before it
+//! was sent happens before).
 //!
 //! # Output
 //!
@@ -131,9 +134,11 @@ struct Writer {
     /// Protocol (`true`) and service names by their place in their table.
     groups: HashMap<(bool, GroupId), std::sync::Arc<str>>,
     line: Vec<u8>,
-    /// The tracer's drop counter, and how much of it the trace has reported so far.
-    dropped: StdArc<AtomicU64>,
-    reported: u64,
+    /// The tracer's count of drops no batch has carried yet, and the time of the first.
+    unreported: StdArc<AtomicU64>,
+    first_drop: StdArc<AtomicU64>,
+    /// The time of the last line written, in nanoseconds since the Unix epoch.
+    written_ns: u64,
 }
 
 impl Writer {
@@ -169,20 +174,36 @@ impl Writer {
         }
     }
 
-    /// Writes a `dropped_events` event at `time` if events were dropped since the last one.
-    fn report_dropped(&mut self, time: SystemTime) {
-        // Ordering: Relaxed — a statistic; the message this follows orders it (module docs).
-        let dropped = self.dropped.load(Ordering::Relaxed);
-        if dropped > self.reported {
-            let event = TraceEvent::dropped_events(time, dropped - self.reported);
-            self.reported = dropped;
-            self.emit(&event);
+    /// Writes a `dropped_events` event for `dropped` events, the first dropped at
+    /// `first_drop_ns` (0: unknown), placed between the last line written and `until_ns` (the
+    /// time of what follows).
+    fn report_dropped(&mut self, dropped: u64, first_drop_ns: u64, until_ns: u64) {
+        if dropped == 0 {
+            return;
         }
+        let at = if first_drop_ns == 0 {
+            until_ns
+        } else {
+            first_drop_ns
+        };
+        let at = at.min(until_ns).max(self.written_ns);
+        self.written_ns = at;
+        self.emit(&TraceEvent::dropped_events(time_of(at), dropped));
+    }
+
+    /// Writes a record for the drops no batch carried (at a flush or the stop).
+    fn report_unreported(&mut self, until_ns: u64) {
+        // Ordering: Relaxed (both) — the message this follows orders the count (module
+        // docs); the time is a timestamp.
+        let dropped = self.unreported.swap(0, Ordering::Relaxed);
+        let first_drop_ns = self.first_drop.swap(0, Ordering::Relaxed);
+        self.report_dropped(dropped, first_drop_ns, until_ns);
     }
 
     fn write(&mut self, batch: Batch, stamp_ns: u64) {
+        self.report_dropped(batch.dropped_before, batch.first_drop_ns, stamp_ns);
+        self.written_ns = self.written_ns.max(stamp_ns);
         let time = time_of(stamp_ns);
-        self.report_dropped(time);
         for record in batch.records {
             let event = self.event(record, time);
             self.emit(&event);
@@ -286,8 +307,10 @@ pub(crate) struct WriterSetup {
     pub(crate) clock: StdArc<AtomicU64>,
     /// The tracer's congestion flag, cleared here whenever the queue is empty.
     pub(crate) congested: StdArc<AtomicBool>,
-    /// The tracer's drop counter (see the module docs).
-    pub(crate) dropped: StdArc<AtomicU64>,
+    /// The tracer's count of drops no batch has carried yet (see the module docs).
+    pub(crate) unreported: StdArc<AtomicU64>,
+    /// The tracer's time of the first of them.
+    pub(crate) first_drop: StdArc<AtomicU64>,
     /// The first events: `start` with the limits in force, then the fixed scopes'
     /// `create_scope`s.
     pub(crate) preamble: Vec<TraceEvent>,
@@ -307,7 +330,8 @@ fn run(setup: WriterSetup, root: Weak<Root>) {
         queue,
         clock,
         congested,
-        dropped,
+        unreported,
+        first_drop,
         preamble,
     } = setup;
     let mut writer = Writer {
@@ -316,8 +340,9 @@ fn run(setup: WriterSetup, root: Weak<Root>) {
         root,
         groups: HashMap::new(),
         line: Vec::with_capacity(256),
-        dropped,
-        reported: 0,
+        unreported,
+        first_drop,
+        written_ns: 0,
     };
     for event in &preamble {
         writer.emit(event);
@@ -362,7 +387,7 @@ fn run(setup: WriterSetup, root: Weak<Root>) {
             }
             Ok(Message::Flush(answer)) => {
                 last_ns = last_ns.max(now_ns);
-                writer.report_dropped(time_of(last_ns));
+                writer.report_unreported(last_ns);
                 writer.flush();
                 last_flush = Instant::now();
                 // Everything sent before the flush is written: whoever waits for it records
@@ -392,6 +417,6 @@ fn run(setup: WriterSetup, root: Weak<Root>) {
         }
     }
     // The events dropped since the last batch, the stop's own included.
-    writer.report_dropped(time_of(last_ns.max(wall_clock_ns())));
+    writer.report_unreported(last_ns.max(wall_clock_ns()));
     writer.finish();
 }
