@@ -30,8 +30,10 @@ pub enum Command {
     /// the attacker contained. Exit 0 when no verdict is no, 1 when one is, 2 for bad usage.
     Simulate(SimulateArgs),
     /// Summarize a trace file (written by `rcmgr simulate --trace`, by a node, or by
-    /// go-libp2p): refusals by scope and resource, and peak usage of the top-level scopes;
-    /// optionally draw their usage over time as an SVG.
+    /// go-libp2p): refusals by scope and resource, peak usage of the top-level scopes, and the
+    /// events the trace says it dropped; optionally draw their usage over time as an SVG.
+    /// Exit 0 for a complete trace, 1 with warnings (events dropped, lines that are not
+    /// events or are over 4 MiB, a file cut short), 2 if it holds no trace event.
     Trace(TraceArgs),
 }
 
