@@ -55,13 +55,11 @@ fn with_prometheus(
     builder: rcmgr::ResourceManagerBuilder,
 ) -> (ResourceManager, prometheus_client::registry::Registry) {
     let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = rcmgr_prometheus::PrometheusReporter::new(&mut registry);
-    let rm = builder
-        .gc_interval(std::time::Duration::ZERO)
-        .metrics(std::sync::Arc::<rcmgr_prometheus::PrometheusReporter>::clone(&metrics))
-        .build()
-        .unwrap_or_else(|err| panic!("benchmark manager: {err}"));
-    metrics.bind(&rm);
+    let rm = rcmgr_prometheus::PrometheusReporter::install(
+        builder.gc_interval(std::time::Duration::ZERO),
+        &mut registry,
+    )
+    .unwrap_or_else(|err| panic!("benchmark manager: {err}"));
     (rm, registry)
 }
 

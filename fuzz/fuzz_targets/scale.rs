@@ -44,7 +44,10 @@ fn every_scope(limits: &ConcreteLimitConfig) -> Vec<BaseLimit> {
 
 /// Every field of `small` is at most the same field of `large`.
 fn at_most(small: &BaseLimit, large: &BaseLimit) -> bool {
-    fields(small).iter().zip(fields(large)).all(|(s, l)| *s <= l)
+    fields(small)
+        .iter()
+        .zip(fields(large))
+        .all(|(s, l)| *s <= l)
 }
 
 fuzz_target!(|input: ([u64; 4], [u64; 8], [u64; 7], f64)| {
@@ -76,10 +79,16 @@ fuzz_target!(|input: ([u64; 4], [u64; 8], [u64; 7], f64)| {
     };
     let small = limit.scale(less_memory, fewer_fds);
     let large = limit.scale(more_memory, more_fds);
-    assert!(at_most(&small, &large), "not monotone: {small:?} then {large:?}");
+    assert!(
+        at_most(&small, &large),
+        "not monotone: {small:?} then {large:?}"
+    );
     assert!(at_most(&limit.base, &small), "below the base: {small:?}");
     for (scaled, base) in fields(&large).into_iter().zip(base) {
-        assert!(scaled <= BaseLimit::UNLIMITED.max(base), "past UNLIMITED: {large:?}");
+        assert!(
+            scaled <= BaseLimit::UNLIMITED.max(base),
+            "past UNLIMITED: {large:?}"
+        );
     }
     // File descriptors do not depend on memory.
     assert_eq!(limit.scale(less_memory, more_fds).fd, large.fd);
@@ -89,7 +98,10 @@ fuzz_target!(|input: ([u64; 4], [u64; 8], [u64; 7], f64)| {
     let small = every_scope(&defaults.scale(less_memory, fewer_fds));
     let large = every_scope(&defaults.scale(more_memory, more_fds));
     for (small, large) in small.iter().zip(&large) {
-        assert!(at_most(small, large), "defaults not monotone: {small:?} then {large:?}");
+        assert!(
+            at_most(small, large),
+            "defaults not monotone: {small:?} then {large:?}"
+        );
         assert!(fields(large).iter().all(|v| *v <= BaseLimit::UNLIMITED));
     }
 });

@@ -35,8 +35,10 @@ fn which_scope(rm: &ResourceManager, id: &PeerId) -> &'static str {
         .begin_span()
         .expect("a peer scope is never closed");
     match span.name() {
-        ScopeName::Span { index: 2, .. } => "the old scope was kept",
-        ScopeName::Span { index: 1, .. } => "the old scope was collected and a new one made",
+        ScopeName::Span(span) if span.index() == 2 => "the old scope was kept",
+        ScopeName::Span(span) if span.index() == 1 => {
+            "the old scope was collected and a new one made"
+        }
         other => panic!("unexpected span name {other}"),
     }
 }

@@ -26,11 +26,14 @@ pub enum Command {
     /// limits that cannot work as written, 2 if it cannot be read.
     Check(CheckArgs),
     /// Run the resource manager on every core with honest peers and an attacker, then report
-    /// throughput, refusals, peak usage and whether the honest peers were still served.
+    /// throughput, refusals, peak usage and two verdicts: were the honest peers served, was
+    /// the attacker contained. Exit 0 when no verdict is no, 1 when one is, 2 for bad usage.
     Simulate(SimulateArgs),
     /// Summarize a trace file (written by `rcmgr simulate --trace`, by a node, or by
-    /// go-libp2p): refusals by scope and resource, and peak usage of the top-level scopes;
-    /// optionally draw their usage over time as an SVG.
+    /// go-libp2p): refusals by scope and resource, peak usage of the top-level scopes, and the
+    /// events the trace says it dropped; optionally draw their usage over time as an SVG.
+    /// Exit 0 for a complete trace, 1 with warnings (events dropped, lines that are not
+    /// events or are over 4 MiB, a file cut short), 2 if it holds no trace event.
     Trace(TraceArgs),
 }
 
@@ -96,13 +99,13 @@ pub struct CheckArgs {
 /// `rcmgr simulate`.
 #[derive(Clone, Debug, Args)]
 pub struct SimulateArgs {
-    /// Honest peers, each with its own address, connecting and opening streams [default:
-    /// 300, or fewer if their connections would take more than 3/4 of the system scope's
-    /// connection limits]
-    #[arg(long, value_name = "N")]
+    /// Honest peers, each with its own address, connecting and opening streams, at most
+    /// 100,000 [default: 300, or fewer if their connections would take more than 3/4 of the
+    /// system scope's connection limits]
+    #[arg(long, value_name = "N", value_parser = parse_peers)]
     pub peers: Option<usize>,
-    /// How long to run: seconds, or with a unit (2.5s, 500ms, 1m).
-    #[arg(long, default_value = "10", value_name = "S")]
+    /// How long to run: seconds, or with a unit (2.5s, 500ms, 1m); at most 24 hours.
+    #[arg(long, default_value = "10", value_name = "S", value_parser = parse_run_time)]
     pub duration: Seconds,
     /// The attack to run beside the honest peers.
     #[arg(long, value_enum, default_value_t = Attack::StreamFlood)]
@@ -110,9 +113,9 @@ pub struct SimulateArgs {
     /// A go-libp2p or kubo limits file (JSON) applied over the default limits.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Threads for the honest peers (default: one per core). The attacker has a thread of its
-    /// own.
-    #[arg(long, value_name = "N")]
+    /// Threads for the honest peers, 1 to 1,024 (default: one per core). The attacker has a
+    /// thread of its own.
+    #[arg(long, value_name = "N", value_parser = parse_threads)]
     pub threads: Option<NonZeroUsize>,
     /// The sizes to scale the defaults for.
     #[command(flatten)]
@@ -127,6 +130,98 @@ pub struct SimulateArgs {
     /// cannot keep up with are dropped and counted, never slowing the peers.
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
+}
+
+/// The most honest peers `rcmgr simulate` runs: each keeps its state, a connection and a
+/// few streams in memory, and far fewer already fill go's default limits.
+pub const MAX_PEERS: usize = 100_000;
+
+/// The most threads `rcmgr simulate` runs its honest peers on.
+pub const MAX_THREADS: usize = 1024;
+
+/// The longest `rcmgr simulate` runs.
+pub const MAX_RUN_TIME: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+
+/// `--peers`: a count up to [`MAX_PEERS`].
+///
+/// ```
+/// use rcmgr_cli::cli::parse_peers;
+/// assert_eq!(parse_peers("300"), Ok(300));
+/// assert!(parse_peers("1000000000").unwrap_err().contains("at most 100,000"));
+/// assert!(parse_peers("-1").is_err());
+/// ```
+///
+/// # Errors
+///
+/// What is wrong with `text`, for clap to show.
+pub fn parse_peers(text: &str) -> Result<usize, String> {
+    let peers: u64 = text
+        .trim()
+        .parse()
+        .map_err(|err| format!("not a number of peers: {err}"))?;
+    match usize::try_from(peers) {
+        Ok(peers) if peers <= MAX_PEERS => Ok(peers),
+        _ => Err(format!(
+            "{peers} honest peers are too many: rcmgr simulate runs at most {} (each keeps its \
+             state, a connection and its streams in memory, and a few hundred already fill go's \
+             default limits)",
+            crate::units::Count(MAX_PEERS as u64)
+        )),
+    }
+}
+
+/// `--threads`: 1 to [`MAX_THREADS`].
+///
+/// ```
+/// use rcmgr_cli::cli::parse_threads;
+/// assert_eq!(parse_threads("4").map(|n| n.get()), Ok(4));
+/// assert!(parse_threads("0").is_err());
+/// assert!(parse_threads("100000").unwrap_err().contains("at most 1,024"));
+/// ```
+///
+/// # Errors
+///
+/// What is wrong with `text`, for clap to show.
+pub fn parse_threads(text: &str) -> Result<NonZeroUsize, String> {
+    let threads: u64 = text
+        .trim()
+        .parse()
+        .map_err(|err| format!("not a number of threads: {err}"))?;
+    if threads == 0 {
+        return Err("at least 1 thread".to_owned());
+    }
+    usize::try_from(threads)
+        .ok()
+        .filter(|n| *n <= MAX_THREADS)
+        .and_then(NonZeroUsize::new)
+        .ok_or_else(|| {
+            format!(
+                "{threads} threads are too many: at most {}",
+                crate::units::Count(MAX_THREADS as u64)
+            )
+        })
+}
+
+/// `--duration`: a [`Seconds`] up to [`MAX_RUN_TIME`].
+///
+/// ```
+/// use rcmgr_cli::cli::parse_run_time;
+/// assert_eq!(parse_run_time("2.5s").map(|s| s.duration().as_millis()), Ok(2500));
+/// assert!(parse_run_time("100000000m").unwrap_err().contains("at most 24 hours"));
+/// assert!(parse_run_time("soon").unwrap_err().contains("invalid duration"));
+/// ```
+///
+/// # Errors
+///
+/// What is wrong with `text`, for clap to show.
+pub fn parse_run_time(text: &str) -> Result<Seconds, String> {
+    let run_time: Seconds = text.parse().map_err(|err| format!("{err}"))?;
+    if run_time.duration() > MAX_RUN_TIME {
+        return Err(format!(
+            "{run_time} is too long: rcmgr simulate runs at most 24 hours"
+        ));
+    }
+    Ok(run_time)
 }
 
 /// The attacks `rcmgr simulate` can run.

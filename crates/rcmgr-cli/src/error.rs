@@ -2,13 +2,14 @@
 
 use std::{io, process::ExitCode};
 
-/// How a command ended, as its exit status: 0 for success, 1 for warnings, 2 for errors
-/// (clap's own status for a bad command line is 2 as well).
+/// How a command ended, as its exit status: 0 for success, 1 when the result needs attention
+/// (warnings from `check` and `trace`, a verdict of no from `simulate`), 2 for errors (clap's
+/// own status for a bad command line is 2 as well).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
     /// Done, nothing to report.
     Ok,
-    /// Done, with warnings the user should read.
+    /// Done, with warnings the user should read (for `simulate`: a verdict of no).
     Warnings,
     /// Not done: the input was wrong or something failed.
     Errors,

@@ -74,6 +74,36 @@ impl ScopePath {
         }
     }
 
+    /// The limit this scope gets from `limits`.
+    ///
+    /// ```
+    /// use rcmgr_cli::scopes::ScopePath;
+    /// let limits = rcmgr::ScalingLimitConfig::default().with_libp2p_defaults().scale(1 << 30, 1024);
+    /// let ping = ScopePath::Protocol("/ipfs/ping/1.0.0".into());
+    /// assert_eq!(ping.limit_in(&limits), limits.protocol_limits("/ipfs/ping/1.0.0"));
+    /// assert_eq!(ScopePath::Conn.limit_in(&limits), limits.conn);
+    /// ```
+    pub fn limit_in(&self, limits: &ConcreteLimitConfig) -> BaseLimit {
+        match self {
+            ScopePath::System => limits.system,
+            ScopePath::Transient => limits.transient,
+            ScopePath::AllowlistedSystem => limits.allowlisted_system,
+            ScopePath::AllowlistedTransient => limits.allowlisted_transient,
+            ScopePath::ServiceDefault => limits.service_default,
+            ScopePath::Service(name) => limits.service_limits(name),
+            ScopePath::ServicePeerDefault => limits.service_peer_default,
+            ScopePath::ServicePeer(name) => limits.service_peer_limits(name),
+            ScopePath::ProtocolDefault => limits.protocol_default,
+            ScopePath::Protocol(name) => limits.protocol_limits(name),
+            ScopePath::ProtocolPeerDefault => limits.protocol_peer_default,
+            ScopePath::ProtocolPeer(name) => limits.protocol_peer_limits(name),
+            ScopePath::PeerDefault => limits.peer_default,
+            ScopePath::Peer(peer) => limits.peer_limits(peer),
+            ScopePath::Conn => limits.conn,
+            ScopePath::Stream => limits.stream,
+        }
+    }
+
     /// Whether streams are counted in this scope (and so its memory should hold at least one
     /// stream's worth).
     pub fn holds_streams(&self) -> bool {
@@ -328,6 +358,94 @@ pub fn scopes(built: &ConcreteLimitConfig, written: &PartialLimitConfig) -> Vec<
     all.push(fixed(ScopePath::Conn, &built.conn, &written.conn));
     all.push(fixed(ScopePath::Stream, &built.stream, &written.stream));
     all
+}
+
+/// The scopes a limits file writes something for, with what it writes, in go's order (the
+/// fixed scopes with each kind's entries after its default), one at a time: nothing is built
+/// or copied, however large the file.
+///
+/// ```
+/// use rcmgr::PartialLimitConfig;
+/// use rcmgr_cli::scopes::{written_scopes, ScopePath};
+/// let file = PartialLimitConfig::from_json_str(r#"{"Protocol": {"/p": {"FD": 1}}, "System": {"FD": 2}}"#)?;
+/// let paths: Vec<ScopePath> = written_scopes(&file).map(|(path, _)| path).collect();
+/// assert_eq!(paths, [ScopePath::System, ScopePath::Protocol("/p".into())]);
+/// # Ok::<(), rcmgr::Error>(())
+/// ```
+pub fn written_scopes(
+    written: &PartialLimitConfig,
+) -> impl Iterator<Item = (ScopePath, &ResourceLimits)> {
+    fn fixed(path: ScopePath, limits: &ResourceLimits) -> Option<(ScopePath, &ResourceLimits)> {
+        (!limits.is_default()).then_some((path, limits))
+    }
+    let head = [
+        fixed(ScopePath::System, &written.system),
+        fixed(ScopePath::Transient, &written.transient),
+        fixed(ScopePath::AllowlistedSystem, &written.allowlisted_system),
+        fixed(
+            ScopePath::AllowlistedTransient,
+            &written.allowlisted_transient,
+        ),
+    ];
+    type Entry = fn(String) -> ScopePath;
+    let named: [(
+        ScopePath,
+        &ResourceLimits,
+        &std::collections::BTreeMap<String, ResourceLimits>,
+        Entry,
+    ); 4] = [
+        (
+            ScopePath::ServiceDefault,
+            &written.service_default,
+            &written.service,
+            ScopePath::Service,
+        ),
+        (
+            ScopePath::ServicePeerDefault,
+            &written.service_peer_default,
+            &written.service_peer,
+            ScopePath::ServicePeer,
+        ),
+        (
+            ScopePath::ProtocolDefault,
+            &written.protocol_default,
+            &written.protocol,
+            ScopePath::Protocol,
+        ),
+        (
+            ScopePath::ProtocolPeerDefault,
+            &written.protocol_peer_default,
+            &written.protocol_peer,
+            ScopePath::ProtocolPeer,
+        ),
+    ];
+    let maps = named
+        .into_iter()
+        .flat_map(move |(default, limits, map, entry)| {
+            fixed(default, limits).into_iter().chain(
+                map.iter()
+                    .filter(|(_, limits)| !limits.is_default())
+                    .map(move |(name, limits)| (entry(name.clone()), limits)),
+            )
+        });
+    let peers = fixed(ScopePath::PeerDefault, &written.peer_default)
+        .into_iter()
+        .chain(
+            written
+                .peer
+                .iter()
+                .filter(|(_, limits)| !limits.is_default())
+                .map(|(peer, limits)| (ScopePath::Peer(*peer), limits)),
+        );
+    let tail = [
+        fixed(ScopePath::Conn, &written.conn),
+        fixed(ScopePath::Stream, &written.stream),
+    ];
+    head.into_iter()
+        .flatten()
+        .chain(maps)
+        .chain(peers)
+        .chain(tail.into_iter().flatten())
 }
 
 #[cfg(test)]

@@ -211,6 +211,75 @@ impl fmt::Display for Count {
     }
 }
 
+/// `part` of `whole` as a percentage with `decimals` decimals, never rounded across what the
+/// counts say: rounded down (so a share below a threshold never shows at it, and a share
+/// short of all of it never shows as `100%`), `100%` only when `part` is all of `whole`, `0%`
+/// only when it is none of it (a share too small to show is `<0.01%` at two decimals), and
+/// `-` when `whole` is 0. Exact: integer arithmetic, whatever the counts.
+///
+/// ```
+/// use rcmgr_cli::units::Percent;
+/// assert_eq!(Percent::of(1, 3, 2).to_string(), "33.33%");
+/// assert_eq!(Percent::of(3_599_998, 3_600_000, 2).to_string(), "99.99%");
+/// assert_eq!(Percent::of(2, 3_600_000, 2).to_string(), "<0.01%");
+/// assert_eq!(Percent::of(5, 5, 2).to_string(), "100%");
+/// assert_eq!(Percent::of(0, 5, 2).to_string(), "0%");
+/// assert_eq!(Percent::of(98_999, 100_000, 3).to_string(), "98.999%");
+/// assert_eq!(Percent::of(0, 0, 2).to_string(), "-");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Percent {
+    part: u64,
+    whole: u64,
+    decimals: u32,
+}
+
+impl Percent {
+    /// `part` of `whole`, to be shown with `decimals` decimals (at most 6).
+    pub fn of(part: u64, whole: u64, decimals: u32) -> Self {
+        Percent {
+            part: part.min(whole),
+            whole,
+            decimals: decimals.min(6),
+        }
+    }
+}
+
+impl fmt::Display for Percent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Percent {
+            part,
+            whole,
+            decimals,
+        } = *self;
+        let text = if whole == 0 {
+            "-".to_owned()
+        } else if part == whole {
+            "100%".to_owned()
+        } else if part == 0 {
+            "0%".to_owned()
+        } else {
+            let scale = 10u128.pow(decimals);
+            let floored = u128::from(part) * 100 * scale / u128::from(whole);
+            let smallest = format!("{:.*}", decimals as usize, 1.0 / scale as f64);
+            if floored == 0 {
+                format!("<{smallest}%")
+            } else {
+                let (whole_part, fraction) = (floored / scale, floored % scale);
+                if decimals == 0 {
+                    format!("{whole_part}%")
+                } else {
+                    format!(
+                        "{whole_part}.{fraction:0width$}%",
+                        width = decimals as usize
+                    )
+                }
+            }
+        };
+        f.pad(&text)
+    }
+}
+
 /// A rate in operations per second, in the unit that reads best (`2.51 M/s`, `830 k/s`).
 ///
 /// ```

@@ -212,10 +212,10 @@ fn check_warns_about_limits_that_cannot_work() {
         "risky.json: warning[inbound-conns]: System.Conns: raised to 5000",
         "warning[above-parent]: Transient.Memory",
         "warning[above-parent]: PeerDefault.StreamsInbound: 100000 is above System.StreamsInbound (9216)",
-        "warning[memory-below-stream]: PeerDefault.Memory: 64.0 KiB is below Stream.Memory (16.0 MiB)",
+        "warning[memory-below-stream]: PeerDefault.Memory: 64.0 KiB is below Stream.Memory (16.0 MiB), what one stream may use, and every stream of such a peer passes this scope",
         "warning[blocked]: Conn.FD",
         "warning[direction-above-total]: ProtocolDefault.StreamsOutbound",
-        "warning[unknown-field]: Sytem",
+        "warning[unknown-field]: Sytem: not a field of a limits file: ignored (go-libp2p ignores it too); did you mean System?",
         "risky.json: 7 warnings",
     ] {
         assert!(
@@ -228,15 +228,18 @@ fn check_warns_about_limits_that_cannot_work() {
 #[test]
 fn check_shows_errors_at_their_line_and_column() {
     let dir = TempDir::new().expect("a temporary directory");
-    let bad = file(&dir, "bad.json", "{\n  \"System\": {\"Conns\": 1.5}\n}\n");
+    let bad = file(&dir, "bad.json", "{\n  \"System\": {\"FD\": \"many\"}\n}\n");
     let run = rcmgr(["check", path(&bad)]);
     assert_eq!(run.status, 2, "{}", run.stdout);
     let out = &run.stdout;
     assert!(
-        out.contains("bad.json:2:25: error: System.Conns: "),
+        out.contains("bad.json:2:25: error: System.FD: unknown limit \"many\""),
         "{out}"
     );
-    assert!(out.contains(" 2 |   \"System\": {\"Conns\": 1.5}"), "{out}");
+    assert!(
+        out.contains(" 2 |   \"System\": {\"FD\": \"many\"}"),
+        "{out}"
+    );
     assert!(out.contains("   |                         ^"), "{out}");
 
     let truncated = file(&dir, "truncated.json", "{\"System\": {");
@@ -351,15 +354,21 @@ fn simulate_shows_whether_a_memory_attack_is_contained() {
         "--fds",
         "4096",
     ];
+    // A verdict of no is exit status 1, and its line gives the reason the figures support.
     let open = rcmgr(common);
-    assert_eq!(open.status, 0, "{}", open.stderr);
+    assert_eq!(open.status, 1, "{}{}", open.stdout, open.stderr);
     let verdict = verdicts(&open.stdout);
-    assert!(verdict.contains("attacker contained: no"), "{verdict}");
+    assert!(verdict.contains("honest peers served: no: "), "{verdict}");
+    assert!(
+        verdict.contains("attacker contained: no: the honest peers were not served"),
+        "{verdict}"
+    );
     assert!(verdict.contains("refused by: protocol memory"), "{verdict}");
 
     let fixed = rcmgr(common.iter().copied().chain(["--config", path(&fix)]));
     assert_eq!(fixed.status, 0, "{}", fixed.stderr);
     let verdict = verdicts(&fixed.stdout);
+    assert!(verdict.contains("honest peers served: yes"), "{verdict}");
     assert!(verdict.contains("attacker contained: yes"), "{verdict}");
 }
 
@@ -420,12 +429,32 @@ fn simulate_writes_a_trace_that_trace_summarizes_and_plots() {
         path(&trace),
     ]);
     assert_eq!(run.status, 0, "{}", run.stderr);
-    assert!(run.stdout.contains("Trace written to"), "{}", run.stdout);
+    // What the engine says it dropped (`trace_dropped`), as simulate reports it.
+    let dropped = run
+        .stdout
+        .split("Trace written to ")
+        .nth(1)
+        .and_then(|rest| rest.split("; ").nth(1))
+        .and_then(|rest| rest.split(" events dropped").next())
+        .expect("simulate says how many events the trace dropped")
+        .to_owned();
 
     let plot = dir.path().join("usage.svg");
     let run = rcmgr(["trace", path(&trace), "--plot", path(&plot)]);
-    assert_eq!(run.status, 0, "{}{}", run.stdout, run.stderr);
     let out = &run.stdout;
+    if dropped == "0" {
+        assert_eq!(run.status, 0, "{out}{}", run.stderr);
+        assert!(!out.contains("partial"), "{out}");
+    } else {
+        // The trace's own records add up to the engine's count.
+        assert_eq!(run.status, 1, "{out}{}", run.stderr);
+        assert!(
+            out.contains(&format!(
+                "Warning: the trace is partial: it dropped {dropped} events"
+            )),
+            "{dropped} dropped, says simulate:\n{out}"
+        );
+    }
     for part in [
         "Events by type",
         "start ",
@@ -470,8 +499,7 @@ fn trace_warns_about_lines_that_are_not_events() {
     assert!(run.stdout.contains("2 events"), "{}", run.stdout);
     assert!(run.stdout.contains("transient"), "{}", run.stdout);
     assert!(
-        run.stdout
-            .contains("1 lines are not trace events (the first, line 2"),
+        run.stdout.contains("1 line is not a trace event (line 2"),
         "{}",
         run.stdout
     );
@@ -543,4 +571,398 @@ fn simulate_serves_metrics_on_loopback_while_it_runs() {
         "{}",
         refused.stderr
     );
+}
+
+/// Runs the binary with its address space capped at `limit_bytes` (`ulimit -v`, Linux): it
+/// fails to allocate, and so fails the test, if it ever takes more.
+#[cfg(target_os = "linux")]
+fn rcmgr_within(limit_bytes: u64, args: &[&str]) -> Run {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -v {} && exec \"$0\" \"$@\"",
+            limit_bytes / 1024
+        ))
+        .arg(env!("CARGO_BIN_EXE_rcmgr"))
+        .args(args)
+        .output()
+        .expect("sh runs the binary");
+    Run {
+        status: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+#[test]
+fn check_accepts_its_own_limits_output_and_the_readme_fix() {
+    let dir = TempDir::new().expect("a temporary directory");
+    for sizing in [&["--memory", "8GiB", "--fds", "16384"][..], &[][..]] {
+        let own = rcmgr(
+            ["limits", "--format", "json"]
+                .iter()
+                .chain(sizing)
+                .copied()
+                .collect::<Vec<_>>(),
+        );
+        assert_eq!(own.status, 0, "{}", own.stderr);
+        let own = file(&dir, "own.json", &own.stdout);
+        let run = rcmgr(
+            ["check", path(&own)]
+                .iter()
+                .chain(sizing)
+                .copied()
+                .collect::<Vec<_>>(),
+        );
+        assert_eq!(run.status, 0, "{sizing:?}: {}", run.stdout);
+        assert!(!run.stdout.contains("warning"), "{}", run.stdout);
+        assert!(run.stdout.contains("sets 35 scopes ("), "{}", run.stdout);
+        assert!(
+            run.stdout.trim_end().ends_with("own.json: ok"),
+            "{}",
+            run.stdout
+        );
+    }
+    // The README's fix for the ping memory weakness.
+    let fix = file(
+        &dir,
+        "ping.json",
+        r#"{"ProtocolPeer": {"/ipfs/ping/1.0.0": {"Memory": "1048576"}}}"#,
+    );
+    let run = rcmgr(["check", path(&fix), "--memory", "4GiB", "--fds", "4096"]);
+    assert_eq!(run.status, 0, "{}", run.stdout);
+    assert!(
+        run.stdout.trim_end().ends_with("ping.json: ok"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn check_says_what_a_misspelt_field_or_scope_meant() {
+    let dir = TempDir::new().expect("a temporary directory");
+    let typos = file(
+        &dir,
+        "typos.json",
+        r#"{
+  "System": {"ConnInbound": 2000},
+  "Protocols": {"/my/app/1.0.0": {"Streams": 64}},
+  "Sytem": {},
+  "PeerDefault": {"Memmory": "1048576"}
+}"#,
+    );
+    let run = rcmgr(["check", path(&typos), "--memory", "8GiB", "--fds", "16384"]);
+    assert_eq!(run.status, 1, "{}", run.stdout);
+    for expected in [
+        "warning[unknown-field]: System.ConnInbound: not a field of a limits file: ignored (go-libp2p ignores it too); did you mean ConnsInbound?",
+        "warning[unknown-field]: Protocols: not a field of a limits file: ignored (go-libp2p ignores it too); did you mean Protocol?",
+        "warning[unknown-field]: Sytem: not a field of a limits file: ignored (go-libp2p ignores it too); did you mean System?",
+        "warning[unknown-field]: PeerDefault.Memmory: not a field of a limits file: ignored (go-libp2p ignores it too); did you mean Memory?",
+        "typos.json: 4 warnings",
+    ] {
+        assert!(
+            run.stdout.contains(expected),
+            "{expected:?} is missing from\n{}",
+            run.stdout
+        );
+    }
+}
+
+#[test]
+fn check_names_a_byte_order_mark_and_bytes_that_are_not_utf8() {
+    let dir = TempDir::new().expect("a temporary directory");
+    let write = |name: &str, bytes: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).expect("the test file is written");
+        path
+    };
+    let bom = write(
+        "bom.json",
+        b"\xef\xbb\xbf{\"System\": {\"ConnsInbound\": 100}}\n",
+    );
+    let run = rcmgr(["check", path(&bom)]);
+    assert_eq!(run.status, 2, "{}", run.stdout);
+    assert!(
+        run.stdout.contains(
+            "bom.json:1:1: error: starts with a UTF-8 byte order mark (bytes EF BB BF), which JSON does not allow"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("expected value"), "{}", run.stdout);
+
+    let latin1 = write(
+        "latin1.json",
+        b"{\n  \"Service\": {\"caf\xe9\": {\"Streams\": 4}}\n}\n",
+    );
+    let run = rcmgr(["check", path(&latin1)]);
+    assert_eq!(run.status, 2, "{}", run.stdout);
+    assert!(
+        run.stdout.contains(
+            "latin1.json:2:19: error: byte 0xE9 is not UTF-8: a limits file is UTF-8 text"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("   |                   ^"),
+        "{}",
+        run.stdout
+    );
+
+    let utf16: Vec<u8> = [0xFF, 0xFE]
+        .into_iter()
+        .chain("{}".encode_utf16().flat_map(u16::to_le_bytes))
+        .collect();
+    let utf16 = write("utf16.json", &utf16);
+    let run = rcmgr(["check", path(&utf16)]);
+    assert_eq!(run.status, 2, "{}", run.stdout);
+    assert!(run.stdout.contains("is UTF-16 text"), "{}", run.stdout);
+    // The other commands read limits files the same way.
+    let run = rcmgr(["limits", "--config", path(&bom)]);
+    assert_eq!(run.status, 2);
+    assert!(run.stderr.contains("byte order mark"), "{}", run.stderr);
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn check_memory_stays_a_small_multiple_of_the_file_size() {
+    // 20 MB of per-protocol limits, as a generated file holds them.
+    let dir = TempDir::new().expect("a temporary directory");
+    let path_big = dir.path().join("big.json");
+    let mut text = String::from("{\"System\": {\"ConnsInbound\": 1000}, \"Protocol\": {\n");
+    let mut index = 0;
+    while text.len() < 20_000_000 {
+        text.push_str(&format!(
+            "  \"/app/proto/{index}\": {{\"StreamsInbound\": 64, \"Memory\": \"16777216\"}},\n"
+        ));
+        index += 1;
+    }
+    text.push_str("  \"/last\": {}\n}}\n");
+    std::fs::write(&path_big, &text).expect("written");
+    let size = text.len() as u64;
+    drop(text);
+    // The binary and its libraries take some address space of their own. Before the checker
+    // kept memory near the file's size, this file took about 16 times its size.
+    let run = rcmgr_within(
+        (64 << 20) + 6 * size,
+        &[
+            "check",
+            path(&path_big),
+            "--memory",
+            "8GiB",
+            "--fds",
+            "16384",
+        ],
+    );
+    assert_eq!(run.status, 0, "{}{}", run.stdout, run.stderr);
+    let scopes = rcmgr_cli::units::Count(index + 1);
+    assert!(
+        run.stdout.contains(&format!("sets {scopes} scopes")),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.trim_end().ends_with("big.json: ok"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn simulate_refuses_arguments_it_cannot_run_with_a_clear_error() {
+    for (args, message) in [
+        (
+            &["--peers", "1000000000"][..],
+            "invalid value '1000000000' for '--peers <N>': 1000000000 honest peers are too many: rcmgr simulate runs at most 100,000",
+        ),
+        (
+            &["--threads", "0"][..],
+            "invalid value '0' for '--threads <N>': at least 1 thread",
+        ),
+        (
+            &["--threads", "100000"][..],
+            "invalid value '100000' for '--threads <N>': 100000 threads are too many: at most 1,024",
+        ),
+        (
+            &["--duration", "25h"][..],
+            "invalid value '25h' for '--duration <S>': invalid duration \"25h\"",
+        ),
+        (
+            &["--duration", "1441m"][..],
+            "invalid value '1441m' for '--duration <S>': 86460.0 s is too long: rcmgr simulate runs at most 24 hours",
+        ),
+    ] {
+        let run = rcmgr(["simulate"].iter().chain(args).copied().collect::<Vec<_>>());
+        assert_eq!(run.status, 2, "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains(message), "{args:?}: {}", run.stderr);
+        assert!(run.stdout.is_empty(), "nothing ran: {}", run.stdout);
+    }
+}
+
+/// The exit statuses `rcmgr simulate --help` documents.
+#[test]
+fn simulate_documents_its_exit_statuses() {
+    let run = rcmgr(["simulate", "--help"]);
+    assert_eq!(run.status, 0);
+    assert!(
+        run.stdout
+            .contains("Exit 0 when no verdict is no, 1 when one is, 2 for bad usage"),
+        "{}",
+        run.stdout
+    );
+    let run = rcmgr([
+        "simulate",
+        "--duration",
+        "1",
+        "--peers",
+        "10",
+        "--threads",
+        "1",
+        "--attack",
+        "none",
+        "--memory",
+        "256MiB",
+        "--fds",
+        "512",
+    ]);
+    assert_eq!(run.status, 0, "{}", run.stdout);
+    let verdict = verdicts(&run.stdout);
+    assert!(
+        verdict.contains("honest peers served: yes: 100% of their"),
+        "{verdict}"
+    );
+    assert!(
+        verdict.contains("attacker contained: no attacker in this run"),
+        "{verdict}"
+    );
+}
+
+#[test]
+fn trace_of_a_file_without_events_is_an_error() {
+    let dir = TempDir::new().expect("a temporary directory");
+    for (name, content) in [("empty.jsonl", ""), ("junk.jsonl", "hello\nworld\n")] {
+        let trace = file(&dir, name, content);
+        let run = rcmgr(["trace", path(&trace)]);
+        assert_eq!(run.status, 2, "{name}: {}", run.stdout);
+        assert!(
+            run.stdout.is_empty(),
+            "no summary of nothing: {}",
+            run.stdout
+        );
+        assert!(
+            run.stderr.contains(&format!(
+                "rcmgr: error: cannot read the trace {}: no trace event in it",
+                path(&trace)
+            )),
+            "{}",
+            run.stderr
+        );
+    }
+}
+
+/// A gzip trace whose first line is `length` bytes long, then one real event.
+fn gzip_with_a_long_line(path: &Path, length: u64) {
+    use std::io::Write as _;
+    let file = std::fs::File::create(path).expect("created");
+    let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
+    let chunk = vec![b'x'; 1 << 20];
+    let mut left = length;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        gz.write_all(&chunk[..n]).expect("written");
+        left -= n as u64;
+    }
+    gz.write_all(b"\n{\"Time\":\"2024-05-01T12:00:00Z\",\"Type\":\"add_stream\",\"Name\":\"system\",\"DeltaIn\":1,\"StreamsIn\":1}\n")
+        .expect("written");
+    gz.finish().expect("finished");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn trace_skips_a_line_too_long_to_be_an_event_without_holding_it() {
+    let dir = TempDir::new().expect("a temporary directory");
+    let trace = dir.path().join("long.jsonl.gz");
+    // 256 MiB in one line, in a gzip file of a few hundred KiB.
+    gzip_with_a_long_line(&trace, 256 << 20);
+    let run = rcmgr_within(128 << 20, &["trace", path(&trace)]);
+    assert_eq!(run.status, 1, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("Trace "), "{}", run.stdout);
+    assert!(run.stdout.contains(": 1 events"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains(
+            "Warning: 1 line is longer than 4.0 MiB and skipped unread (line 1, is at least 256.0 MiB long)"
+        ),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn trace_reports_the_events_a_trace_dropped_and_marks_the_gaps() {
+    let dir = TempDir::new().expect("a temporary directory");
+    let trace = file(
+        &dir,
+        "partial.jsonl",
+        concat!(
+            r#"{"Time":"2024-05-01T12:00:00Z","Type":"start","Limit":{"System":{"Streams":8}}}"#,
+            "\n",
+            r#"{"Time":"2024-05-01T12:00:00Z","Type":"create_scope","Scope":{"Class":"system"},"Name":"system","Limit":{"Streams":8}}"#,
+            "\n",
+            r#"{"Time":"2024-05-01T12:00:01Z","Type":"add_stream","Name":"system","DeltaIn":1,"StreamsIn":1}"#,
+            "\n",
+            r#"{"Time":"2024-05-01T12:00:02Z","Type":"dropped_events","Dropped":1234}"#,
+            "\n",
+            r#"{"Time":"2024-05-01T12:00:03Z","Type":"add_stream","Name":"system","DeltaIn":1,"StreamsIn":5}"#,
+            "\n",
+            r#"{"Time":"2024-05-01T12:00:04Z","Type":"block_add_stream","Name":"system","DeltaIn":1,"StreamsIn":8}"#,
+            "\n",
+            r#"{"Time":"2024-05-01T12:00:05Z","Type":"dropped_events","Dropped":10}"#,
+            "\n",
+        ),
+    );
+    let plot = dir.path().join("partial.svg");
+    let run = rcmgr(["trace", path(&trace), "--plot", path(&plot)]);
+    assert_eq!(
+        run.status, 1,
+        "a partial trace is a warning: {}",
+        run.stdout
+    );
+    let out = &run.stdout;
+    assert!(
+        out.contains("Warning: the trace is partial: it dropped 1,244 events because it could not keep up (its dropped_events records say so), in 2 gaps, the largest 1,234 events between 2.000 s and 3.000 s."),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|line| line.trim_start().starts_with("dropped_events")
+                && line.trim_end().ends_with("2  (records of dropped events)")),
+        "{out}"
+    );
+    assert!(
+        out.contains("Refusals by scope and resource (at least)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Peak usage of the top-level scopes (at least)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("system                 streams in 5 "),
+        "{out}"
+    );
+    let svg = std::fs::read_to_string(&plot).expect("the plot is written");
+    assert_well_formed_svg(&svg);
+    for part in [
+        "events dropped",
+        "system limit",
+        "refusals (1)",
+        "partial: 1,244 events dropped",
+    ] {
+        assert!(svg.contains(part), "{part} is missing from the plot");
+    }
 }

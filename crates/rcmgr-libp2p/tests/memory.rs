@@ -4,12 +4,10 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::{Net, Protocols, Running, assert_all_released, counted, hold_inbound, open};
 use libp2p_stream::OpenStreamError;
 use prometheus_client::{encoding::text::encode, registry::Registry};
-use rcmgr::{ConcreteLimitConfig, MetricsReporter, ResourceManager, ResourceScope};
+use rcmgr::{ConcreteLimitConfig, ResourceManager, ResourceScope};
 use rcmgr_libp2p::Buffers;
 use rcmgr_prometheus::PrometheusReporter;
 
@@ -103,12 +101,11 @@ fn scrape(registry: &Registry) -> String {
 #[tokio::test]
 async fn lowering_the_memory_limit_refuses_new_streams_with_a_memory_error_and_metrics_show_it() {
     let mut registry = Registry::default();
-    let metrics = PrometheusReporter::new(&mut registry);
-    let server_rm = ResourceManager::builder(ConcreteLimitConfig::infinite())
-        .metrics(Arc::clone(&metrics) as Arc<dyn MetricsReporter>)
-        .build()
-        .expect("valid options");
-    metrics.bind(&server_rm);
+    let server_rm = PrometheusReporter::install(
+        ResourceManager::builder(ConcreteLimitConfig::infinite()),
+        &mut registry,
+    )
+    .expect("valid options");
     let server = Running::server(Net::Tcp, &server_rm, Protocols::NONE).await;
     hold_inbound(&server, FLOOD);
     let (client_rm, client_refusals) = counted(ConcreteLimitConfig::infinite());

@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rcmgr::{Direction, LimitExceeded, Resource, ScopeName};
+use rcmgr::{LimitExceeded, Resource, ScopeName, ScopeStat};
 
 /// go's `scope` label values for refusals: a scope's name cut at the first `:` and then at
 /// the first `-` (so `conn-5` is `conn`, `peer:Qm…` is `peer`, `system.span-1` is
@@ -28,19 +28,24 @@ pub(crate) const CLASSES: [&str; 13] = [
     "allowlistedTransient.span",
 ];
 
-/// The (dir, resource) label pairs a refusal can have: memory and file descriptors have no
-/// direction; streams and connections are counted under the direction asked for ("" when a
-/// transfer moved both).
-pub(crate) const KINDS: [(&str, &str); 8] = [
+/// The (dir, resource) label pairs go's refusals add to: streams and connections under the
+/// direction asked for, file descriptors and memory without one (go's `blocked_resources`
+/// labels).
+pub(crate) const KINDS: [(&str, &str); 6] = [
     ("", "memory"),
-    ("inbound", "streams"),
-    ("outbound", "streams"),
-    ("", "streams"),
-    ("inbound", "connections"),
-    ("outbound", "connections"),
-    ("", "connections"),
+    ("inbound", "stream"),
+    ("outbound", "stream"),
+    ("inbound", "connection"),
+    ("outbound", "connection"),
     ("", "fd"),
 ];
+
+const MEMORY: usize = 0;
+const STREAMS_INBOUND: usize = 1;
+const STREAMS_OUTBOUND: usize = 2;
+const CONNS_INBOUND: usize = 3;
+const CONNS_OUTBOUND: usize = 4;
+const FD: usize = 5;
 
 /// The refusal counters.
 #[derive(Debug)]
@@ -57,13 +62,29 @@ impl Blocked {
         }
     }
 
-    /// Counts one refusal, under the class of the scope that refused and the resource whose
-    /// limit it was.
-    pub(crate) fn count(&self, refusal: &LimitExceeded) {
+    /// Counts one refusal under the class of the scope that refused, as go's
+    /// `StatsTraceReporter` counts the `block_*` event of that scope: each direction's streams
+    /// or connections asked for, the file descriptors a refused connection asked for, and 1
+    /// for a memory reservation (go adds its bytes: see the crate docs).
+    pub(crate) fn count(&self, refusal: &LimitExceeded, asked: &ScopeStat) {
         let class = class_of(refusal.refused_by());
-        let kind = kind_of(refusal.resource(), refusal.direction());
-        // Ordering: Relaxed — a statistic.
-        self.counts[class * KINDS.len() + kind].fetch_add(1, Ordering::Relaxed);
+        let amounts: [(usize, u64); 6] = match refusal.resource() {
+            Resource::Memory { .. } => [(MEMORY, 1), (0, 0), (0, 0), (0, 0), (0, 0), (0, 0)],
+            _ => [
+                (MEMORY, 0),
+                (STREAMS_INBOUND, asked.streams_inbound.into()),
+                (STREAMS_OUTBOUND, asked.streams_outbound.into()),
+                (CONNS_INBOUND, asked.conns_inbound.into()),
+                (CONNS_OUTBOUND, asked.conns_outbound.into()),
+                (FD, asked.fd.into()),
+            ],
+        };
+        for (kind, amount) in amounts {
+            if amount != 0 {
+                // Ordering: Relaxed — a statistic.
+                self.counts[class * KINDS.len() + kind].fetch_add(amount, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Every counter that is not zero, as ((dir, scope, resource), count).
@@ -106,21 +127,6 @@ pub(crate) fn class_of(name: &ScopeName) -> usize {
         ScopeName::Peer(_) => 6,
         ScopeName::Conn(_) => 7,
         _ => 8,
-    }
-}
-
-/// The index in [`KINDS`] of a refused resource asked in `direction`.
-fn kind_of(resource: Resource, direction: Option<Direction>) -> usize {
-    let directed = |base: usize| match direction {
-        Some(Direction::Inbound) => base,
-        Some(Direction::Outbound) => base + 1,
-        None => base + 2,
-    };
-    match resource {
-        Resource::Memory { .. } => 0,
-        Resource::StreamsInbound | Resource::StreamsOutbound | Resource::Streams => directed(1),
-        Resource::FileDescriptors => 7,
-        _ => directed(4),
     }
 }
 

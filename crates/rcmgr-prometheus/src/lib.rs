@@ -1,11 +1,13 @@
-//! Prometheus metrics for [rcmgr](https://docs.rs/rcmgr), with go-libp2p's names and labels,
-//! so that go's Grafana dashboards (and `docs/grafana-dashboard.json` in this repository) read
-//! them unchanged.
+//! Prometheus metrics for [rcmgr](https://docs.rs/rcmgr), with go-libp2p's names, labels and
+//! label values, so that go's Grafana dashboards and alerts (and `docs/grafana-dashboard.json`
+//! in this repository) read them unchanged.
 //!
-//! [`PrometheusReporter`] registers its metrics on a prometheus-client [`Registry`] (the crate
-//! and version libp2p-metrics uses, so a node exports rcmgr's metrics beside libp2p's from one
-//! registry) and is installed as the manager's
-//! [`MetricsReporter`]:
+//! [`PrometheusReporter::install`] does everything in one call: it builds the manager a
+//! [`ResourceManagerBuilder`] describes with the reporter installed, binds the reporter to it
+//! (the usage gauges are read from the manager at scrape time) and registers the metrics on a
+//! prometheus-client [`Registry`] (the crate and version libp2p-metrics uses, so a node exports
+//! rcmgr's metrics beside libp2p's from one registry). There is no reporter to forget to bind
+//! and no half-installed state: if the build fails, the registry is left untouched.
 //!
 //! ```
 //! use prometheus_client::{encoding::text::encode, registry::Registry};
@@ -13,11 +15,10 @@
 //! use rcmgr_prometheus::PrometheusReporter;
 //!
 //! let mut registry = Registry::default();
-//! let metrics = PrometheusReporter::new(&mut registry);
-//! let rm = ResourceManager::builder(ConcreteLimitConfig::infinite())
-//!     .metrics(metrics.clone())
-//!     .build()?;
-//! metrics.bind(&rm);
+//! let rm = PrometheusReporter::install(
+//!     ResourceManager::builder(ConcreteLimitConfig::infinite()),
+//!     &mut registry,
+//! )?;
 //!
 //! let _stream = rm.open_stream(rcmgr::PeerId::random(), Direction::Inbound)?;
 //! let mut text = String::new();
@@ -32,17 +33,18 @@
 //! |---|---|---|---|
 //! | `libp2p_rcmgr_connections` | gauge | dir, scope (system, transient) | read at scrape time |
 //! | `libp2p_rcmgr_streams` | gauge | dir, scope (system, transient, protocol), protocol | read at scrape time |
-//! | `libp2p_rcmgr_memory` | gauge | scope, protocol | read at scrape time |
-//! | `libp2p_rcmgr_fds` | gauge | scope | read at scrape time |
-//! | `libp2p_rcmgr_blocked_resources` | gauge, only ever increased | dir, scope, resource | one per refusal |
+//! | `libp2p_rcmgr_memory` | gauge | scope (system, transient, protocol), protocol | read at scrape time |
+//! | `libp2p_rcmgr_fds` | gauge | scope (system, transient) | read at scrape time |
+//! | `libp2p_rcmgr_blocked_resources` | gauge, only ever increased | dir (inbound, outbound, ""), scope (go's cut name: system, transient, peer, protocol, service, conn, stream, system.span, ...), resource (connection, stream, memory, fd) | what each refusal asked, as go adds it |
 //! | `libp2p_rcmgr_peer_connections`, `_peer_streams` (+ `previous_`) | histogram | dir | the live peers at scrape time |
 //! | `libp2p_rcmgr_peer_memory` (+ `previous_`) | histogram | — | the live peers at scrape time |
 //! | `libp2p_rcmgr_conn_memory` (+ `previous_`) | histogram | — | every change of a connection's memory |
-//! | `libp2p_rcmgr_limit` | gauge | scope (system, transient), resource | the limits in force at scrape time |
+//! | `libp2p_rcmgr_limit` | gauge | scope (system, transient), resource (memory, fd, conns, conns_inbound, conns_outbound, streams, streams_inbound, streams_outbound) | the limits in force at scrape time |
 //!
-//! Everything that describes the manager's state is read from it when Prometheus scrapes:
-//! nothing is updated on the reservation path but the refusal counters and the connection
-//! memory histograms, each an atomic increment.
+//! Names, label names, label values, buckets and help texts are go's (go-libp2p's
+//! `p2p/host/resource-manager/stats.go`). Everything that describes the manager's state is
+//! read from it when Prometheus scrapes: nothing is updated on the reservation path but the
+//! refusal counters and the connection memory histograms, each an atomic increment.
 //!
 //! # Differences from go
 //!
@@ -53,10 +55,16 @@
 //!   `previous_peer_X` is exported with every bucket at zero, so the dashboard's expression
 //!   gives the same answer. (A `rate()` over `peer_X` alone means nothing here; it did not
 //!   in go either.)
-//! - **Refusals count events.** `blocked_resources` adds 1 per refusal, memory included (go
-//!   adds the bytes refused: its quirk 9), under the resource whose limit refused: a
-//!   connection refused for its file descriptor counts under `fd`, one refused by a count
-//!   under `connections` with its direction (go counts both for every connection).
+//! - **Memory refusals count refusals.** `blocked_resources{resource="memory"}` adds 1 per
+//!   refused reservation; go adds the bytes refused (its quirk 9, fixed on purpose: see
+//!   `docs/observability.md`). Streams, connections and file descriptors add what go adds: a
+//!   refused connection counts under `connection` with its direction and, if it wanted a file
+//!   descriptor, under `fd` as well.
+//! - **Series exist from the start.** go creates the stream and memory series of the system
+//!   and transient scopes, and of a protocol in each direction, at their first event; here the
+//!   system and transient series are there from the first scrape and a protocol's from the
+//!   first scrape that finds its scope, in both directions, at 0 until used. A protocol seen
+//!   at a scrape keeps its series after its scope is collected, at 0, as go keeps them.
 //! - **Limits follow `set_limits`**: `libp2p_rcmgr_limit` is read at scrape time, not only at
 //!   construction.
 //!
@@ -68,7 +76,10 @@
 mod blocked;
 mod histogram;
 
-use std::sync::{Arc, OnceLock};
+use std::{
+    collections::BTreeSet,
+    sync::{Arc, Mutex, OnceLock},
+};
 
 use prometheus_client::{
     collector::Collector,
@@ -77,8 +88,8 @@ use prometheus_client::{
     registry::Registry,
 };
 use rcmgr::{
-    BaseLimit, LimitExceeded, MetricsReporter, ResourceManager, ResourceManagerStat, ScopeStat,
-    WeakResourceManager,
+    BaseLimit, LimitExceeded, MetricsReporter, ResourceManager, ResourceManagerBuilder,
+    ResourceManagerStat, ScopeStat, WeakResourceManager,
 };
 
 use self::{
@@ -89,12 +100,8 @@ use self::{
 /// The prefix of every metric: go's namespace.
 pub const NAMESPACE: &str = "libp2p_rcmgr";
 
-/// Exports a resource manager's metrics to Prometheus under go-libp2p's names (see the crate
-/// docs for the list).
-///
-/// Create it with [`new`](Self::new), install it with
-/// [`ResourceManagerBuilder::metrics`](rcmgr::ResourceManagerBuilder::metrics), then
-/// [`bind`](Self::bind) it to the manager built, whose state it reads at scrape time.
+/// go-libp2p's Prometheus metrics for a resource manager (see the crate docs for the list),
+/// installed with [`install`](Self::install).
 #[derive(Debug)]
 pub struct PrometheusReporter {
     shared: Arc<Shared>,
@@ -107,52 +114,65 @@ struct Shared {
     conn_memory: AtomicHistogram,
     previous_conn_memory: AtomicHistogram,
     manager: OnceLock<WeakResourceManager>,
+    /// Protocols found at a scrape: their series stay, at 0, once their scope is gone (go
+    /// never removes a series). Touched at scrape time only.
+    protocols_seen: Mutex<BTreeSet<String>>,
 }
 
+/// How many protocols [`Shared::protocols_seen`] remembers at most (a node serves a handful;
+/// the bound only keeps memory bounded whatever happens).
+const MAX_PROTOCOLS_SEEN: usize = 4096;
+
 impl PrometheusReporter {
-    /// Registers the metrics on `registry`, under the prefix [`NAMESPACE`], and returns the
-    /// reporter to install on a manager.
+    /// Builds the manager `builder` describes with go's Prometheus metrics: the reporter is
+    /// installed as its [`MetricsReporter`] (replacing one set with
+    /// [`metrics`](ResourceManagerBuilder::metrics)), bound to the manager it builds (the
+    /// usage gauges, peer histograms and limits are read from it at scrape time; the reporter
+    /// holds it weakly, so the metrics of a dropped manager simply stop) and registered on
+    /// `registry` under [`NAMESPACE`].
+    ///
+    /// # Errors
+    ///
+    /// What [`ResourceManagerBuilder::build`] fails with; then nothing is registered.
     ///
     /// ```
+    /// use rcmgr::{ConcreteLimitConfig, ResourceManager};
+    /// use rcmgr_prometheus::PrometheusReporter;
     /// let mut registry = prometheus_client::registry::Registry::default();
-    /// let reporter = rcmgr_prometheus::PrometheusReporter::new(&mut registry);
-    /// # drop(reporter);
+    /// let builder = ResourceManager::builder(ConcreteLimitConfig::infinite())
+    ///     .allowlist(["/dns4/example.com".parse()?]);
+    /// assert!(PrometheusReporter::install(builder, &mut registry).is_err());
+    /// let mut text = String::new();
+    /// prometheus_client::encoding::text::encode(&mut text, &registry)?;
+    /// assert!(!text.contains("libp2p_rcmgr"), "nothing registered: {text}");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn new(registry: &mut Registry) -> Arc<Self> {
+    pub fn install(
+        builder: ResourceManagerBuilder,
+        registry: &mut Registry,
+    ) -> Result<ResourceManager, rcmgr::Error> {
         let shared = Arc::new(Shared {
             blocked: Blocked::new(),
             conn_memory: AtomicHistogram::new(&MEMORY_BUCKETS),
             previous_conn_memory: AtomicHistogram::new(&MEMORY_BUCKETS),
             manager: OnceLock::new(),
+            protocols_seen: Mutex::new(BTreeSet::new()),
         });
+        let reporter = Arc::new(PrometheusReporter {
+            shared: Arc::clone(&shared),
+        });
+        let manager = builder.metrics(reporter).build()?;
+        let _ = shared.manager.set(manager.downgrade());
         registry
             .sub_registry_with_prefix(NAMESPACE)
-            .register_collector(Box::new(StateCollector {
-                shared: Arc::clone(&shared),
-            }));
-        Arc::new(PrometheusReporter { shared })
-    }
-
-    /// Reads `manager`'s state at every scrape from now on: the usage gauges, the peer
-    /// histograms and the limits. The reporter holds the manager weakly (the manager holds
-    /// the reporter), so metrics of a dropped manager simply stop. Binding again does nothing.
-    ///
-    /// ```
-    /// use rcmgr::{ConcreteLimitConfig, ResourceManager};
-    /// let mut registry = prometheus_client::registry::Registry::default();
-    /// let metrics = rcmgr_prometheus::PrometheusReporter::new(&mut registry);
-    /// let rm = ResourceManager::builder(ConcreteLimitConfig::infinite()).metrics(metrics.clone()).build()?;
-    /// metrics.bind(&rm);
-    /// # Ok::<(), rcmgr::Error>(())
-    /// ```
-    pub fn bind(&self, manager: &ResourceManager) {
-        let _ = self.shared.manager.set(manager.downgrade());
+            .register_collector(Box::new(StateCollector { shared }));
+        Ok(manager)
     }
 }
 
 impl MetricsReporter for PrometheusReporter {
-    fn limit_exceeded(&self, refusal: &LimitExceeded) {
-        self.shared.blocked.count(refusal);
+    fn refused_amount(&self, refusal: &LimitExceeded, asked: &ScopeStat) {
+        self.shared.blocked.count(refusal, asked);
     }
 
     fn conn_memory(&self, old: u64, new: u64) {
@@ -197,6 +217,37 @@ fn labels<const N: usize>(pairs: [(&'static str, &str); N]) -> Vec<(&'static str
 }
 
 impl StateCollector {
+    /// The protocols to export, with their usage: those with a scope now and those seen at
+    /// an earlier scrape (at zero), in name order. Remembers the ones seen now.
+    fn protocols(&self, stat: &ResourceManagerStat) -> Vec<(String, ScopeStat)> {
+        let mut seen = self
+            .shared
+            .protocols_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for protocol in stat.protocols.keys() {
+            if seen.len() < MAX_PROTOCOLS_SEEN && !seen.contains(protocol) {
+                seen.insert(protocol.clone());
+            }
+        }
+        let mut all: Vec<(String, ScopeStat)> = seen
+            .iter()
+            .map(|name| {
+                let usage = stat.protocols.get(name).copied().unwrap_or_default();
+                (name.clone(), usage)
+            })
+            .collect();
+        // Past the bound, the protocols not remembered are still exported while they live.
+        all.extend(
+            stat.protocols
+                .iter()
+                .filter(|(name, _)| !seen.contains(*name))
+                .map(|(name, usage)| (name.clone(), *usage)),
+        );
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
     fn encode_state(
         &self,
         encoder: &mut DescriptorEncoder<'_>,
@@ -225,18 +276,18 @@ impl StateCollector {
             ));
             fds.push((labels([("scope", scope)]), value(s.fd)));
         }
-        for (protocol, s) in &stat.protocols {
+        for (protocol, s) in self.protocols(stat) {
             for (dir, count) in [
                 ("inbound", s.streams_inbound),
                 ("outbound", s.streams_outbound),
             ] {
                 streams.push((
-                    labels([("dir", dir), ("scope", "protocol"), ("protocol", protocol)]),
+                    labels([("dir", dir), ("scope", "protocol"), ("protocol", &protocol)]),
                     value(count),
                 ));
             }
             memory.push((
-                labels([("scope", "protocol"), ("protocol", protocol)]),
+                labels([("scope", "protocol"), ("protocol", &protocol)]),
                 value(s.memory),
             ));
         }
@@ -269,7 +320,7 @@ impl StateCollector {
                 ));
             }
         }
-        gauge(encoder, "limit", "Limit for resource", &limit_series)
+        gauge(encoder, "limit", "Resource manager limits", &limit_series)
     }
 
     fn encode_peer_histograms(
@@ -279,26 +330,31 @@ impl StateCollector {
     ) -> Result<(), std::fmt::Error> {
         let peers: Vec<&ScopeStat> = stat.peers.values().collect();
         type Count = fn(&ScopeStat) -> u32;
-        let by_direction: [(&str, &str, Count, Count); 2] = [
+        // (name, help, previous_name's help, inbound, outbound): go's texts.
+        let by_direction: [(&str, &str, &str, Count, Count); 2] = [
             (
                 "peer_connections",
                 "Number of connections this peer has",
+                "Number of connections this peer previously had. This is used to get the \
+                 current connection number per peer histogram by subtracting this from the \
+                 peer_connections histogram",
                 |s| s.conns_inbound,
                 |s| s.conns_outbound,
             ),
             (
                 "peer_streams",
                 "Number of streams this peer has",
+                "Number of streams this peer has",
                 |s| s.streams_inbound,
                 |s| s.streams_outbound,
             ),
         ];
-        for (name, help, inbound, outbound) in by_direction {
+        for (name, help, previous_help, inbound, outbound) in by_direction {
             for previous in [false, true] {
-                let name = if previous {
-                    format!("previous_{name}")
+                let (name, help) = if previous {
+                    (format!("previous_{name}"), previous_help)
                 } else {
-                    name.to_owned()
+                    (name.to_owned(), help)
                 };
                 let mut metric =
                     encoder.encode_descriptor(&name, help, None, MetricType::Histogram)?;
@@ -325,10 +381,18 @@ impl StateCollector {
             }
         }
         for previous in [false, true] {
-            let name = if previous {
-                "previous_peer_memory"
+            let (name, help) = if previous {
+                (
+                    "previous_peer_memory",
+                    "How many peers have previously reserved this bucket of memory, as \
+                     reported to the Resource Manager",
+                )
             } else {
-                "peer_memory"
+                (
+                    "peer_memory",
+                    "How many peers have reserved this bucket of memory, as reported to the \
+                     Resource Manager",
+                )
             };
             let values = peers.iter().map(|s| s.memory).filter(|&n| n != 0);
             let snapshot = if previous {
@@ -336,12 +400,7 @@ impl StateCollector {
             } else {
                 Snapshot::of(&MEMORY_BUCKETS, values)
             };
-            let mut metric = encoder.encode_descriptor(
-                name,
-                "How many peers have reserved this bucket of memory, as reported to the Resource Manager",
-                None,
-                MetricType::Histogram,
-            )?;
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
             encode_buckets(
                 &mut metric,
                 &MEMORY_BUCKETS,
@@ -396,18 +455,66 @@ impl Collector for StateCollector {
             "Number of blocked resources",
             &blocked,
         )?;
-        for (name, histogram) in [
-            ("conn_memory", &self.shared.conn_memory),
-            ("previous_conn_memory", &self.shared.previous_conn_memory),
+        for (name, help, histogram) in [
+            (
+                "conn_memory",
+                "How many conns have reserved this bucket of memory, as reported to the \
+                 Resource Manager",
+                &self.shared.conn_memory,
+            ),
+            (
+                "previous_conn_memory",
+                "How many conns have previously reserved this bucket of memory, as reported \
+                 to the Resource Manager",
+                &self.shared.previous_conn_memory,
+            ),
         ] {
-            let mut metric = encoder.encode_descriptor(
-                name,
-                "How many conns have reserved this bucket of memory, as reported to the Resource Manager",
-                None,
-                MetricType::Histogram,
-            )?;
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
             histogram.encode(&mut metric)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_protocol_seen_at_a_scrape_keeps_its_series_at_zero() {
+        let collector = StateCollector {
+            shared: Arc::new(Shared {
+                blocked: Blocked::new(),
+                conn_memory: AtomicHistogram::new(&MEMORY_BUCKETS),
+                previous_conn_memory: AtomicHistogram::new(&MEMORY_BUCKETS),
+                manager: OnceLock::new(),
+                protocols_seen: Mutex::new(BTreeSet::new()),
+            }),
+        };
+        let busy = ScopeStat {
+            streams_inbound: 2,
+            memory: 64,
+            ..ScopeStat::default()
+        };
+        let mut stat = ResourceManagerStat::default();
+        stat.protocols.insert("/b".to_owned(), busy);
+        stat.protocols.insert("/a".to_owned(), ScopeStat::default());
+        let names = |all: &[(String, ScopeStat)]| {
+            all.iter().map(|(name, _)| name.clone()).collect::<Vec<_>>()
+        };
+        let first = collector.protocols(&stat);
+        assert_eq!(names(&first), ["/a", "/b"]);
+        assert_eq!(first[1].1, busy);
+        // "/b" is collected; "/c" appears.
+        stat.protocols.remove("/b");
+        stat.protocols.insert("/c".to_owned(), busy);
+        let second = collector.protocols(&stat);
+        assert_eq!(names(&second), ["/a", "/b", "/c"]);
+        assert_eq!(
+            second[1].1,
+            ScopeStat::default(),
+            "a collected protocol reads 0"
+        );
+        assert_eq!(second[2].1, busy);
     }
 }

@@ -288,3 +288,153 @@ fn errors_are_reported_in_the_order_they_appear() {
     let (_, path, ..) = located(r#"{"System": {"FD": -5}, "Peer": {"bad": {}}} trailing"#);
     assert_eq!(path, "System.FD");
 }
+
+/// A reader that hands out one byte per read, so that every multi-byte character and the
+/// start of the file are split across reads.
+struct ByteByByte<'a>(&'a [u8]);
+
+impl std::io::Read for ByteByByte<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match (self.0.split_first(), buf.first_mut()) {
+            (Some((byte, rest)), Some(slot)) => {
+                *slot = *byte;
+                self.0 = rest;
+                Ok(1)
+            }
+            _ => Ok(0),
+        }
+    }
+}
+
+/// The error each way of reading `bytes` gives: as a slice, from a reader (in one piece and
+/// byte by byte) and from a file; they must agree.
+fn encoding_error(bytes: &[u8]) -> ConfigError {
+    let config = |result: Result<PartialLimitConfig, Error>| match result {
+        Err(Error::Config(error)) => *error,
+        other => panic!("{bytes:?} is refused as a configuration error: {other:?}"),
+    };
+    let from_slice = config(PartialLimitConfig::from_json_slice(bytes));
+    let from_reader = config(PartialLimitConfig::from_json_reader(bytes));
+    let byte_by_byte = config(PartialLimitConfig::from_json_reader(ByteByByte(bytes)));
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("limits.json");
+    std::fs::write(&path, bytes).expect("the file is written");
+    let from_file = config(PartialLimitConfig::from_json_file(&path));
+    for other in [&from_reader, &byte_by_byte] {
+        assert_eq!(
+            (other.kind(), other.line(), other.column(), other.message()),
+            (
+                from_slice.kind(),
+                from_slice.line(),
+                from_slice.column(),
+                from_slice.message()
+            ),
+            "{bytes:?}"
+        );
+    }
+    assert_eq!(from_file.file(), Some(path.as_path()));
+    assert_eq!(from_file.message(), from_slice.message());
+    assert!(
+        from_file
+            .to_string()
+            .starts_with(&format!("limits file {} (line ", path.display())),
+        "{from_file}"
+    );
+    from_slice
+}
+
+#[test]
+fn a_byte_order_mark_is_named_not_reported_as_a_missing_value() {
+    let error = encoding_error(b"\xef\xbb\xbf{\"System\": {\"Conns\": 10}}");
+    assert_eq!(error.kind(), ConfigErrorKind::Syntax);
+    assert_eq!((error.line(), error.column()), (1, 1));
+    assert!(
+        error
+            .message()
+            .starts_with("starts with a UTF-8 byte order mark (bytes EF BB BF)"),
+        "{error}"
+    );
+    assert!(error.message().contains("save it as UTF-8 without a BOM"));
+    let from_str = refused("\u{feff}{}");
+    assert_eq!(from_str.message(), error.message());
+}
+
+#[test]
+fn utf16_and_utf32_files_are_named() {
+    let utf16le: Vec<u8> = [0xFF, 0xFE]
+        .into_iter()
+        .chain("{}".encode_utf16().flat_map(u16::to_le_bytes))
+        .collect();
+    let utf16be: Vec<u8> = [0xFE, 0xFF]
+        .into_iter()
+        .chain("{}".encode_utf16().flat_map(u16::to_be_bytes))
+        .collect();
+    let utf32le = [0xFF, 0xFE, 0, 0, b'{', 0, 0, 0, b'}', 0, 0, 0];
+    let utf32be = [0, 0, 0xFE, 0xFF, 0, 0, 0, b'{', 0, 0, 0, b'}'];
+    for (bytes, text) in [
+        (
+            &utf16le[..],
+            "is UTF-16 text (it starts with the byte order mark FF FE)",
+        ),
+        (
+            &utf16be[..],
+            "is UTF-16 text (it starts with the byte order mark FE FF)",
+        ),
+        (
+            &utf32le[..],
+            "is UTF-32 text (it starts with the byte order mark FF FE 00 00)",
+        ),
+        (
+            &utf32be[..],
+            "is UTF-32 text (it starts with the byte order mark 00 00 FE FF)",
+        ),
+    ] {
+        let error = encoding_error(bytes);
+        assert_eq!((error.line(), error.column()), (1, 1));
+        assert!(error.message().starts_with(text), "{error}");
+    }
+    // UTF-16 without a mark: NUL bytes beside ASCII.
+    let bare: Vec<u8> = "{\"System\": {}}"
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    let error = encoding_error(&bare);
+    assert_eq!((error.line(), error.column()), (1, 2));
+    assert!(error.message().starts_with("holds a NUL byte"), "{error}");
+}
+
+#[test]
+fn bytes_that_are_not_utf8_are_named_at_their_line_and_column() {
+    // "café" in Latin-1, on line 3 after a multi-byte character on line 2.
+    let latin1 = b"{\n  \"System\": {\"Conns\": 1}, \"\xc3\xa9t\xc3\xa9\": 1,\n  \"Protocol\": {\"caf\xe9\": {}}\n}";
+    let error = encoding_error(latin1);
+    assert_eq!(error.kind(), ConfigErrorKind::Syntax);
+    assert_eq!((error.line(), error.column()), (3, 20));
+    assert!(
+        error.message().starts_with("byte 0xE9 is not UTF-8"),
+        "{error}"
+    );
+    assert!(error.message().contains("Latin-1"), "{error}");
+    // A character cut short by the end of the file, and an overlong encoding.
+    let error = encoding_error(b"{\"System\": {}} \xe2\x82");
+    assert!(
+        error
+            .message()
+            .starts_with("ends in the middle of a UTF-8 character"),
+        "{error}"
+    );
+    let error = encoding_error(b"{\"\xc0\xaf\": 1}");
+    assert_eq!((error.line(), error.column()), (1, 3));
+    assert!(
+        error.message().starts_with("byte 0xC0 is not UTF-8"),
+        "{error}"
+    );
+    // Valid multi-byte text still reads, however it is split.
+    let good = "{\"Protocol\": {\"/caf\u{e9}/\u{1F600}\": {\"Streams\": 3}}}".as_bytes();
+    let read = PartialLimitConfig::from_json_reader(ByteByByte(good)).expect("UTF-8 reads");
+    assert_eq!(
+        read,
+        PartialLimitConfig::from_json_slice(good).expect("UTF-8 reads")
+    );
+    assert_eq!(read.protocol.len(), 1);
+}

@@ -102,6 +102,10 @@ fn a_gzip_trace_reads_back_to_the_events_of_the_workload() {
     let pp = format!("protocol:/p.peer:{peer}");
     let expected = vec![
         "start".to_owned(),
+        "create_scope system".to_owned(),
+        "create_scope transient".to_owned(),
+        "create_scope allowlistedSystem".to_owned(),
+        "create_scope allowlistedTransient".to_owned(),
         "create_scope conn-1".to_owned(),
         "add_conn transient delta=1 in=1 | conns_in=1 | fd=1".to_owned(),
         "add_conn system delta=1 in=1 | conns_in=1 | fd=1".to_owned(),
@@ -188,7 +192,8 @@ fn spans_of_every_scope_are_traced() {
         text.contains(r#""Scope":{"Class":"system","Span":"1.1"},"Name":"system.span-1.span-1""#),
         "{text}"
     );
-    let got: Vec<String> = read_trace(&path).iter().skip(1).map(describe).collect();
+    // After start and the fixed scopes' creation.
+    let got: Vec<String> = read_trace(&path).iter().skip(5).map(describe).collect();
     assert_eq!(
         got,
         [
@@ -213,12 +218,18 @@ struct SlowLines(Arc<Mutex<Vec<u8>>>);
 impl SlowLines {
     /// The lines written so far.
     fn line_count(&self) -> u64 {
+        self.events().len() as u64
+    }
+
+    /// The events written so far.
+    fn events(&self) -> Vec<TraceEvent> {
         self.0
             .lock()
             .expect("not poisoned")
             .split(|b| *b == b'\n')
             .filter(|line| !line.is_empty())
-            .count() as u64
+            .map(|line| serde_json::from_slice(line).expect("a trace event"))
+            .collect()
     }
 }
 
@@ -275,9 +286,105 @@ fn a_full_queue_drops_and_counts_and_never_blocks() {
         "the last stream is traced whole"
     );
     drop(rm);
-    // start, the peer's creation, then per stream: create, three edges and its own add,
-    // three edge removals and destroy.
-    assert_eq!(lines.line_count() + dropped, 2 + 9 * (STREAMS + 1));
+    // The trace says itself how many events it lost, in records between the others.
+    let events = lines.events();
+    let (records, written): (Vec<_>, Vec<_>) = events
+        .iter()
+        .partition(|e| e.kind == TraceEventType::DroppedEvents);
+    assert!(!records.is_empty());
+    assert_eq!(records.iter().map(|e| e.dropped).sum::<u64>(), dropped);
+    // start and the four fixed scopes, the peer's creation, then per stream: create, three
+    // edges and its own add, three edge removals and destroy.
+    assert_eq!(written.len() as u64 + dropped, 5 + 1 + 9 * (STREAMS + 1));
+}
+
+/// A reporter that takes its time with every event: the writer falls behind.
+#[derive(Debug)]
+struct SlowReporter;
+
+impl rcmgr::TraceReporter for SlowReporter {
+    fn consume(&self, _: &TraceEvent) {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+#[test]
+fn a_trace_file_begins_with_the_fixed_scopes_and_counts_its_own_drops() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("trace.jsonl.gz");
+    let mut limits = ConcreteLimitConfig::infinite();
+    limits.system.streams_inbound = 1 << 20;
+    limits.transient.conns = 77;
+    limits.allowlisted_system.memory = 1 << 30;
+    limits.allowlisted_transient.fd = 5;
+    let rm = ResourceManager::builder(limits.clone())
+        .trace_file(&path)
+        .trace_reporter(Arc::new(SlowReporter))
+        .trace_queue(1)
+        .build()
+        .expect("the manager builds");
+    const THREADS: u64 = 2;
+    const STREAMS: u64 = 5_000;
+    std::thread::scope(|scope| {
+        for _ in 0..THREADS {
+            let rm = &rm;
+            scope.spawn(move || {
+                let peer = PeerId::random();
+                let _view = rm.peer(&peer);
+                for _ in 0..STREAMS {
+                    drop(rm.open_stream(peer, Direction::Inbound).expect("unlimited"));
+                }
+            });
+        }
+    });
+    let dropped = rm.trace_dropped();
+    assert!(
+        dropped > 0,
+        "a slow writer behind a queue of one batch drops"
+    );
+    drop(rm);
+
+    let events = read_trace(&path);
+    let preamble: Vec<String> = events.iter().take(5).map(describe).collect();
+    assert_eq!(
+        preamble,
+        [
+            "start",
+            "create_scope system",
+            "create_scope transient",
+            "create_scope allowlistedSystem",
+            "create_scope allowlistedTransient",
+        ]
+    );
+    let created: Vec<BaseLimit> = events[1..5]
+        .iter()
+        .map(|e| match e.limit {
+            Some(TraceLimit::Scope(limit)) => limit,
+            _ => panic!("create_scope carries the scope's limit: {e:?}"),
+        })
+        .collect();
+    assert_eq!(
+        created,
+        [
+            limits.system,
+            limits.transient,
+            limits.allowlisted_system,
+            limits.allowlisted_transient
+        ]
+    );
+    assert!(events[..5].iter().all(|e| e.time == events[0].time));
+    let in_file: u64 = events
+        .iter()
+        .filter(|e| e.kind == TraceEventType::DroppedEvents)
+        .map(|e| e.dropped)
+        .sum();
+    assert_eq!(in_file, dropped, "the file's count is the manager's");
+    let written = events
+        .iter()
+        .filter(|e| e.kind != TraceEventType::DroppedEvents)
+        .count() as u64;
+    // The preamble, each thread's peer, and 9 events per stream.
+    assert_eq!(written + dropped, 5 + THREADS * (1 + 9 * STREAMS));
 }
 
 /// Counts every callback by name, and the refusals' details.
@@ -285,6 +392,7 @@ fn a_full_queue_drops_and_counts_and_never_blocks() {
 struct Calls {
     counts: Mutex<BTreeMap<String, u64>>,
     refusals: Mutex<Vec<LimitExceeded>>,
+    asked: Mutex<Vec<(String, rcmgr::ScopeStat)>>,
     conn_memory: Mutex<Vec<(u64, u64)>>,
 }
 
@@ -357,6 +465,13 @@ impl MetricsReporter for Calls {
             .expect("not poisoned")
             .push(refusal.clone());
     }
+    fn refused_amount(&self, refusal: &LimitExceeded, asked: &rcmgr::ScopeStat) {
+        self.hit("refused_amount");
+        self.asked
+            .lock()
+            .expect("not poisoned")
+            .push((refusal.refused_by().to_string(), *asked));
+    }
     fn conn_memory(&self, old: u64, new: u64) {
         self.conn_memory
             .lock()
@@ -421,6 +536,7 @@ fn metrics_callbacks_fire_once_per_event() {
         ("allow_service", 1),
         ("block_service", 1),
         ("limit_exceeded", 4),
+        ("refused_amount", 4),
     ] {
         assert_eq!(calls.count(name), count, "{name}");
     }
@@ -439,6 +555,31 @@ fn metrics_callbacks_fire_once_per_event() {
         ]
     );
     assert_eq!(refusals[0].direction(), Some(Direction::Inbound));
+    // What each refusal asked of the scope that refused, as go's block events carry it.
+    let asked = calls.asked.lock().expect("not poisoned").clone();
+    let stat = |f: fn(&mut rcmgr::ScopeStat)| {
+        let mut stat = rcmgr::ScopeStat::default();
+        f(&mut stat);
+        stat
+    };
+    assert_eq!(
+        asked,
+        [
+            (
+                "transient".to_owned(),
+                stat(|s| {
+                    s.conns_inbound = 1;
+                    s.fd = 1;
+                })
+            ),
+            ("system".to_owned(), stat(|s| s.memory = 1 << 20)),
+            (
+                format!("protocol:/p.peer:{peer}"),
+                stat(|s| s.streams_inbound = 1)
+            ),
+            ("service:s".to_owned(), stat(|s| s.streams_inbound = 1)),
+        ]
+    );
     drop(span);
     drop(conn);
     assert_eq!(

@@ -42,7 +42,7 @@ use rcmgr::{ConcreteLimitConfig, ResourceManager, ResourceScope};
 use self::{attack::Attacker, honest::HonestPeer};
 pub use self::{
     peaks::Peaks,
-    report::{HONEST_SERVICE_THRESHOLD, Outcome, Verdict},
+    report::{HONEST_SERVICE_PERCENT, Outcome, Verdict},
     serve::MetricsServer,
     tally::{LiveSlot, LiveTotals, Op, RefusalKey, Refused, RefusedBy, Role, Tally},
 };
@@ -50,7 +50,7 @@ use crate::{
     cli::{Attack, SimulateArgs},
     error::{CliError, Status},
     sizing::{LimitsSource, Sizing},
-    units::{Count, Rate},
+    units::{Count, Percent, Rate},
 };
 
 /// How often usage is sampled and the progress line redrawn.
@@ -89,12 +89,13 @@ pub fn run(args: &SimulateArgs, out: &mut dyn Write) -> Result<Status, CliError>
     if let (Some(path), Some(dropped)) = (&simulation.trace, outcome.trace_dropped) {
         writeln!(
             out,
-            "\nTrace written to {}; {} events dropped because the trace could not keep up.",
+            "\nTrace written to {}; {} events dropped because the trace could not keep up \
+             (the trace records where: `rcmgr trace` reports the gaps).",
             path.display(),
             Count(dropped)
         )?;
     }
-    Ok(Status::Ok)
+    Ok(outcome.status())
 }
 
 /// A simulation to run.
@@ -142,10 +143,8 @@ impl Simulation {
         // A thread without peers would only spin.
         let threads = self.threads.clamp(1, self.peers.max(1));
         let mut registry = prometheus_client::registry::Registry::default();
-        let metrics = self
-            .metrics
-            .map(|_| rcmgr_prometheus::PrometheusReporter::new(&mut registry));
-        let rm = build_manager(self.limits.clone(), metrics.as_ref(), self.trace.as_deref())?;
+        let metrics = self.metrics.map(|_| &mut registry);
+        let rm = build_manager(self.limits.clone(), metrics, self.trace.as_deref())?;
         let start = Instant::now();
         let mut per_thread: Vec<Vec<HonestPeer>> = (0..threads).map(|_| Vec::new()).collect();
         for index in 0..self.peers {
@@ -318,12 +317,8 @@ pub fn default_peers(limits: &ConcreteLimitConfig) -> usize {
 /// The progress line's text: throughput, the honest peers' success rate and the refusals of
 /// the attacker.
 fn progress_message(attack: Attack, rate: Rate, totals: &LiveTotals) -> String {
-    let served = if totals.honest_attempts == 0 {
-        100.0
-    } else {
-        totals.honest_successes as f64 * 100.0 / totals.honest_attempts as f64
-    };
-    let mut message = format!("{rate} · honest ok {served:.2}%");
+    let served = Percent::of(totals.honest_successes, totals.honest_attempts, 2);
+    let mut message = format!("{rate} · honest ok {served}");
     if attack != Attack::None {
         message.push_str(&format!(
             " · attacker refused {}",
@@ -340,23 +335,20 @@ fn millis(duration: Duration) -> u64 {
 /// The manager the peers run against: `limits`, with idle peer scopes collected every
 /// [`GC_EVERY`].
 ///
-/// `--metrics` adds the Prometheus reporter, bound to the manager, and `--trace` the trace
-/// file.
+/// `--metrics` installs go's Prometheus metrics on `metrics` (the registry the server
+/// serves), and `--trace` the trace file.
 fn build_manager(
     limits: ConcreteLimitConfig,
-    metrics: Option<&Arc<rcmgr_prometheus::PrometheusReporter>>,
+    metrics: Option<&mut prometheus_client::registry::Registry>,
     trace: Option<&std::path::Path>,
 ) -> Result<ResourceManager, CliError> {
     let mut builder = ResourceManager::builder(limits).gc_interval(GC_EVERY);
-    if let Some(metrics) = metrics {
-        builder = builder.metrics(Arc::clone(metrics) as Arc<dyn rcmgr::MetricsReporter>);
-    }
     if let Some(path) = trace {
         builder = builder.trace_file(path);
     }
-    let rm = builder.build().map_err(CliError::Manager)?;
-    if let Some(metrics) = metrics {
-        metrics.bind(&rm);
+    match metrics {
+        Some(registry) => rcmgr_prometheus::PrometheusReporter::install(builder, registry),
+        None => builder.build(),
     }
-    Ok(rm)
+    .map_err(CliError::Manager)
 }

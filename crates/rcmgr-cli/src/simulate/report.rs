@@ -10,13 +10,14 @@ use super::{
 };
 use crate::{
     cli::Attack,
+    error::Status,
     table::Table,
-    units::{Count, Rate},
+    units::{Count, Percent, Rate},
 };
 
-/// The share of their operations honest peers must keep getting for the verdict to say they
-/// were served.
-pub const HONEST_SERVICE_THRESHOLD: f64 = 0.99;
+/// The share of their operations, in percent, honest peers must keep getting for the verdict
+/// to say they were served.
+pub const HONEST_SERVICE_PERCENT: u64 = 99;
 
 /// Everything a simulation found.
 #[derive(Debug)]
@@ -62,17 +63,34 @@ pub enum Verdict {
 }
 
 impl Outcome {
-    /// The share of honest operations that succeeded, or `None` if there were none.
-    pub fn honest_success_rate(&self) -> Option<f64> {
-        let attempts = self.tally.total_attempts(Role::Honest);
-        (attempts > 0).then(|| self.tally.total_successes(Role::Honest) as f64 / attempts as f64)
+    /// The honest operations that succeeded and those attempted.
+    pub fn honest_successes(&self) -> (u64, u64) {
+        (
+            self.tally.total_successes(Role::Honest),
+            self.tally.total_attempts(Role::Honest),
+        )
     }
 
-    /// Whether the honest peers kept getting at least [`HONEST_SERVICE_THRESHOLD`] of their
-    /// operations, or `None` if they made none (no honest peers, or no time).
+    /// Whether the honest peers kept getting at least [`HONEST_SERVICE_PERCENT`] of their
+    /// operations (exactly, in integers), or `None` if they made none (no honest peers, or no
+    /// time).
     pub fn honest_served(&self) -> Option<bool> {
-        self.honest_success_rate()
-            .map(|rate| rate >= HONEST_SERVICE_THRESHOLD)
+        let (successes, attempts) = self.honest_successes();
+        (attempts > 0).then(|| {
+            u128::from(successes) * 100 >= u128::from(attempts) * u128::from(HONEST_SERVICE_PERCENT)
+        })
+    }
+
+    /// The exit status of `rcmgr simulate`: [`Status::Ok`] when no verdict is no (a verdict
+    /// that does not apply, with no attacker or no honest operation, is not a no), else
+    /// [`Status::Warnings`] (exit status 1).
+    pub fn status(&self) -> Status {
+        let honest_failed = self.honest_served() == Some(false);
+        if honest_failed || self.verdict() == Verdict::NotContained {
+            Status::Warnings
+        } else {
+            Status::Ok
+        }
     }
 
     /// The verdict on the attack.
@@ -153,7 +171,7 @@ impl Outcome {
                 Count(attempts).to_string(),
                 Count(successes).to_string(),
                 Count(attempts - successes).to_string(),
-                percent(successes, attempts),
+                Percent::of(successes, attempts, 2).to_string(),
             ]);
         }
         if table.is_empty() {
@@ -209,61 +227,77 @@ impl Outcome {
     }
 
     fn write_verdict(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let tally = &self.tally;
-        let attempts = tally.total_attempts(Role::Honest);
-        let refused = attempts - tally.total_successes(Role::Honest);
+        let (successes, attempts) = self.honest_successes();
         writeln!(f, "\nverdict")?;
-        match (self.honest_served(), self.honest_success_rate()) {
-            (Some(served), Some(rate)) => writeln!(
+        match self.honest_served() {
+            Some(served) => writeln!(
                 f,
-                "honest peers served: {}: {:.3}% of their {} operations succeeded, {} refused \
-                 (needs {:.0}%)",
+                "honest peers served: {}: {} of their {} operations succeeded, {} refused \
+                 (needs {HONEST_SERVICE_PERCENT}%)",
                 yes_no(served),
-                rate * 100.0,
+                Percent::of(successes, attempts, 3),
                 Count(attempts),
-                Count(refused),
-                HONEST_SERVICE_THRESHOLD * 100.0
+                Count(attempts - successes),
             )?,
-            _ => writeln!(f, "honest peers served: no honest operations in this run")?,
+            None => writeln!(f, "honest peers served: no honest operations in this run")?,
         }
-        let (shared, own) = tally.refusals_by_reach(Role::Attacker);
-        let why = match self.verdict() {
-            Verdict::NoAttack => return writeln!(f, "attacker contained: no attacker in this run"),
-            Verdict::Contained => "yes",
-            Verdict::NotContained => "no",
-        };
+        let (shared, own) = self.tally.refusals_by_reach(Role::Attacker);
         let total = shared + own;
-        write!(f, "attacker contained: {why}: ")?;
-        if total == 0 {
-            return writeln!(f, "no limit ever refused it");
-        }
-        writeln!(
-            f,
-            "{} of its {} refusals came from limits of its own, {} from limits every peer shares",
-            percent(own, total),
-            Count(total),
-            Count(shared)
-        )?;
-        if self.honest_served() == Some(false) {
-            let mut honest: Vec<_> = tally
-                .refusals()
-                .iter()
-                .filter(|((who, _, _), _)| *who == Role::Honest)
-                .collect();
-            honest.sort_by(|a, b| b.1.cmp(a.1));
-            let refused_by: Vec<String> = honest
-                .iter()
-                .take(3)
-                .map(|((_, by, what), count)| format!("{by} {what} ({})", Count(**count)))
-                .collect();
-            writeln!(
+        let refusals = format!(
+            "limits of its own refused it {}, limits every peer shares {} ({} from its own)",
+            times(own),
+            times(shared),
+            Percent::of(own, total, 2)
+        );
+        match self.verdict() {
+            Verdict::NoAttack => writeln!(f, "attacker contained: no attacker in this run"),
+            Verdict::Contained => writeln!(f, "attacker contained: yes: {refusals}"),
+            Verdict::NotContained if self.honest_served() == Some(false) => writeln!(
                 f,
-                "but the honest peers lost more than {:.0}% of their operations, refused by: {}",
-                (1.0 - HONEST_SERVICE_THRESHOLD) * 100.0,
-                refused_by.join(", ")
-            )?;
+                "attacker contained: no: the honest peers were not served: they lost more than \
+                 {}% of their operations, refused by: {}; {refusals}",
+                100 - HONEST_SERVICE_PERCENT,
+                self.honest_refusers().join(", ")
+            ),
+            Verdict::NotContained if total == 0 => {
+                writeln!(f, "attacker contained: no: no limit ever refused it")
+            }
+            Verdict::NotContained => writeln!(
+                f,
+                "attacker contained: no: limits every peer shares refused it {}, {} limits of its \
+                 own ({}: {} from its own)",
+                times(shared),
+                if shared == own {
+                    "as often as"
+                } else {
+                    "more often than"
+                },
+                times(own),
+                Percent::of(own, total, 2)
+            ),
         }
-        Ok(())
+    }
+
+    /// The three scopes and resources that refused honest peers most, with their counts.
+    fn honest_refusers(&self) -> Vec<String> {
+        let mut honest: Vec<_> = self
+            .tally
+            .refusals()
+            .iter()
+            .filter(|((who, _, _), _)| *who == Role::Honest)
+            .collect();
+        honest.sort_by(|a, b| b.1.cmp(a.1));
+        let refusers: Vec<String> = honest
+            .iter()
+            .take(3)
+            .map(|((_, by, what), count)| format!("{by} {what} ({})", Count(**count)))
+            .collect();
+        if refusers.is_empty() {
+            // Refusals the tally could not attribute: their errors are listed above.
+            vec!["errors other than limits (listed above)".to_owned()]
+        } else {
+            refusers
+        }
     }
 }
 
@@ -292,16 +326,16 @@ impl fmt::Display for Outcome {
     }
 }
 
-fn yes_no(yes: bool) -> &'static str {
-    if yes { "yes" } else { "no" }
+/// `n` times, in words.
+fn times(n: u64) -> String {
+    match n {
+        1 => "once".to_owned(),
+        n => format!("{} times", Count(n)),
+    }
 }
 
-/// `part` of `whole` as a percentage with two decimals.
-fn percent(part: u64, whole: u64) -> String {
-    if whole == 0 {
-        return "-".to_owned();
-    }
-    format!("{:.2}%", part as f64 * 100.0 / whole as f64)
+fn yes_no(yes: bool) -> &'static str {
+    if yes { "yes" } else { "no" }
 }
 
 /// The value at quantile `q` of sorted `values`.
@@ -332,12 +366,115 @@ mod tests {
         assert_eq!(quantile(&[], 0.5), None);
     }
 
+    /// An outcome whose honest peers made `honest` operations, `honest_refused` of them
+    /// refused, and whose attacker was refused `own` times by its own peer scope and `shared`
+    /// times by the system scope.
+    fn outcome(honest: u64, honest_refused: u64, own: u64, shared: u64) -> Outcome {
+        use rcmgr::{ConcreteLimitConfig, Direction, ResourceManager};
+        let mut limits = ConcreteLimitConfig::infinite();
+        limits.peer_default.streams_inbound = 0;
+        limits.system.streams_outbound = 0;
+        let rm = ResourceManager::new(limits);
+        let peer = rcmgr::PeerId::from_bytes(&[0, 2, 1, 2]).expect("an identity peer ID");
+        let own_error = rm
+            .open_stream(peer, Direction::Inbound)
+            .expect_err("refused");
+        let shared_error = rm
+            .open_stream(peer, Direction::Outbound)
+            .expect_err("refused");
+        let mut tally = Tally::default();
+        for i in 0..honest {
+            let _ = tally.call(Role::Honest, Op::SetPeer, || {
+                if i < honest_refused {
+                    Err(own_error.clone())
+                } else {
+                    Ok(())
+                }
+            });
+        }
+        for (count, error) in [(own, &own_error), (shared, &shared_error)] {
+            for _ in 0..count {
+                let _ = tally.call(Role::Attacker, Op::OpenStream, || {
+                    Err::<(), _>(error.clone())
+                });
+            }
+        }
+        Outcome {
+            peers: 1,
+            threads: 1,
+            attack: Attack::StreamFlood,
+            attacker: None,
+            elapsed: Duration::from_secs(1),
+            limits: String::new(),
+            tally,
+            peaks: super::super::Peaks::default().report(),
+            samples: 0,
+            sample_every: Duration::from_millis(100),
+            released: true,
+            trace_dropped: None,
+        }
+    }
+
+    fn verdict_lines(outcome: &Outcome) -> Vec<String> {
+        outcome
+            .to_string()
+            .lines()
+            .skip_while(|line| *line != "verdict")
+            .skip(1)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn verdicts_never_contradict_their_figures() {
+        // Two shared refusals among 400,000: contained, and not "100%" from its own limits.
+        let mostly_own = outcome(1_000, 0, 399_998, 2);
+        assert_eq!(mostly_own.status(), Status::Ok);
+        assert_eq!(
+            verdict_lines(&mostly_own),
+            [
+                "honest peers served: yes: 100% of their 1,000 operations succeeded, 0 refused (needs 99%)",
+                "attacker contained: yes: limits of its own refused it 399,998 times, limits every peer shares 2 times (99.99% from its own)",
+            ]
+        );
+        // Honest peers below the threshold: no, with the reason, whatever the attacker's split.
+        let starved = outcome(1_000, 11, 399_998, 2);
+        assert_eq!(starved.status(), Status::Warnings);
+        let lines = verdict_lines(&starved);
+        assert_eq!(
+            lines[0],
+            "honest peers served: no: 98.900% of their 1,000 operations succeeded, 11 refused (needs 99%)"
+        );
+        assert!(
+            lines[1].starts_with(
+                "attacker contained: no: the honest peers were not served: they lost more than 1% of their operations"
+            ),
+            "{}",
+            lines[1]
+        );
+        // Exactly at the threshold is served; one refusal short of all is not shown as 100%.
+        assert_eq!(outcome(1_000, 10, 5, 0).status(), Status::Ok);
+        let one_short = verdict_lines(&outcome(100_000, 1, 5, 0));
+        assert!(
+            one_short[0].contains(": 99.999% of their 100,000"),
+            "{}",
+            one_short[0]
+        );
+        // Shared limits refusing as often as its own: not contained, and said so.
+        let shared = verdict_lines(&outcome(10, 0, 3, 3));
+        assert_eq!(
+            shared[1],
+            "attacker contained: no: limits every peer shares refused it 3 times, as often as limits of its own (3 times: 50.00% from its own)"
+        );
+        assert_eq!(outcome(10, 0, 3, 3).status(), Status::Warnings);
+        let never = verdict_lines(&outcome(10, 0, 0, 0));
+        assert_eq!(never[1], "attacker contained: no: no limit ever refused it");
+    }
+
     #[test]
     fn durations_and_shares_read_plainly() {
         assert_eq!(nanos(250), "250 ns");
         assert_eq!(nanos(1_500), "1.5 µs");
         assert_eq!(nanos(2_000_000), "2.0 ms");
-        assert_eq!(percent(1, 3), "33.33%");
-        assert_eq!(percent(0, 0), "-");
     }
 }

@@ -87,7 +87,8 @@ pub(crate) fn error(root: &Root, asked: ScopeName, refusal: Refusal, transfer: b
 
 /// [`error`], with go's trace of the parents that took their part before the refusal and
 /// gave it back: a reservation event on each (`took` names each, in walk order, with what it
-/// holds), the refusal's block event, a release event on each (in reverse).
+/// holds now, after the rollback: the event records what it held with the part taken), the
+/// refusal's block event, a release event on each (in reverse).
 #[cold]
 pub(crate) fn error_after(
     root: &Root,
@@ -104,7 +105,14 @@ pub(crate) fn error_after(
     };
     if let Some((tracer, count, change)) = rolled_back {
         for index in 0..count {
-            tracer.changed(|| took(index), change, true);
+            tracer.changed(
+                || {
+                    let (name, held) = took(index);
+                    (name, with_change(held, change))
+                },
+                change,
+                true,
+            );
         }
     }
     let err = error(root, asked, refusal, transfer);
@@ -114,6 +122,21 @@ pub(crate) fn error_after(
         }
     }
     err
+}
+
+/// What a scope holding `held` held with `change` taken too.
+fn with_change(held: ScopeStat, change: Change) -> ScopeStat {
+    let count = |held: u32, more: u64| {
+        u32::try_from(u64::from(held).saturating_add(more)).unwrap_or(u32::MAX)
+    };
+    ScopeStat {
+        streams_inbound: count(held.streams_inbound, change.streams.0),
+        streams_outbound: count(held.streams_outbound, change.streams.1),
+        conns_inbound: count(held.conns_inbound, change.conns.0),
+        conns_outbound: count(held.conns_outbound, change.conns.1),
+        fd: count(held.fd, change.conns.2),
+        memory: held.memory.saturating_add(change.memory),
+    }
 }
 
 /// A scope as the trace records it: its name and what it holds.

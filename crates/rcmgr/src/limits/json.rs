@@ -77,7 +77,28 @@ impl PartialLimitConfig {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn from_json_str(json: &str) -> Result<Self, Error> {
+        if json.starts_with('\u{feff}') {
+            return Err(encoding_error(EncodingProblem::Bom(Bom::Utf8), 1, 1).into());
+        }
         Ok(parse_document(serde_json::Deserializer::from_str(json))?)
+    }
+
+    /// Reads a limits configuration from the bytes of a file, as
+    /// [`from_json_str`](Self::from_json_str) does once they are known to be UTF-8 text
+    /// without a byte order mark (see [`json_text`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] as for [`from_json_str`](Self::from_json_str), and a
+    /// [`Syntax`](crate::ConfigErrorKind::Syntax) error saying what is wrong, at its line and
+    /// column, for a byte order mark, UTF-16 or UTF-32 text, or bytes that are not UTF-8.
+    ///
+    /// ```
+    /// let err = rcmgr::PartialLimitConfig::from_json_slice(b"\xef\xbb\xbf{}").unwrap_err();
+    /// assert!(err.to_string().contains("byte order mark"), "{err}");
+    /// ```
+    pub fn from_json_slice(json: &[u8]) -> Result<Self, Error> {
+        PartialLimitConfig::from_json_str(json_text(json)?)
     }
 
     /// Reads a limits configuration from a reader, as [`from_json_str`](Self::from_json_str)
@@ -95,8 +116,8 @@ impl PartialLimitConfig {
     /// # Ok::<(), rcmgr::Error>(())
     /// ```
     pub fn from_json_reader(reader: impl Read) -> Result<Self, Error> {
-        let deserializer = serde_json::Deserializer::from_reader(BufReader::new(reader));
-        Ok(parse_document(deserializer)?)
+        let text = Utf8Reader::new(BufReader::new(reader));
+        Ok(parse_document(serde_json::Deserializer::from_reader(text))?)
     }
 
     /// Reads a limits file, as [`from_json_str`](Self::from_json_str) does; errors name the
@@ -118,8 +139,8 @@ impl PartialLimitConfig {
         let path = path.as_ref();
         let in_file = |error: ConfigError| Error::from(error.in_file(path.to_path_buf()));
         let file = File::open(path).map_err(|error| in_file(io_error(&error)))?;
-        let deserializer = serde_json::Deserializer::from_reader(BufReader::new(file));
-        parse_document(deserializer).map_err(in_file)
+        let text = Utf8Reader::new(BufReader::new(file));
+        parse_document(serde_json::Deserializer::from_reader(text)).map_err(in_file)
     }
 
     /// This configuration as compact JSON, byte for byte what go's `json.Marshal(&config)`
@@ -706,16 +727,401 @@ fn parse_document<'de, R: serde_json::de::Read<'de>>(
 ) -> Result<PartialLimitConfig, ConfigError> {
     let config = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = render_path(error.path());
-        json_error(error.inner(), None).at(path, error.inner().line(), error.inner().column())
+        let (line, column) = (error.inner().line(), error.inner().column());
+        match encoding_of(error.into_inner()) {
+            Ok(encoding) => encoding,
+            Err(inner) => json_error(&inner, None).at(path, line, column),
+        }
     })?;
     deserializer.end().map_err(|error| {
-        json_error(&error, Some(ConfigErrorKind::TrailingCharacters)).at(
-            String::new(),
-            error.line(),
-            error.column(),
-        )
+        let (line, column) = (error.line(), error.column());
+        match encoding_of(error) {
+            Ok(encoding) => encoding,
+            Err(error) => json_error(&error, Some(ConfigErrorKind::TrailingCharacters)).at(
+                String::new(),
+                line,
+                column,
+            ),
+        }
     })?;
     Ok(config)
+}
+
+/// The text of a limits file's bytes: UTF-8 without a byte order mark, as JSON is (RFC 8259,
+/// section 8.1) and as go-libp2p and kubo read it. For tools that read a file's bytes
+/// themselves and want its text, or rcmgr's message for why there is none.
+///
+/// # Errors
+///
+/// A [`Syntax`](crate::ConfigErrorKind::Syntax) [`Error::Config`] that says what the bytes
+/// are instead, at the line and column (in characters, from 1) where it shows: a UTF-8 byte
+/// order mark, UTF-16 or UTF-32 text (by their byte order marks, or the NUL bytes of their
+/// ASCII characters), or the first byte that is not UTF-8.
+///
+/// ```
+/// use rcmgr::limits::json_text;
+/// assert_eq!(json_text(b"{\"System\": {}}")?, "{\"System\": {}}");
+/// let err = json_text(b"{\n  \"Service\": {\"caf\xe9\": {}}}").unwrap_err();
+/// let config = err.config().unwrap();
+/// assert_eq!((config.line(), config.column()), (2, 19));
+/// assert!(config.message().starts_with("byte 0xE9 is not UTF-8"), "{err}");
+/// # Ok::<(), rcmgr::Error>(())
+/// ```
+pub fn json_text(bytes: &[u8]) -> Result<&str, Error> {
+    if let Some(bom) = Bom::at_start(bytes) {
+        return Err(encoding_error(EncodingProblem::Bom(bom), 1, 1).into());
+    }
+    let mut position = Position::default();
+    match std::str::from_utf8(bytes) {
+        Ok(text) => match text.find('\0') {
+            Some(nul) => {
+                position.advance(&bytes[..nul]);
+                Err(position.problem(EncodingProblem::Nul).into())
+            }
+            None => Ok(text),
+        },
+        Err(error) => {
+            let valid = error.valid_up_to();
+            position.advance(&bytes[..valid]);
+            if let Some(nul) = bytes[..valid].iter().position(|b| *b == 0) {
+                let mut at_nul = Position::default();
+                at_nul.advance(&bytes[..nul]);
+                return Err(at_nul.problem(EncodingProblem::Nul).into());
+            }
+            let problem = match error.error_len() {
+                Some(_) => EncodingProblem::NotUtf8(bytes[valid]),
+                None => EncodingProblem::Truncated,
+            };
+            Err(position.problem(problem).into())
+        }
+    }
+}
+
+/// A byte order mark a file may start with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Bom {
+    Utf8,
+    Utf16Le,
+    Utf16Be,
+    Utf32Le,
+    Utf32Be,
+}
+
+impl Bom {
+    /// The byte order mark `bytes` start with, if any (UTF-32 LE before UTF-16 LE, whose mark
+    /// it begins with).
+    fn at_start(bytes: &[u8]) -> Option<Bom> {
+        const MARKS: [(&[u8], Bom); 5] = [
+            (&[0xEF, 0xBB, 0xBF], Bom::Utf8),
+            (&[0xFF, 0xFE, 0, 0], Bom::Utf32Le),
+            (&[0, 0, 0xFE, 0xFF], Bom::Utf32Be),
+            (&[0xFF, 0xFE], Bom::Utf16Le),
+            (&[0xFE, 0xFF], Bom::Utf16Be),
+        ];
+        MARKS
+            .iter()
+            .find(|(mark, _)| bytes.starts_with(mark))
+            .map(|(_, bom)| *bom)
+    }
+}
+
+/// What is wrong with the encoding of a document.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EncodingProblem {
+    Bom(Bom),
+    /// A NUL byte: never in JSON text, and what UTF-16 and UTF-32 put beside ASCII.
+    Nul,
+    /// This byte does not start or continue a UTF-8 character.
+    NotUtf8(u8),
+    /// The document ends inside a UTF-8 character.
+    Truncated,
+}
+
+impl fmt::Display for EncodingProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const SAVE: &str = "a limits file is UTF-8 text without a byte order mark";
+        match self {
+            EncodingProblem::Bom(Bom::Utf8) => write!(
+                f,
+                "starts with a UTF-8 byte order mark (bytes EF BB BF), which JSON does not \
+                 allow and go-libp2p and kubo refuse too: save it as UTF-8 without a BOM"
+            ),
+            EncodingProblem::Bom(bom) => {
+                let (name, bytes) = match bom {
+                    Bom::Utf16Le => ("UTF-16", "FF FE"),
+                    Bom::Utf16Be => ("UTF-16", "FE FF"),
+                    Bom::Utf32Le => ("UTF-32", "FF FE 00 00"),
+                    _ => ("UTF-32", "00 00 FE FF"),
+                };
+                write!(
+                    f,
+                    "is {name} text (it starts with the byte order mark {bytes}): {SAVE}; save \
+                     it as UTF-8"
+                )
+            }
+            EncodingProblem::Nul => write!(
+                f,
+                "holds a NUL byte, which JSON text never does (UTF-16 or UTF-32 text has one \
+                 beside every ASCII character): {SAVE}"
+            ),
+            EncodingProblem::NotUtf8(byte) => write!(
+                f,
+                "byte 0x{byte:02X} is not UTF-8: {SAVE} (a file saved as Latin-1 or \
+                 Windows-1252 has such bytes: save it as UTF-8)"
+            ),
+            EncodingProblem::Truncated => {
+                write!(f, "ends in the middle of a UTF-8 character: {SAVE}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for EncodingProblem {}
+
+/// An encoding problem at `line` and `column` as a [`ConfigError`].
+fn encoding_error(problem: EncodingProblem, line: usize, column: usize) -> ConfigError {
+    ConfigError::new(ConfigErrorKind::Syntax, problem.to_string()).at(String::new(), line, column)
+}
+
+/// The encoding problem a reader failed with, or the error as it was.
+fn encoding_of(error: serde_json::Error) -> Result<ConfigError, serde_json::Error> {
+    if error.classify() != serde_json::error::Category::Io {
+        return Err(error);
+    }
+    let io = std::io::Error::from(error);
+    match io
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<Located>())
+    {
+        Some(located) => Ok(encoding_error(
+            located.problem,
+            located.position.line,
+            located.position.column,
+        )),
+        None => Err(serde_json::Error::io(io)),
+    }
+}
+
+/// Where in a document a byte is: line and column (in characters) from 1.
+#[derive(Clone, Copy, Debug)]
+struct Position {
+    line: usize,
+    column: usize,
+}
+
+impl Default for Position {
+    fn default() -> Self {
+        Position { line: 1, column: 1 }
+    }
+}
+
+impl Position {
+    /// Moves past `bytes`, valid UTF-8 (a character counts once, at its first byte).
+    fn advance(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.step(byte);
+        }
+    }
+
+    fn step(&mut self, byte: u8) {
+        if byte == b'\n' {
+            self.line += 1;
+            self.column = 1;
+        } else if byte & 0xC0 != 0x80 {
+            self.column += 1;
+        }
+    }
+
+    fn problem(self, problem: EncodingProblem) -> ConfigError {
+        encoding_error(problem, self.line, self.column)
+    }
+}
+
+/// An encoding problem with where it is, as the error a [`Utf8Reader`] fails with.
+#[derive(Debug)]
+struct Located {
+    problem: EncodingProblem,
+    position: Position,
+}
+
+impl fmt::Display for Located {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "line {} column {}: {}",
+            self.position.line, self.position.column, self.problem
+        )
+    }
+}
+
+impl std::error::Error for Located {}
+
+/// Passes a reader's bytes on while checking, as they go, that they are UTF-8 text without a
+/// byte order mark (as [`json_text`] does for bytes in hand), so that a file is never held
+/// whole: the first bad byte fails the read with a [`Located`] problem. A character's first
+/// byte is passed on only once the rest of it has been read and checked, so a parser never
+/// sees the start of a bad character (it would report something else).
+struct Utf8Reader<R> {
+    inner: R,
+    position: Position,
+    /// Bytes read ahead and checked but not passed on yet (the first bytes, read to look for a
+    /// byte order mark, and the rest of a character begun at the end of a read).
+    carry: [u8; 8],
+    carry_len: usize,
+    carry_passed: usize,
+    started: bool,
+    /// Continuation bytes still expected of the current character.
+    pending: u8,
+    /// The smallest and largest byte the next continuation byte may be (UTF-8's rules for the
+    /// second byte of E0, ED, F0 and F4 sequences; 80..=BF otherwise).
+    next_range: (u8, u8),
+    /// The first byte of the current character and where it is: a bad character is reported
+    /// there, as [`json_text`] reports it.
+    lead: (u8, Position),
+}
+
+impl<R: Read> Utf8Reader<R> {
+    fn new(inner: R) -> Self {
+        Utf8Reader {
+            inner,
+            position: Position::default(),
+            carry: [0; 8],
+            carry_len: 0,
+            carry_passed: 0,
+            started: false,
+            pending: 0,
+            next_range: (0x80, 0xBF),
+            lead: (0, Position::default()),
+        }
+    }
+
+    fn fail(&self, problem: EncodingProblem) -> std::io::Error {
+        // A bad or cut-short character is reported at its first byte.
+        let (problem, position) = match problem {
+            EncodingProblem::NotUtf8(_) if self.pending > 0 => {
+                (EncodingProblem::NotUtf8(self.lead.0), self.lead.1)
+            }
+            EncodingProblem::Truncated => (problem, self.lead.1),
+            _ => (problem, self.position),
+        };
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            Located { problem, position },
+        )
+    }
+
+    /// One byte from the inner reader, or `None` at its end.
+    fn next_byte(&mut self) -> std::io::Result<Option<u8>> {
+        let mut byte = [0u8];
+        loop {
+            match self.inner.read(&mut byte) {
+                Ok(0) => return Ok(None),
+                Ok(_) => return Ok(Some(byte[0])),
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// Checks `byte` and keeps it to pass on.
+    fn carry_byte(&mut self, byte: u8) -> std::io::Result<()> {
+        self.check(byte).map_err(|problem| self.fail(problem))?;
+        self.carry[self.carry_len] = byte;
+        self.carry_len += 1;
+        Ok(())
+    }
+
+    /// Reads and checks the rest of the current character into the carry.
+    fn complete_character(&mut self) -> std::io::Result<()> {
+        while self.pending > 0 {
+            match self.next_byte()? {
+                Some(byte) => self.carry_byte(byte)?,
+                None => return Err(self.fail(EncodingProblem::Truncated)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the first bytes (up to a mark's length), refuses a byte order mark, and checks
+    /// them.
+    fn start(&mut self) -> std::io::Result<()> {
+        self.started = true;
+        let mut head = [0u8; 4];
+        let mut filled = 0;
+        while filled < head.len() {
+            match self.next_byte()? {
+                Some(byte) => {
+                    head[filled] = byte;
+                    filled += 1;
+                }
+                None => break,
+            }
+        }
+        if let Some(bom) = Bom::at_start(&head[..filled]) {
+            return Err(self.fail(EncodingProblem::Bom(bom)));
+        }
+        for &byte in &head[..filled] {
+            self.carry_byte(byte)?;
+        }
+        self.complete_character()
+    }
+
+    /// Checks one byte; `Err` with the problem it is.
+    fn check(&mut self, byte: u8) -> Result<(), EncodingProblem> {
+        if self.pending > 0 {
+            let (low, high) = self.next_range;
+            if !(low..=high).contains(&byte) {
+                return Err(EncodingProblem::NotUtf8(byte));
+            }
+            self.pending -= 1;
+            self.next_range = (0x80, 0xBF);
+            return Ok(());
+        }
+        let (pending, range) = match byte {
+            0 => return Err(EncodingProblem::Nul),
+            0x01..=0x7F => (0, (0x80, 0xBF)),
+            0xC2..=0xDF => (1, (0x80, 0xBF)),
+            0xE0 => (2, (0xA0, 0xBF)),
+            0xE1..=0xEC | 0xEE..=0xEF => (2, (0x80, 0xBF)),
+            0xED => (2, (0x80, 0x9F)),
+            0xF0 => (3, (0x90, 0xBF)),
+            0xF1..=0xF3 => (3, (0x80, 0xBF)),
+            0xF4 => (3, (0x80, 0x8F)),
+            _ => return Err(EncodingProblem::NotUtf8(byte)),
+        };
+        self.lead = (byte, self.position);
+        self.position.step(byte);
+        self.pending = pending;
+        self.next_range = range;
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for Utf8Reader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if !self.started {
+            self.start()?;
+        }
+        if self.carry_passed < self.carry_len {
+            let rest = &self.carry[self.carry_passed..self.carry_len];
+            let n = rest.len().min(buf.len());
+            buf[..n].copy_from_slice(&rest[..n]);
+            self.carry_passed += n;
+            if self.carry_passed == self.carry_len {
+                (self.carry_len, self.carry_passed) = (0, 0);
+            }
+            return Ok(n);
+        }
+        let n = self.inner.read(buf)?;
+        for &byte in &buf[..n] {
+            if let Err(problem) = self.check(byte) {
+                return Err(self.fail(problem));
+            }
+        }
+        // A character begun in `buf` is checked whole before `buf` is passed on.
+        self.complete_character()?;
+        Ok(n)
+    }
 }
 
 /// A serde_json error as a [`ConfigError`] (without its location, which the caller adds).

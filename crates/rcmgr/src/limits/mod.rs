@@ -48,6 +48,6 @@ pub use ip::{
     ConnLimitPerSubnet, ConnRateLimits, IpLimits, NetworkPrefixLimit, PrefixRateLimit,
     SubnetRateLimit,
 };
-pub use json::names_field;
+pub use json::{json_text, names_field};
 pub use partial::{LimitVal, PartialLimitConfig, ResourceLimits};
 pub use scaling::{ScalingLimit, ScalingLimitConfig};

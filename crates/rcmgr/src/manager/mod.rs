@@ -1056,18 +1056,25 @@ fn trace_setup(
     let now_ns = wall_clock_ns();
     let clock = StdArc::new(crate::sync::AtomicU64::new(now_ns));
     let congested = StdArc::new(crate::sync::AtomicBool::new(false));
-    let tracer = observe::Tracer::new(sender, StdArc::clone(&clock), StdArc::clone(&congested));
-    // The first event: the limits in force, at the time the clock starts from.
+    let unreported = StdArc::new(crate::sync::AtomicU64::new(0));
+    let first_drop = StdArc::new(crate::sync::AtomicU64::new(0));
+    let tracer = observe::Tracer::new(
+        sender,
+        StdArc::clone(&clock),
+        StdArc::clone(&congested),
+        StdArc::clone(&unreported),
+        StdArc::clone(&first_drop),
+    );
     let start_time = std::time::UNIX_EPOCH + Duration::from_nanos(now_ns);
-    let mut start = observe::TraceEvent::new(start_time, observe::TraceEventType::Start);
-    start.limit = Some(observe::TraceLimit::Config(Box::new(limits.to_partial())));
     let setup = WriterSetup {
         output,
         reporters,
         queue: receiver,
         clock,
         congested,
-        start,
+        unreported,
+        first_drop,
+        preamble: observe::trace_preamble(start_time, limits),
     };
     Ok(Some((tracer, setup)))
 }

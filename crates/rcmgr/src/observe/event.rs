@@ -13,7 +13,8 @@ use crate::{
     types::{ScopeName, ScopeStat, name::Base58},
 };
 
-/// What a [`TraceEvent`] records: go's `TraceEvtTyp`, with go's names on the wire.
+/// What a [`TraceEvent`] records: go's `TraceEvtTyp`, with go's names on the wire, and one
+/// type of rcmgr's own, [`DroppedEvents`](Self::DroppedEvents), which go's readers skip.
 ///
 /// ```
 /// use rcmgr::TraceEventType;
@@ -47,11 +48,18 @@ pub enum TraceEventType {
     BlockAddConn,
     /// Connections (and file descriptors) were removed from a scope.
     RemoveConn,
+    /// Not go's: events were lost here because the trace could not keep up
+    /// (`"dropped_events"`, with their number in `Dropped`, at the time the first of them was
+    /// lost; the gap runs to the next event). go's readers ignore a type they do not know, so
+    /// a trace that holds these still reads there, as a partial trace; `rcmgr trace` reports
+    /// them and marks the gaps.
+    DroppedEvents,
 }
 
 impl TraceEventType {
-    /// Every event type, in go's order.
-    pub const ALL: [TraceEventType; 12] = [
+    /// Every event type: go's twelve in go's order, then rcmgr's
+    /// [`DroppedEvents`](Self::DroppedEvents).
+    pub const ALL: [TraceEventType; 13] = [
         TraceEventType::Start,
         TraceEventType::CreateScope,
         TraceEventType::DestroyScope,
@@ -64,6 +72,7 @@ impl TraceEventType {
         TraceEventType::AddConn,
         TraceEventType::BlockAddConn,
         TraceEventType::RemoveConn,
+        TraceEventType::DroppedEvents,
     ];
 
     /// go's name for the type (`"reserve_memory"`, ...).
@@ -81,6 +90,7 @@ impl TraceEventType {
             TraceEventType::AddConn => "add_conn",
             TraceEventType::BlockAddConn => "block_add_conn",
             TraceEventType::RemoveConn => "remove_conn",
+            TraceEventType::DroppedEvents => "dropped_events",
         }
     }
 
@@ -155,6 +165,12 @@ pub enum TraceLimit {
 /// go-libp2p's trace files read rcmgr's, and the other way round (`Deserialize` reads go's
 /// local-time offsets too).
 ///
+/// One field and one type are rcmgr's own, both skipped by go's readers (go's
+/// `encoding/json` ignores unknown fields, and go's consumers switch on the types they know):
+/// a `dropped_events` event, with the number of events lost before it in `Dropped`, written
+/// where the trace had to drop events, so that a reader knows the trace is partial and where
+/// (see [`TraceEventType::DroppedEvents`]).
+///
 /// The `Scope` object is `{"Class":"system"}`, `{"Class":"conn","Conn":"3"}`,
 /// `{"Class":"protocol-peer","Protocol":"/p","Peer":"12D3…"}` and so on. A span's object is
 /// its owner's with `"Span"` added, the span numbers from the owner down joined by dots:
@@ -207,6 +223,9 @@ pub struct TraceEvent {
     pub conns_out: i64,
     /// The scope's file descriptors afterwards.
     pub fd: i64,
+    /// On a [`DroppedEvents`](TraceEventType::DroppedEvents) event: how many events were
+    /// lost since the previous event of the trace (rcmgr's own field, `Dropped`); 0 otherwise.
+    pub dropped: u64,
 }
 
 impl TraceEvent {
@@ -232,7 +251,25 @@ impl TraceEvent {
             conns_in: 0,
             conns_out: 0,
             fd: 0,
+            dropped: 0,
         }
+    }
+
+    /// A [`DroppedEvents`](TraceEventType::DroppedEvents) event at `time`: `dropped` events
+    /// were lost before it.
+    ///
+    /// ```
+    /// let event = rcmgr::TraceEvent::dropped_events(std::time::UNIX_EPOCH, 7);
+    /// assert_eq!(
+    ///     serde_json::to_string(&event)?,
+    ///     r#"{"Time":"1970-01-01T00:00:00Z","Type":"dropped_events","Dropped":7}"#
+    /// );
+    /// # Ok::<(), serde_json::Error>(())
+    /// ```
+    pub fn dropped_events(time: SystemTime, dropped: u64) -> Self {
+        let mut event = TraceEvent::new(time, TraceEventType::DroppedEvents);
+        event.dropped = dropped;
+        event
     }
 
     /// The scope's totals after the event, as a [`ScopeStat`]. Only the totals of the
@@ -401,6 +438,9 @@ impl Serialize for TraceEvent {
                 map.serialize_entry(name, &value)?;
             }
         }
+        if self.dropped != 0 {
+            map.serialize_entry("Dropped", &self.dropped)?;
+        }
         map.end()
     }
 }
@@ -436,6 +476,8 @@ struct RawEvent {
     conns_out: i64,
     #[serde(default, rename = "FD")]
     fd: i64,
+    #[serde(default)]
+    dropped: u64,
 }
 
 impl<'de> Deserialize<'de> for TraceEvent {
@@ -470,6 +512,7 @@ impl<'de> Deserialize<'de> for TraceEvent {
             conns_in: raw.conns_in,
             conns_out: raw.conns_out,
             fd: raw.fd,
+            dropped: raw.dropped,
         })
     }
 }
@@ -557,6 +600,17 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<TraceEvent>(&line).expect("reads"),
             start
+        );
+
+        let dropped = TraceEvent::dropped_events(UNIX_EPOCH + Duration::new(2, 0), 123);
+        let line = serde_json::to_string(&dropped).expect("serializes");
+        assert!(
+            line.ends_with(r#""Type":"dropped_events","Dropped":123}"#),
+            "{line}"
+        );
+        assert_eq!(
+            serde_json::from_str::<TraceEvent>(&line).expect("reads"),
+            dropped
         );
 
         let mut release = event(TraceEventType::ReleaseMemory, ScopeName::System);

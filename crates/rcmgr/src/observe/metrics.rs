@@ -4,7 +4,10 @@
 
 use libp2p_identity::PeerId;
 
-use crate::{error::LimitExceeded, types::Direction};
+use crate::{
+    error::LimitExceeded,
+    types::{Direction, ScopeStat},
+};
 
 /// Callbacks for what the manager allows and refuses (go's `MetricsReporter`), for counters
 /// of your own or for an exporter such as `rcmgr-prometheus`. Install one with
@@ -82,6 +85,36 @@ pub trait MetricsReporter: Send + Sync + 'static {
     /// whose limit refused ([`LimitExceeded::refused_by`]), the resource and the numbers. This
     /// is what the refusal counters of an exporter (go's `blocked_resources`) count.
     fn limit_exceeded(&self, refusal: &LimitExceeded) {}
+    /// The same refusal as [`limit_exceeded`](Self::limit_exceeded), called right after it,
+    /// with what the refused reservation asked of the scope that refused, as go's `block_*`
+    /// trace event carries it: `memory` for a memory refusal; `streams_inbound` and
+    /// `streams_outbound` for a stream refusal; `conns_inbound`, `conns_outbound` and `fd` for
+    /// a connection refusal (a connection that wanted a file descriptor asks for one, whichever
+    /// limit refused it); every other field 0. go's `blocked_resources` adds these amounts,
+    /// so an exporter with go's values counts here.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use rcmgr::{ConcreteLimitConfig, Direction, LimitExceeded, MetricsReporter, ResourceManager, ScopeStat};
+    ///
+    /// #[derive(Debug, Default)]
+    /// struct Asked(Mutex<Vec<ScopeStat>>);
+    /// impl MetricsReporter for Asked {
+    ///     fn refused_amount(&self, _refusal: &LimitExceeded, asked: &ScopeStat) {
+    ///         self.0.lock().unwrap().push(*asked);
+    ///     }
+    /// }
+    ///
+    /// let mut limits = ConcreteLimitConfig::infinite();
+    /// limits.system.conns_inbound = 0;
+    /// let asked = Arc::new(Asked::default());
+    /// let rm = ResourceManager::builder(limits).metrics(asked.clone()).build()?;
+    /// assert!(rm.open_connection(Direction::Inbound, true, &"/ip4/10.0.0.1/tcp/1".parse()?).is_err());
+    /// let asked = asked.0.lock().unwrap();
+    /// assert_eq!((asked[0].conns_inbound, asked[0].conns_outbound, asked[0].fd), (1, 0, 1));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    fn refused_amount(&self, refusal: &LimitExceeded, asked: &ScopeStat) {}
     /// A connection scope's own memory changed from `old` to `new` bytes (a reservation or
     /// release on the connection or one of its spans, or its close). go exports the
     /// distribution of connection memory from these changes; connections cannot be listed at

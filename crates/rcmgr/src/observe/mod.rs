@@ -65,6 +65,28 @@ impl Change {
         conns: (0, 0, 0),
     };
 
+    /// What this change asks of the kind of resource `resource` belongs to, as go's
+    /// `block_*` trace event carries it (see [`MetricsReporter::refused_amount`]): the bytes
+    /// for memory, both stream directions for streams, both connection directions and the
+    /// file descriptors for connections; every other field 0.
+    pub(crate) fn asked_of(self, resource: Resource) -> ScopeStat {
+        let count = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+        let mut asked = ScopeStat::default();
+        match resource {
+            Resource::Memory { .. } => asked.memory = self.memory,
+            Resource::StreamsInbound | Resource::StreamsOutbound | Resource::Streams => {
+                asked.streams_inbound = count(self.streams.0);
+                asked.streams_outbound = count(self.streams.1);
+            }
+            _ => {
+                asked.conns_inbound = count(self.conns.0);
+                asked.conns_outbound = count(self.conns.1);
+                asked.fd = count(self.conns.2);
+            }
+        }
+        asked
+    }
+
     /// How many kinds of resource (memory, streams, connections) change: the number of
     /// events the change makes at one scope.
     #[inline]
@@ -174,11 +196,43 @@ impl Observer {
         }
         if let Some(metrics) = self.metrics() {
             metrics.limit_exceeded(refusal);
+            metrics.refused_amount(refusal, &change.asked_of(refusal.resource()));
         }
         if tracing::enabled!(target: "rcmgr", tracing::Level::DEBUG) {
             log_refusal(refusal, held, change.conns.2 > 0);
         }
     }
+}
+
+/// The first events of every trace, as go's begins: `start` with the limits in force, then a
+/// `create_scope` with its limit for each fixed scope, in the order go creates them right
+/// after starting its trace (system, transient, allowlistedSystem, allowlistedTransient), all
+/// at `time`.
+#[cfg(not(rcmgr_loom))]
+pub(crate) fn trace_preamble(
+    time: std::time::SystemTime,
+    limits: &ConcreteLimitConfig,
+) -> Vec<TraceEvent> {
+    use crate::types::ScopeName;
+    let mut start = TraceEvent::new(time, TraceEventType::Start);
+    start.limit = Some(TraceLimit::Config(Box::new(limits.to_partial())));
+    let fixed = [
+        (ScopeName::System, limits.system),
+        (ScopeName::Transient, limits.transient),
+        (ScopeName::AllowlistedSystem, limits.allowlisted_system),
+        (
+            ScopeName::AllowlistedTransient,
+            limits.allowlisted_transient,
+        ),
+    ];
+    let mut preamble = vec![start];
+    preamble.extend(fixed.into_iter().map(|(name, limit)| {
+        let mut created = TraceEvent::new(time, TraceEventType::CreateScope);
+        created.scope = Some(name);
+        created.limit = Some(TraceLimit::Scope(limit));
+        created
+    }));
+    preamble
 }
 
 /// go's debug log of a refusal: its message and keys.

@@ -113,11 +113,16 @@ pub(crate) struct Record {
     pub(crate) detail: Detail,
 }
 
-/// Events recorded together, with the coarse time at which they were handed on.
+/// Events recorded together, with the coarse time at which they were handed on, and the
+/// events dropped since the batch before it got through.
 #[derive(Debug)]
 pub(crate) struct Batch {
     pub(crate) stamp_ns: u64,
     pub(crate) records: Vec<Record>,
+    /// Events dropped before this batch (and after the one before it that got through).
+    pub(crate) dropped_before: u64,
+    /// The trace clock when the first of them was dropped (0 when none were).
+    pub(crate) first_drop_ns: u64,
 }
 
 /// What the writer thread is told.
@@ -152,7 +157,15 @@ thread_local! {
 #[derive(Debug)]
 pub(crate) struct Tracer {
     queue: SyncSender<Message>,
+    /// Events dropped so far.
     dropped: AtomicU64,
+    /// Events dropped and not reported in the trace yet: the next batch handed on carries
+    /// them, and the writer writes a `dropped_events` record before it (or at a flush or the
+    /// stop, for what no batch carried). Shared with the writer.
+    unreported: StdArc<AtomicU64>,
+    /// The trace clock when the first of [`unreported`](Self::unreported) was dropped (0:
+    /// none): the record's time, where the gap begins. Shared with the writer.
+    first_drop: StdArc<AtomicU64>,
     /// Set when a batch finds the queue full, cleared by the writer when it has emptied the
     /// queue (see the module docs). Shared with the writer.
     congested: StdArc<AtomicBool>,
@@ -166,10 +179,14 @@ impl Tracer {
         queue: SyncSender<Message>,
         clock: StdArc<AtomicU64>,
         congested: StdArc<AtomicBool>,
+        unreported: StdArc<AtomicU64>,
+        first_drop: StdArc<AtomicU64>,
     ) -> Self {
         Tracer {
             queue,
             dropped: AtomicU64::new(0),
+            unreported,
+            first_drop,
             congested,
             clock,
         }
@@ -196,6 +213,24 @@ impl Tracer {
     fn count_dropped(&self, events: u64) {
         // Ordering: Relaxed — a statistic.
         self.dropped.fetch_add(events, Ordering::Relaxed);
+        // Ordering: Relaxed — a count the queue orders: a batch that carries it is sent after
+        // the swap that took it, and the writer reads the rest after the flush or stop message.
+        self.unreported.fetch_add(events, Ordering::Relaxed);
+        // Ordering: Relaxed — a timestamp.
+        self.note_first_drop(self.clock.load(Ordering::Relaxed).max(1));
+    }
+
+    /// Keeps `at` as the time of the first unreported drop if it is earlier than the one kept.
+    fn note_first_drop(&self, at: u64) {
+        // Ordering: Relaxed (all) — a timestamp; nothing is read through it.
+        let kept = self.first_drop.load(Ordering::Relaxed);
+        if kept == 0 || at < kept {
+            let _ = self
+                .first_drop
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |kept| {
+                    (kept == 0 || at < kept).then_some(at)
+                });
+        }
     }
 
     /// Records the event `build` makes; while the tracer is congested, counts it as dropped
@@ -276,10 +311,23 @@ impl Tracer {
     }
 
     fn hand_on(&self, records: &mut Vec<Record>) {
+        // The drops since the last batch that got through travel with this one. A load first:
+        // without drops, the hot path reads the shared words and writes neither.
+        // Ordering: Relaxed (all) — see `count_dropped`.
+        let (dropped_before, first_drop_ns) = if self.unreported.load(Ordering::Relaxed) == 0 {
+            (0, 0)
+        } else {
+            (
+                self.unreported.swap(0, Ordering::Relaxed),
+                self.first_drop.swap(0, Ordering::Relaxed),
+            )
+        };
         let batch = Batch {
             // Ordering: Relaxed — a timestamp; nothing is read through it.
             stamp_ns: self.clock.load(Ordering::Relaxed),
             records: std::mem::replace(records, Vec::with_capacity(BATCH / 4)),
+            dropped_before,
+            first_drop_ns,
         };
         match self.queue.try_send(Message::Batch(batch)) {
             Ok(()) => {}
@@ -287,6 +335,15 @@ impl Tracer {
             | Err(TrySendError::Disconnected(Message::Batch(mut batch))) => {
                 // Ordering: Relaxed — a hint; see the module docs.
                 self.congested.store(true, Ordering::Relaxed);
+                // What it carried waits for the next batch again.
+                if batch.dropped_before > 0 {
+                    // Ordering: Relaxed — see `count_dropped`.
+                    self.unreported
+                        .fetch_add(batch.dropped_before, Ordering::Relaxed);
+                }
+                if batch.first_drop_ns > 0 {
+                    self.note_first_drop(batch.first_drop_ns);
+                }
                 self.count_dropped(batch.records.len() as u64);
                 batch.records.clear();
                 *records = batch.records;

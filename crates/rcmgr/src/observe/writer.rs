@@ -19,6 +19,25 @@
 //! congestion flag, so the recording threads, which skip events while a full queue has set it,
 //! record again (see [`super::trace`]).
 //!
+//! # What the file says first, and what it says about drops
+//!
+//! The writer begins with the trace's preamble: the `start` event with the limits, then a
+//! `create_scope` for each fixed scope (system, transient, allowlistedSystem,
+//! allowlistedTransient) with its limit, as go's trace begins (go creates those scopes right
+//! after it starts its trace).
+//!
+//! Events dropped since the last batch that got through travel with the next batch handed on
+//! (see [`super::trace`]), so the writer writes a `dropped_events` record with their number
+//! just before that batch's events: in the file's order, where they were lost. What no batch
+//! carried is recorded before a flush completes and when the trace stops. The record's time
+//! is when the first of them was dropped (the trace clock when it was counted; never before
+//! the line above it nor after the batch below it): the gap runs from the record to the next
+//! event. So the file itself says how many events are missing and where: its `Dropped`
+//! numbers add up to [`ResourceManager::trace_dropped`](crate::ResourceManager::trace_dropped)
+//! as it was at the last flush or the stop (exactly, when no operation runs beside them: the
+//! count not carried is read after the message, which every operation that returned before it
+//! was sent happens before).
+//!
 //! # Output
 //!
 //! Lines are buffered and flushed at least every [`FLUSH_EVERY`], on [`Message::Flush`], and
@@ -106,6 +125,11 @@ struct Writer {
     output: Option<Output>,
     reporters: Vec<StdArc<dyn TraceReporter>>,
     line: Vec<u8>,
+    /// The tracer's count of drops no batch has carried yet, and the time of the first.
+    unreported: StdArc<AtomicU64>,
+    first_drop: StdArc<AtomicU64>,
+    /// The time of the last line written, in nanoseconds since the Unix epoch.
+    written_ns: u64,
 }
 
 impl Writer {
@@ -141,7 +165,35 @@ impl Writer {
         }
     }
 
+    /// Writes a `dropped_events` event for `dropped` events, the first dropped at
+    /// `first_drop_ns` (0: unknown), placed between the last line written and `until_ns` (the
+    /// time of what follows).
+    fn report_dropped(&mut self, dropped: u64, first_drop_ns: u64, until_ns: u64) {
+        if dropped == 0 {
+            return;
+        }
+        let at = if first_drop_ns == 0 {
+            until_ns
+        } else {
+            first_drop_ns
+        };
+        let at = at.min(until_ns).max(self.written_ns);
+        self.written_ns = at;
+        self.emit(&TraceEvent::dropped_events(time_of(at), dropped));
+    }
+
+    /// Writes a record for the drops no batch carried (at a flush or the stop).
+    fn report_unreported(&mut self, until_ns: u64) {
+        // Ordering: Relaxed (both) — the message this follows orders the count (module
+        // docs); the time is a timestamp.
+        let dropped = self.unreported.swap(0, Ordering::Relaxed);
+        let first_drop_ns = self.first_drop.swap(0, Ordering::Relaxed);
+        self.report_dropped(dropped, first_drop_ns, until_ns);
+    }
+
     fn write(&mut self, batch: Batch, stamp_ns: u64) {
+        self.report_dropped(batch.dropped_before, batch.first_drop_ns, stamp_ns);
+        self.written_ns = self.written_ns.max(stamp_ns);
         let time = time_of(stamp_ns);
         for record in batch.records {
             let event = self.event(record, time);
@@ -206,8 +258,13 @@ pub(crate) struct WriterSetup {
     pub(crate) clock: StdArc<AtomicU64>,
     /// The tracer's congestion flag, cleared here whenever the queue is empty.
     pub(crate) congested: StdArc<AtomicBool>,
-    /// The first event: the limits in force.
-    pub(crate) start: TraceEvent,
+    /// The tracer's count of drops no batch has carried yet (see the module docs).
+    pub(crate) unreported: StdArc<AtomicU64>,
+    /// The tracer's time of the first of them.
+    pub(crate) first_drop: StdArc<AtomicU64>,
+    /// The first events: `start` with the limits in force, then the fixed scopes'
+    /// `create_scope`s.
+    pub(crate) preamble: Vec<TraceEvent>,
 }
 
 /// Starts the writer thread of a manager.
@@ -224,14 +281,21 @@ fn run(setup: WriterSetup) {
         queue,
         clock,
         congested,
-        start,
+        unreported,
+        first_drop,
+        preamble,
     } = setup;
     let mut writer = Writer {
         output,
         reporters,
         line: Vec::with_capacity(256),
+        unreported,
+        first_drop,
+        written_ns: 0,
     };
-    writer.emit(&start);
+    for event in &preamble {
+        writer.emit(event);
+    }
     // Whether the writer is idle, and the clock value stored when it last went idle: a batch
     // stamped with it or earlier was handed on during that wait.
     let (mut idle, mut idle_mark) = (false, 0);
@@ -271,6 +335,8 @@ fn run(setup: WriterSetup) {
                 writer.write(batch, last_ns);
             }
             Ok(Message::Flush(answer)) => {
+                last_ns = last_ns.max(now_ns);
+                writer.report_unreported(last_ns);
                 writer.flush();
                 last_flush = Instant::now();
                 // Everything sent before the flush is written: whoever waits for it records
@@ -299,5 +365,7 @@ fn run(setup: WriterSetup) {
             writer.write(batch, last_ns);
         }
     }
+    // The events dropped since the last batch, the stop's own included.
+    writer.report_unreported(last_ns.max(wall_clock_ns()));
     writer.finish();
 }
