@@ -35,6 +35,20 @@ pub(crate) use loom::sync::atomic::{
 
 pub(crate) use crossbeam_utils::CachePadded;
 
+/// The value of `arc` if this was its last reference (std's `Arc::into_inner`, which loom's
+/// `Arc` lacks; there `try_unwrap`, which under loom's scheduler is what the models check).
+#[inline]
+pub(crate) fn arc_into_inner<T>(arc: Arc<T>) -> Option<T> {
+    #[cfg(not(rcmgr_loom))]
+    {
+        Arc::into_inner(arc)
+    }
+    #[cfg(rcmgr_loom)]
+    {
+        Arc::try_unwrap(arc).ok()
+    }
+}
+
 /// Waits politely in a retry loop: spins, then yields. Under loom it yields to the scheduler so
 /// the model explores the other threads.
 #[derive(Debug, Default)]
@@ -106,6 +120,12 @@ pub(crate) fn update<E>(
 pub(crate) struct Slot(usize);
 
 impl Slot {
+    /// The slot numbered `index`, for tests that play several threads on one.
+    #[cfg(test)]
+    pub(crate) fn numbered(index: usize) -> Slot {
+        Slot(index)
+    }
+
     /// The slot's number; a scope with `n` pools (a power of two) uses `index & (n - 1)`.
     #[inline]
     pub(crate) fn index(self) -> usize {
@@ -188,6 +208,12 @@ pub(crate) fn loom_check(model: impl Fn() + Sync + Send + 'static) {
     };
     let mut builder = loom::model::Builder::new();
     builder.preemption_bound = Some(bound);
+    // A seqlock writer stores eight fields and its readers retry while it does, so a model
+    // of three threads takes more branches than loom's default of 1,000 (the same bound as
+    // the loom-tests crate's; `LOOM_MAX_BRANCHES` overrides both).
+    if std::env::var_os("LOOM_MAX_BRANCHES").is_none() {
+        builder.max_branches = 10_000;
+    }
     builder.check(model);
 }
 

@@ -20,7 +20,11 @@
 //!   their quota goes back to the budget, which then is the usage exactly, and the
 //!   reservation is decided on it. While under pressure every reservation and release goes
 //!   to the budget (a pool is closed atomically, so nothing can slip into it), and a refusal
-//!   is one compare-and-swap: the usage itself leaves no room. The pools open again once the
+//!   is a read of the budget: the usage itself leaves no room. Quota on its way between a
+//!   pool and the budget (a lease's spare, a pool's excess, pools being closed) looks used
+//!   for that moment, so a refusal first checks that no such move is under way (a counter
+//!   only those moves write) and otherwise waits it out: never above the limit, and never
+//!   refused while the budget is free. The pools open again once the
 //!   usage is under a quarter of the limit.
 //! * A release puts the quota back into its slot's pool (the budget path under pressure); a
 //!   pool above two chunks gives the excess back.
@@ -61,6 +65,11 @@ pub(crate) struct Sharded {
     budget: Words,
     pools: Box<[CachePadded<Words>]>,
     limit: LimitCell,
+    /// How many moves of quota between a pool and the budget are under way (a lease's spare
+    /// on its way to its pool, a pool's excess on its way back, pools being closed). In the
+    /// middle of one the budget counts the quota moved as in use, so a refusal waits for
+    /// none to be under way before it trusts the budget (see [`Sharded::settled`]).
+    moving: AtomicU64,
     /// Serializes changes of mode: entering and leaving pressure, stopping and resetting.
     transitions: Mutex<()>,
 }
@@ -73,6 +82,7 @@ impl Sharded {
                 .map(|_| CachePadded::new(Words::default()))
                 .collect(),
             limit: LimitCell::new(limit),
+            moving: AtomicU64::new(0),
             transitions: Mutex::new(()),
         }
     }
@@ -126,8 +136,9 @@ impl Sharded {
         let word = K::word(&self.budget);
         let slots = self.pools.len() as u64;
         let backoff = Backoff::new();
-        // Ordering: Relaxed — the compare-and-swap below decides.
-        let mut current = word.load(Ordering::Relaxed);
+        // Ordering: Acquire — pairs with the Release of a lease's compare-and-swap, so that a
+        // refusal decided on this value sees the lease's count of `moving` (see `settled`).
+        let mut current = word.load(Ordering::Acquire);
         loop {
             if current & STOP != 0 {
                 return Err(Refused::Stopped);
@@ -137,11 +148,15 @@ impl Sharded {
                 if current & MODE == 0 {
                     // The pools may hold the room: take it back, then decide on the usage.
                     self.enter_pressure::<K>();
-                    // Ordering: Relaxed — as above.
-                    current = word.load(Ordering::Relaxed);
-                    continue;
+                } else if self.settled(word, current) {
+                    // Under pressure, with nothing on its way: the usage leaves no room.
+                    return Err(Refused::Limit(hit));
+                } else {
+                    backoff.snooze();
                 }
-                return Err(Refused::Limit(hit));
+                // Ordering: Acquire — as above.
+                current = word.load(Ordering::Acquire);
+                continue;
             }
             if amount.is_zero() {
                 return Ok(());
@@ -151,22 +166,50 @@ impl Sharded {
             } else {
                 K::unpack(0)
             };
+            if !spare.is_zero() {
+                // Ordering: Relaxed — published by the Release of the compare-and-swap below.
+                self.moving.fetch_add(1, Ordering::Relaxed);
+            }
             let new = current + amount.pack() + spare.pack();
-            // Ordering: Acquire on success — pairs with the Release reset of a reused slot
-            // (see the module docs); the count publishes nothing. Failure reads nothing.
-            match word.compare_exchange_weak(current, new, Ordering::Acquire, Ordering::Relaxed) {
+            // Ordering: AcqRel on success — Acquire pairs with the Release reset of a reused
+            // slot (see the module docs); Release publishes the count of `moving` above to a
+            // refusal that reads this value. Failure: Acquire, as the load above.
+            match word.compare_exchange_weak(current, new, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => {
                     if !spare.is_zero() {
                         self.stash(slot, spare);
+                        self.moved();
                     }
                     return Ok(());
                 }
                 Err(actual) => {
+                    if !spare.is_zero() {
+                        self.moved();
+                    }
                     current = actual;
                     backoff.spin();
                 }
             }
         }
+    }
+
+    /// Whether the budget, last read as `seen`, is the usage exactly, so that a refusal
+    /// decided on it is not spurious: no quota is on its way between a pool and the budget,
+    /// and the budget has not changed since. (A move counted in `seen` is seen in `moving`;
+    /// one that ended since made the budget change, which the second read sees.)
+    #[cold]
+    fn settled(&self, word: &AtomicU64, seen: u64) -> bool {
+        // Ordering: Acquire — pairs with the Release decrement of a move that ended, so the
+        // budget read below sees what the move gave back.
+        self.moving.load(Ordering::Acquire) == 0 && word.load(Ordering::Relaxed) == seen
+    }
+
+    /// Ends a move of quota counted in `moving`.
+    #[inline]
+    fn moved(&self) {
+        // Ordering: Release — publishes the move's last change of the budget to a refusal
+        // that Acquire-reads `moving` (see `settled`).
+        self.moving.fetch_sub(1, Ordering::Release);
     }
 
     /// Puts leased quota into `slot`'s pool, or back into the budget if the pool is closed.
@@ -221,6 +264,9 @@ impl Sharded {
     /// closer took it all).
     #[cold]
     fn give_back_excess<K: Counter>(&self, pool: &AtomicU64, excess: K) {
+        // Ordering: Relaxed — ordered before the pool's compare-and-swap below, which a
+        // refusal can only see through the budget it changes after (see `settled`).
+        self.moving.fetch_add(1, Ordering::Relaxed);
         // Ordering: Relaxed (load and compare-and-swap) — counts; see the module docs.
         let mut current = pool.load(Ordering::Relaxed);
         while current & STOP == 0 && K::unpack(current).covers(excess) {
@@ -232,11 +278,12 @@ impl Sharded {
             ) {
                 Ok(_) => {
                     self.release_to_budget(excess);
-                    return;
+                    break;
                 }
                 Err(actual) => current = actual,
             }
         }
+        self.moved();
     }
 
     /// Subtracts quota or usage the budget holds; under pressure, opens the pools again once
@@ -263,9 +310,12 @@ impl Sharded {
     /// [`enter_pressure`](Self::enter_pressure) with the transition lock held.
     fn close_pools<K: Counter>(&self) {
         let word = K::word(&self.budget);
-        // Ordering: Relaxed — the mode bit is a count's companion, read in the same word by
-        // every reservation; the lock serializes mode changes.
-        if word.fetch_or(MODE, Ordering::Relaxed) & MODE != 0 {
+        // Ordering: Relaxed — published by the Release of the mode's `fetch_or` below.
+        self.moving.fetch_add(1, Ordering::Relaxed);
+        // Ordering: Release — a refusal that reads the mode bit sees the count of `moving`
+        // above (see `settled`); the lock serializes mode changes.
+        if word.fetch_or(MODE, Ordering::Release) & MODE != 0 {
+            self.moved();
             return;
         }
         for pool in self.pools.iter() {
@@ -278,6 +328,7 @@ impl Sharded {
                 word.fetch_sub(quota.pack(), Ordering::Relaxed);
             }
         }
+        self.moved();
     }
 
     /// Opens the pools of kind `K` again if the scope is under pressure and its usage is
@@ -377,7 +428,7 @@ impl Sharded {
 mod tests {
     use super::*;
     use crate::{
-        sync::thread_slot,
+        sync::{Slot, thread_slot},
         types::{Direction, Priority},
     };
 
@@ -429,6 +480,41 @@ mod tests {
             0,
             "pressure ends under a quarter of the limit"
         );
+    }
+
+    /// Defect 7 of the redesign: a release through a view (from a thread that never reserved
+    /// there) set a flag after which every release swapped every thread's pool. A release
+    /// now touches its own slot's pool only, however many come, and enters no pressure.
+    #[test]
+    fn releases_from_another_slot_touch_only_their_own_pool() {
+        let scope = limited(64 << 20);
+        let (reserving, releasing) = (Slot::numbered(0), Slot::numbered(1));
+        for _ in 0..100 {
+            scope.reserve(memory(4096), reserving).expect("room");
+        }
+        let pools = |scope: &Sharded| -> Vec<u64> {
+            // Ordering: Relaxed — a test read.
+            let load = |pool: &CachePadded<Words>| pool.memory.load(Ordering::Relaxed);
+            scope.pools.iter().map(load).collect()
+        };
+        let before = pools(&scope);
+        for _ in 0..100 {
+            scope.release(memory(4096), releasing);
+        }
+        let after = pools(&scope);
+        let own = releasing.index() & (scope.pools.len() - 1);
+        for (index, (before, after)) in before.iter().zip(&after).enumerate() {
+            if index != own {
+                assert_eq!(
+                    before, after,
+                    "pool {index} was touched by another slot's release"
+                );
+            }
+        }
+        // Ordering: Relaxed — a test read.
+        let budget = scope.budget.memory.load(Ordering::Relaxed);
+        assert_eq!(budget & MODE, 0, "no release enters pressure");
+        assert!(scope.stat().is_empty());
     }
 
     #[test]

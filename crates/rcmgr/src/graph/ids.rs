@@ -67,7 +67,7 @@ impl Ids {
         }
         #[cfg(rcmgr_loom)]
         {
-            let _ = which;
+            let _ = (which, self.instance);
             // Ordering: Relaxed — only distinct numbers are needed.
             counter.fetch_add(1, Ordering::Relaxed)
         }

@@ -14,9 +14,10 @@
 //!
 //! # A peer's scopes within protocols and services
 //!
-//! They live in the peer's node ([`Members`]), in slots found by a scan of the peer's few
-//! members, so a stream reaches its protocol-peer and service-peer scopes from its peer
-//! without hashing the peer's ID again. Slots are reused after collection, with the same
+//! They live in the peer's node ([`Members`]), in slots found by a scan of the peer's first
+//! few members (and past those, an index by key, so a peer with many stays O(1)), so a
+//! stream reaches its protocol-peer and service-peer scopes from its peer without hashing the
+//! peer's ID again. Slots are reused after collection, with the same
 //! stop-then-check protocol as protocol scopes ([`super::groups`]): a member is keyed by the
 //! group's slot and incarnation, and a stream checks the key after its first reservation.
 //!
@@ -42,7 +43,7 @@ use super::{
 use crate::{
     account::Plain,
     limits::BaseLimit,
-    sync::{Arc, AtomicBool, AtomicU8, AtomicU64, Mutex, Ordering, Registry},
+    sync::{Arc, AtomicBool, AtomicU8, AtomicU32, AtomicU64, LimitSlot, Mutex, Ordering, Registry},
 };
 
 /// A peer's key in the registry: hashed on its digest alone (the public key or its hash),
@@ -167,19 +168,95 @@ impl Member {
     }
 }
 
+/// Members a lookup scans before it asks the index: a peer uses a handful of protocols and
+/// services, and a scan of a few slots is cheaper than a hash.
+const SCANNED: usize = 8;
+
 /// A peer's members; see the module docs.
 #[derive(Debug)]
 pub(crate) struct Members {
     slots: Segments<Member, 4>,
-    /// Serializes inserts, reuse, collection and limit swaps of the members.
-    lock: Mutex<()>,
+    /// The members past the first [`SCANNED`] slots by key, so that a peer with many of them
+    /// (a caller naming many protocols) is still found in O(1); replaced, under the lock,
+    /// when it is half full.
+    index: LimitSlot<MemberIndex>,
+    /// Serializes inserts, reuse, collection and limit swaps of the members; holds the slots
+    /// that collection freed, for reuse.
+    lock: Mutex<Vec<u32>>,
+}
+
+/// An open-addressing table of member slots by key. Entries are `slot + 1` (0: empty); a
+/// lookup probes until an empty entry and checks each slot's key itself, so entries left
+/// pointing at a slot that was freed or keyed anew only cost a probe until the next rebuild.
+#[derive(Debug, Default)]
+struct MemberIndex {
+    entries: Box<[AtomicU32]>,
+    /// Entries written, live or stale (written under the members' lock only).
+    used: AtomicU32,
+}
+
+impl MemberIndex {
+    fn with_capacity(entries: usize) -> MemberIndex {
+        MemberIndex {
+            entries: (0..entries).map(|_| AtomicU32::new(0)).collect(),
+            used: AtomicU32::new(0),
+        }
+    }
+
+    /// Where a probe for `key` starts (Fibonacci hashing of the key).
+    #[inline]
+    fn home(&self, key: u64) -> usize {
+        (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize & (self.entries.len() - 1)
+    }
+
+    /// The slot keyed `key`, if the table has it.
+    fn find(&self, key: u64, slots: &Segments<Member, 4>) -> Option<u32> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        let mut at = self.home(key);
+        for _ in 0..self.entries.len() {
+            // Ordering: Acquire — pairs with the Release store of the entry, which the key
+            // store of its member precedes.
+            let entry = self.entries[at].load(Ordering::Acquire);
+            let slot = entry.checked_sub(1)?;
+            if slots.get(slot).is_some_and(|member| member.is(key)) {
+                return Some(slot);
+            }
+            at = (at + 1) & (self.entries.len() - 1);
+        }
+        None
+    }
+
+    /// Adds `slot` under `key`; false if the table is too full (the caller rebuilds it).
+    /// Under the members' lock.
+    fn insert(&self, key: u64, slot: u32) -> bool {
+        // Ordering: Relaxed — `used` is read and written under the members' lock only.
+        let used = self.used.load(Ordering::Relaxed) as usize;
+        if (used + 1) * 2 > self.entries.len() {
+            return false;
+        }
+        let mut at = self.home(key);
+        // Ordering: Relaxed — entries are written under the lock, so this thread wrote the
+        // last value of each.
+        while self.entries[at].load(Ordering::Relaxed) != 0 {
+            at = (at + 1) & (self.entries.len() - 1);
+        }
+        // Ordering: Release — publishes the member's key (stored before) to lookups that
+        // Acquire-load the entry.
+        self.entries[at].store(slot + 1, Ordering::Release);
+        // Ordering: Relaxed — see above.
+        self.used.store(used as u32 + 1, Ordering::Relaxed);
+        true
+    }
 }
 
 impl Members {
     fn new() -> Self {
         Members {
             slots: Segments::new(),
-            lock: Mutex::new(()),
+            index: LimitSlot::new(Arc::new(MemberIndex::default())),
+            lock: Mutex::new(Vec::new()),
         }
     }
 
@@ -190,24 +267,39 @@ impl Members {
 
     /// What the member keyed `key` holds, if there is one.
     pub(crate) fn stat_of(&self, key: u64) -> Option<crate::types::ScopeStat> {
-        let slot = self.slots.iter().find(|(_, member)| member.is(key))?.0;
-        Some(self.get(slot)?.scope.stat())
+        Some(self.get(self.slot_of(key)?)?.scope.stat())
     }
 
-    /// The slot keyed `key`, if any.
+    /// The slot keyed `key`, if any: a scan of the first slots, then the index.
+    #[inline]
+    fn slot_of(&self, key: u64) -> Option<u32> {
+        let scanned = self
+            .slots
+            .iter()
+            .take(SCANNED)
+            .find(|(_, member)| member.is(key));
+        match scanned {
+            Some((slot, _)) => Some(slot),
+            None if self.slots.len() as usize > SCANNED => {
+                self.index.with(|index| index.find(key, &self.slots))
+            }
+            None => None,
+        }
+    }
+
+    /// The slot keyed `key`, if any, counted as a use.
     #[inline]
     fn find(&self, key: u64) -> Option<u32> {
-        self.slots
-            .iter()
-            .find(|(_, member)| member.is(key))
-            .map(|(slot, member)| {
-                groups::touch(&member.idle_passes);
-                slot
-            })
+        let slot = self.slot_of(key)?;
+        if let Some(member) = self.get(slot) {
+            groups::touch(&member.idle_passes);
+        }
+        Some(slot)
     }
 
     /// The slot keyed `key`, made with the limit `limit` gives (under the members' lock,
-    /// which limit swaps also take) if there is none; and whether it was made.
+    /// which limit swaps also take) if there is none; and whether it was made. Amortised
+    /// O(1) however many members the peer has.
     pub(crate) fn find_or_insert(
         &self,
         key: u64,
@@ -216,30 +308,65 @@ impl Members {
         if let Some(slot) = self.find(key) {
             return (slot, false);
         }
-        let _lock = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut free = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(slot) = self.find(key) {
             return (slot, false);
         }
         let limit = limit();
-        let free = self
-            .slots
-            .iter()
-            .find(|(_, member)| member.is(0) && member.scope.is_stopped());
-        if let Some((slot, member)) = free {
+        let reused = free
+            .pop()
+            .and_then(|slot| Some((slot, self.slots.get(slot)?)));
+        let slot = if let Some((slot, member)) = reused {
+            debug_assert!(member.is(0) && member.scope.is_stopped(), "a freed slot");
             // Ordering: Relaxed (both) — published by the reset's Release store.
             member.key.store(key, Ordering::Relaxed);
             member.idle_passes.store(0, Ordering::Relaxed);
             member.scope.reset(limit);
-            return (slot, true);
-        }
-        let member = Member {
-            key: AtomicU64::new(key),
-            scope: Plain::new(limit),
-            idle_passes: AtomicU8::new(0),
+            slot
+        } else {
+            let member = Member {
+                key: AtomicU64::new(key),
+                scope: Plain::new(limit),
+                idle_passes: AtomicU8::new(0),
+            };
+            // Four billion members of one peer cannot be; a slot past the table is one that
+            // every lookup finds empty.
+            match self.slots.push(member) {
+                Ok(slot) => slot,
+                Err(_) => return (u32::MAX, true),
+            }
         };
-        // Four billion members of one peer cannot be; a slot past the table is one that
-        // every lookup finds empty.
-        (self.slots.push(member).unwrap_or(u32::MAX), true)
+        if slot as usize >= SCANNED {
+            self.index_slot(key, slot);
+        }
+        (slot, true)
+    }
+
+    /// Adds `slot` to the index under `key`, replacing the index by one twice the size of
+    /// the live members when it is half full (dropping entries of freed slots). Under the
+    /// members' lock.
+    fn index_slot(&self, key: u64, slot: u32) {
+        let index = self.index.load_full();
+        if index.insert(key, slot) {
+            return;
+        }
+        let live: Vec<(u64, u32)> = self
+            .slots
+            .iter()
+            .skip(SCANNED)
+            // Ordering: Relaxed — keys change only under the lock held here.
+            .map(|(slot, member)| (member.key.load(Ordering::Relaxed), slot))
+            .filter(|&(key, _)| key != 0)
+            .collect();
+        let rebuilt = MemberIndex::with_capacity((live.len() * 4).next_power_of_two().max(16));
+        for (key, slot) in live {
+            let fits = rebuilt.insert(key, slot);
+            debug_assert!(
+                fits,
+                "a table four times the live members has room for them"
+            );
+        }
+        self.index.store(Arc::new(rebuilt));
     }
 
     /// Every member in use, with its key.
@@ -267,9 +394,9 @@ impl Members {
     /// One collection pass over the members: frees those idle for long enough, and at once
     /// those whose group was collected (`live` says whether a group is). Returns how many.
     fn collect(&self, live: impl Fn(GroupKind, GroupRef) -> bool) -> usize {
-        let _lock = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut free = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut collected = 0;
-        for (_, member) in self.slots.iter() {
+        for (slot, member) in self.slots.iter() {
             // Ordering: Relaxed — keys change only under the lock held here.
             let key = member.key.load(Ordering::Relaxed);
             if key == 0 {
@@ -282,6 +409,7 @@ impl Members {
             if ripe && member.scope.try_stop() {
                 // Ordering: Relaxed — the slot is stopped; a reuse publishes its new key.
                 member.key.store(0, Ordering::Relaxed);
+                free.push(slot);
                 collected += 1;
             }
         }

@@ -88,7 +88,8 @@ impl Change {
     }
 
     /// How many kinds of resource (memory, streams, connections) change: the number of
-    /// events the change makes at one scope.
+    /// events the change makes at one scope (for the trace, which loom builds leave out).
+    #[cfg_attr(rcmgr_loom, allow(dead_code))]
     #[inline]
     pub(crate) fn kinds(self) -> u64 {
         let (streams_in, streams_out) = self.streams;
