@@ -279,3 +279,61 @@ fn collection_racing_set_protocol_keeps_the_protocol_peer_scope_in_use() {
         assert_all_released(&rm);
     });
 }
+
+/// A collection pass that would remove an idle protocol scope (the group itself, found by
+/// the stream through its thread's cache of protocols) races `set_protocol` on it from a
+/// stream of another peer. The protocol admits one inbound stream in all, so whichever
+/// scope the stream was attached to, it must be the one the table keeps: a stream of a third
+/// peer is refused by it, and the protocol is listed once.
+#[test]
+fn collection_racing_set_protocol_keeps_one_protocol_scope() {
+    const PROTOCOL: &str = "/loom/group/1.0.0";
+    check(|| {
+        let mut limits = ConcreteLimitConfig::infinite();
+        limits.protocol.insert(
+            PROTOCOL.to_owned(),
+            BaseLimit {
+                streams_inbound: 1,
+                ..BaseLimit::unlimited()
+            },
+        );
+        let rm = manager(limits);
+        // Make the protocol scope (and cache it on this thread), leave it idle, and let one
+        // pass see it idle: the next pass would remove it.
+        let mut earlier = rm
+            .open_stream(peer(1), Direction::Inbound)
+            .expect("streams are unlimited");
+        earlier
+            .set_protocol(PROTOCOL)
+            .expect("the protocol admits one stream");
+        drop(earlier);
+        let mut stream = rm
+            .open_stream(peer(2), Direction::Inbound)
+            .expect("streams are unlimited");
+        rm.gc();
+
+        let collector = {
+            let rm = rm.clone();
+            thread::spawn(move || rm.gc())
+        };
+        stream
+            .set_protocol(PROTOCOL)
+            .expect("no other stream is attached to the protocol");
+        collector.join().expect("the collecting thread finished");
+
+        let mut third = rm
+            .open_stream(peer(3), Direction::Inbound)
+            .expect("streams are unlimited");
+        let refused = third
+            .set_protocol(PROTOCOL)
+            .expect_err("the protocol scope already holds the stream");
+        let refusal = refused
+            .limit_exceeded()
+            .expect("a limit refused, not a closed scope");
+        assert_eq!(refusal.refused_by(), &ScopeName::Protocol(PROTOCOL.into()));
+        assert_eq!(rm.list_protocols(), [PROTOCOL.to_owned()], "listed once");
+        assert_eq!(rm.protocol(PROTOCOL).stat().streams_inbound, 1, "protocol");
+        drop((third, stream));
+        assert_all_released(&rm);
+    });
+}

@@ -278,3 +278,48 @@ fn set_service_racing_a_reservation_through_a_span_of_the_stream() {
         assert_all_released(&rm);
     });
 }
+
+/// A stream's last span, holding memory, is dropped on another thread while `set_protocol`
+/// runs: the transfer takes the exclusive path (plain loads and stores on the stream's own
+/// word) only if it sees the stream's handle as its only holder, which it may only once the
+/// span's close is complete. Either way, the span's bytes leave every scope exactly once and
+/// the stream's own bytes end up in its protocol.
+#[test]
+fn an_exclusive_set_protocol_racing_the_drop_of_the_last_span() {
+    const PROTOCOL: &str = "/loom/exclusive/1.0.0";
+    check(|| {
+        let rm = manager(ConcreteLimitConfig::infinite());
+        let id = peer(1);
+        let mut stream = rm
+            .open_stream(id, Direction::Inbound)
+            .expect("streams are unlimited");
+        stream
+            .reserve_memory(KEPT as usize, Priority::ALWAYS)
+            .expect("limits are infinite");
+        let span = stream.begin_span().expect("the stream is open");
+        span.reserve_memory(RESERVED, Priority::ALWAYS)
+            .expect("limits are infinite");
+
+        let racer = thread::spawn(move || {
+            span.release_memory(RELEASED);
+            drop(span);
+        });
+        stream
+            .set_protocol(PROTOCOL)
+            .expect("the protocol scopes are unlimited");
+        racer.join().expect("the racing thread finished");
+
+        let one_stream = ScopeStat {
+            streams_inbound: 1,
+            memory: KEPT,
+            ..ScopeStat::default()
+        };
+        assert_eq!(stream.stat(), one_stream, "stream");
+        assert_eq!(rm.peer(&id).stat(), one_stream, "peer");
+        assert_eq!(rm.protocol(PROTOCOL).stat(), one_stream, "protocol");
+        assert_eq!(rm.transient().stat(), ScopeStat::default(), "transient");
+        assert_eq!(rm.system().stat(), one_stream, "system");
+        drop(stream);
+        assert_all_released(&rm);
+    });
+}

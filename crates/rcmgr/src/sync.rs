@@ -329,7 +329,8 @@ impl<T: fmt::Debug> fmt::Debug for OnceSlot<T> {
 }
 
 /// A concurrent map from keys to shared scopes: a sharded `DashMap` in normal builds, a loom
-/// `Mutex<HashMap>` under loom.
+/// `Mutex<HashMap>` under loom (with a fixed hasher: loom replays executions, which must
+/// iterate the map in the same order each time).
 ///
 /// Peers choose their own IDs, so the hash must not be predictable: the map uses foldhash's
 /// quality hasher with a seed drawn at random per process and per map. An attacker who cannot
@@ -337,15 +338,19 @@ impl<T: fmt::Debug> fmt::Debug for OnceSlot<T> {
 /// handshake to use. foldhash is several times cheaper than std's SipHash on the 38-byte IDs
 /// every stream looks up, which is why it replaced it (docs/performance.md).
 ///
-/// Every access runs while the shard guard is held, so a value cloned out of the map in
-/// [`get_or_insert_with`](Self::get_or_insert_with) is a reference taken under that guard, and
+/// Every access runs while the shard guard is held, so a value visited in
+/// [`with_or_insert`](Self::with_or_insert) is a reference taken under that guard, and
 /// [`remove_if`](Self::remove_if) decides under the exclusive guard: the two cannot interleave.
 pub(crate) struct Registry<K, V> {
     #[cfg(not(rcmgr_loom))]
     map: dashmap::DashMap<K, V, foldhash::quality::RandomState>,
     #[cfg(rcmgr_loom)]
-    map: loom::sync::Mutex<std::collections::HashMap<K, V>>,
+    map: loom::sync::Mutex<std::collections::HashMap<K, V, LoomHasher>>,
 }
+
+/// The loom build's hasher: std's, with its fixed default keys.
+#[cfg(rcmgr_loom)]
+type LoomHasher = std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
 
 impl<K: Hash + Eq, V> Registry<K, V> {
     pub(crate) fn new() -> Self {
@@ -353,7 +358,7 @@ impl<K: Hash + Eq, V> Registry<K, V> {
             #[cfg(not(rcmgr_loom))]
             map: dashmap::DashMap::with_hasher(foldhash::quality::RandomState::default()),
             #[cfg(rcmgr_loom)]
-            map: loom::sync::Mutex::new(std::collections::HashMap::new()),
+            map: loom::sync::Mutex::new(std::collections::HashMap::default()),
         }
     }
 
@@ -498,7 +503,7 @@ impl<K: Hash + Eq, V> Registry<K, V> {
     }
 
     #[cfg(rcmgr_loom)]
-    fn lock(&self) -> loom::sync::MutexGuard<'_, std::collections::HashMap<K, V>> {
+    fn lock(&self) -> loom::sync::MutexGuard<'_, std::collections::HashMap<K, V, LoomHasher>> {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -534,3 +534,87 @@ mod tests {
         scope.release(one, slot);
     }
 }
+
+#[cfg(all(test, rcmgr_loom))]
+mod loom_tests {
+    //! Loom models of memory leases: two slots leasing from one budget, with the reclaim of
+    //! pressure in between, never pass the limit and never refuse what fits. Run with
+    //! `RUSTFLAGS="--cfg rcmgr_loom" cargo test -p rcmgr --release --lib loom_tests`.
+
+    use loom::{sync::Arc, thread};
+
+    use super::*;
+    use crate::{sync::loom_check as check, types::Priority};
+
+    fn memory(bytes: u64) -> Memory {
+        Memory::new(bytes, Priority::ALWAYS)
+    }
+
+    fn limited(bytes: u64) -> Sharded {
+        Sharded::new(BaseLimit {
+            memory: bytes,
+            ..BaseLimit::unlimited()
+        })
+    }
+
+    /// Slot 0 reserves 100 of 1,000 bytes (leasing a spare chunk for its pool while the
+    /// budget is far from the limit) and gives it back, while slot 1 reserves the other 900:
+    /// the two always fit together, so neither is ever refused, whether slot 1's lease finds
+    /// the budget full of slot 0's spare (and reclaims it through pressure) or not; the scope
+    /// is never seen above its limit, and ends empty.
+    #[test]
+    fn leases_and_their_reclaim_never_pass_the_limit_nor_refuse_what_fits() {
+        check(|| {
+            let scope = Arc::new(limited(1_000));
+            let small = {
+                let scope = Arc::clone(&scope);
+                thread::spawn(move || {
+                    let slot = Slot::numbered(0);
+                    scope
+                        .reserve(memory(100), slot)
+                        .expect("100 and 900 fit in 1,000");
+                    assert!(scope.stat().memory <= 1_000, "above the limit");
+                    scope.release(memory(100), slot);
+                })
+            };
+            let slot = Slot::numbered(1);
+            scope
+                .reserve(memory(900), slot)
+                .expect("900 and 100 fit in 1,000");
+            assert!(scope.stat().memory <= 1_000, "above the limit");
+            small.join().expect("the small reserver finished");
+            scope.release(memory(900), slot);
+            assert!(scope.stat().is_empty(), "left {:?}", scope.stat());
+        });
+    }
+
+    /// A release from a slot that never reserved (a view's release on another thread) races
+    /// a reservation that needs the released room: the reservation is refused only while the
+    /// room is really in use, and the counts end exact.
+    #[test]
+    fn a_release_from_another_slot_racing_a_reservation_that_needs_its_room() {
+        check(|| {
+            let scope = Arc::new(limited(1_000));
+            scope
+                .reserve(memory(600), Slot::numbered(0))
+                .expect("600 fits");
+            let releaser = {
+                let scope = Arc::clone(&scope);
+                thread::spawn(move || scope.release(memory(600), Slot::numbered(1)))
+            };
+            let reserved = scope.reserve(memory(700), Slot::numbered(0)).is_ok();
+            assert!(scope.stat().memory <= 1_000, "above the limit");
+            releaser.join().expect("the releaser finished");
+            if reserved {
+                scope.release(memory(700), Slot::numbered(0));
+            } else {
+                // Refused only while the 600 bytes were held: now they are not.
+                scope
+                    .reserve(memory(700), Slot::numbered(0))
+                    .expect("the 600 bytes are back");
+                scope.release(memory(700), Slot::numbered(0));
+            }
+            assert!(scope.stat().is_empty(), "left {:?}", scope.stat());
+        });
+    }
+}
