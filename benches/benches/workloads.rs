@@ -147,9 +147,10 @@ fn contended(c: &mut Criterion) {
     }
 }
 
-/// W5: reserve and release 1 KiB on a span. The span lives on a peer scope, as a muxer's
-/// buffers do (yamux begins its spans on the peer); spans on the system scope and on a
-/// negotiated stream show how the cost follows the length of the path.
+/// W5: reserve and release 1 KiB on a span. go's W5 is a span on a stream with its protocol
+/// and service set (the stream's own word and six parents); the span on a peer scope is how a
+/// muxer's buffers are held (yamux begins its spans on the peer); spans on the system scope
+/// and on a stream with a protocol only show how the cost follows the length of the path.
 fn w5_span_memory(c: &mut Criterion) {
     let rm = manager(ConcreteLimitConfig::infinite());
     let peer = connected_peer(&rm, 0);
@@ -159,7 +160,9 @@ fn w5_span_memory(c: &mut Criterion) {
     stream
         .set_protocol(rcmgr_benches::PROTOCOL)
         .unwrap_or_else(|err| panic!("W5 set_protocol: {err}"));
+    let (served, _served_stream) = rcmgr_benches::stream_span(&rm, peer.peer);
     let spans = [
+        ("W5/span-on-stream-with-service", Ok(served)),
         ("W5/span-on-peer", rm.peer(&peer.peer).begin_span()),
         ("W5/span-on-system", rm.system().begin_span()),
         ("W5/span-on-stream", stream.begin_span()),
