@@ -1,5 +1,6 @@
 //! [`Direct`]: the bytes callers reserved directly on a scope that views reach (a peer, a
-//! protocol or service, a fixed scope), through the view itself, its guards or its spans.
+//! protocol or service, a fixed scope), through the view itself or its guards. (A span begun
+//! on a view holds its bytes in its own word, as every span does; its releases are exact.)
 //!
 //! A caller's release on such a scope is clamped here, not at the scope's whole usage: the
 //! rest of the usage belongs to the scope's children (streams, connections), which give it

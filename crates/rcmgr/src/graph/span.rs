@@ -10,16 +10,20 @@
 //!   as reserved directly there ([`crate::account::Direct`]); on a connection or stream it is
 //!   the staged walk ([`super::staged`]); on a span, the walk below;
 //! * a release is clamped at the scope it is made on (a view's direct count, a connection's,
-//!   stream's or span's own word) and what was taken goes further up exactly.
+//!   stream's or span's own word) and what was taken goes further up exactly;
+//! * a span begun on a view reserves on the view's scope and parents without the direct
+//!   count (the bytes are the span's, in its own word), and gives them back exactly.
 //!
 //! A [`SpanNode`] is a child scope: its own word, the anchor at the root of its chain (never a
 //! span) and the span it was begun on, if it was begun on one. A reservation through a span
 //! `d` levels deep reserves on the anchor first, then commits each span level from the outside
 //! in, so that every level's close finds its bytes held by everything above it (the same
 //! own-word-last protocol as connections and streams, see [`crate::account::own`]); a release
-//! walks the levels outwards, stopping at a closed one. Both are loops over the levels,
-//! gathered once (without allocating up to [`INLINE_LEVELS`] deep), so a reservation costs
-//! time linear in its depth and no stack; so do a span's name, its limit and its drop.
+//! walks the levels outwards through the parent links, stopping at a closed one. A span begun
+//! on a connection, stream or view (one level, the common case) gathers nothing; a deeper one
+//! gathers its levels once (without allocating up to [`INLINE_LEVELS`] deep), so a
+//! reservation costs time linear in its depth and no stack; so do a span's name, its limit
+//! and its drop.
 
 use super::{
     Root,
