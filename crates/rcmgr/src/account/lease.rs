@@ -82,13 +82,13 @@ impl Sharded {
         &self.limit
     }
 
-    #[inline]
+    #[inline(always)]
     fn pool(&self, slot: Slot) -> &Words {
         &self.pools[slot.index() & (self.pools.len() - 1)]
     }
 
     /// Reserves `amount` if the limit allows it; a reservation of nothing only checks.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn reserve<K: Counter>(&self, amount: K, slot: Slot) -> Result<(), Refused> {
         let limit = K::read_limit(&self.limit);
         if !amount.is_zero() {
@@ -193,7 +193,7 @@ impl Sharded {
 
     /// Gives back what a child reserved here (exactly that: the child's own count proves it),
     /// into `slot`'s pool when it is open.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn release<K: Counter>(&self, amount: K, slot: Slot) {
         if amount.is_zero() {
             return;

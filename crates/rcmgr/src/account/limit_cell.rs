@@ -59,7 +59,7 @@ impl LimitCell {
     }
 
     /// The memory limit: one field, never torn.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn memory(&self) -> u64 {
         // Ordering: Relaxed — one field is read whole; a limit written by a swap that
         // happened-before this read is seen by coherence.
@@ -99,6 +99,7 @@ impl LimitCell {
     }
 
     /// Whether `set_limit` pinned the cell.
+    #[inline(always)]
     pub(crate) fn is_pinned(&self) -> bool {
         // Ordering: Relaxed — a status read; the limit itself is read through `read`.
         self.seq.load(Ordering::Relaxed) & PINNED != 0

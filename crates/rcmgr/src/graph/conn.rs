@@ -18,13 +18,13 @@ use libp2p_identity::PeerId;
 use super::{
     Root,
     peers::{Found, PeerNode, Peers},
-    scope::{Asked, Fixed, Refusal, ScopeRef},
+    scope::{Asked, Fault, Fixed, Refusal, ScopeRef},
     staged::{self, Move, Staged, detached},
 };
 use crate::{
     account::{
-        Conns, Counter, LimitCell, Memory, Own, OwnState, Parent, Path, Refused, Released, Streams,
-        Usage, counter::stat_of, path,
+        Conns, Counter, LimitCell, Memory, Own, OwnState, Parent, Path, Refused, Released, Reserve,
+        Streams, Usage, Walk, counter::stat_of, path,
     },
     limits::BaseLimit,
     sync::{Arc, AtomicU64, OnceSlot, Ordering, Slot},
@@ -60,6 +60,10 @@ pub(crate) struct ConnNode {
 impl ConnNode {
     /// Opens a connection scope in the normal scopes, or the allowlisted ones: one connection
     /// (and a file descriptor if `use_fd`) on the scope's own limit and on each parent.
+    #[allow(
+        clippy::result_large_err,
+        reason = "a refusal is named once, where it is found, on a path that then ends"
+    )]
     pub(crate) fn open(
         root: &Arc<Root>,
         id: u64,
@@ -83,7 +87,7 @@ impl ConnNode {
         conns
             .check(Conns::ZERO, Conns::read_limit(node.limit_cell()))
             .map_err(|hit| Refusal::limit(node.scope(), true, hit, Asked::Conns(conns)))?;
-        node.with_path(stage, |path| path::reserve(path, conns, slot))
+        node.with_path(stage, Reserve(conns, slot))
             .map_err(|refused| {
                 let parent = node.scope_at(stage, refused.at);
                 match refused.why {
@@ -159,6 +163,10 @@ impl ConnNode {
     /// which must accept it, and the transient scope, which must have room for it, as go's
     /// `transferAllowedToStandard` does). Returns the stage it left and where it found the
     /// peer. A refusal names the refusing scope and leaves the connection as it was.
+    #[allow(
+        clippy::result_large_err,
+        reason = "a refusal is named once, where it is found, on a path that then ends"
+    )]
     pub(crate) fn set_peer(
         &self,
         exclusive: bool,
@@ -228,10 +236,14 @@ impl ConnNode {
         }
     }
 
-    pub(crate) fn reserve_memory(&self, memory: Memory, slot: Slot) -> Result<u64, Refusal> {
+    /// Reserves `memory` through the scope (see [`staged::reserve_memory`]).
+    #[inline(always)]
+    pub(crate) fn reserve_memory(&self, memory: Memory, slot: Slot) -> Result<u64, Fault> {
         staged::reserve_memory(self, memory, slot)
     }
 
+    /// Releases up to `bytes` from the scope (see [`staged::release_memory`]).
+    #[inline(always)]
     pub(crate) fn release_memory(&self, bytes: u64, slot: Slot) -> Option<Released> {
         staged::release_memory(self, bytes, slot)
     }
@@ -257,8 +269,8 @@ impl Staged for ConnNode {
         ScopeRef::Conn(self)
     }
 
-    #[inline]
-    fn with_path<R>(&self, stage: u8, walk: impl FnOnce(Path<'_>) -> R) -> R {
+    #[inline(always)]
+    fn with_path<W: Walk>(&self, stage: u8, walk: W) -> W::Output {
         let fixed = |which| self.root.fixed(which);
         let peer = || match self.peer.get() {
             Some(peer) => &peer.scope,
@@ -266,22 +278,22 @@ impl Staged for ConnNode {
         };
         let system = fixed(Fixed::System);
         match stage {
-            TRANSIENT => walk(Path {
+            TRANSIENT => walk.on(Path {
                 plain: &[],
                 sharded: &[fixed(Fixed::Transient), system],
             }),
-            ALLOWLISTED => walk(Path {
+            ALLOWLISTED => walk.on(Path {
                 plain: &[],
                 sharded: &[
                     fixed(Fixed::AllowlistedTransient),
                     fixed(Fixed::AllowlistedSystem),
                 ],
             }),
-            PEER => walk(Path {
+            PEER => walk.on(Path {
                 plain: &[peer()],
                 sharded: &[system],
             }),
-            _ => walk(Path {
+            _ => walk.on(Path {
                 plain: &[peer()],
                 sharded: &[fixed(Fixed::AllowlistedSystem)],
             }),
