@@ -91,7 +91,16 @@ impl Sharded {
     #[inline(always)]
     pub(crate) fn reserve<K: Counter>(&self, amount: K, slot: Slot) -> Result<(), Refused> {
         let limit = K::read_limit(&self.limit);
-        if !amount.is_zero() {
+        if amount.is_zero() {
+            // A check only (go checks totals even when nothing moves): the budget is never
+            // below the usage, so a budget within the limit decides it; anything else is
+            // decided on the usage itself, by the lease path.
+            // Ordering: Relaxed — a count; see the module docs.
+            let budget = K::word(&self.budget).load(Ordering::Relaxed);
+            if budget & STOP == 0 && amount.check(K::unpack(budget), limit).is_ok() {
+                return Ok(());
+            }
+        } else {
             let pool = K::word(self.pool(slot));
             // Ordering: Relaxed (both loads) — counts; see the module docs.
             let pooled = pool.load(Ordering::Relaxed);

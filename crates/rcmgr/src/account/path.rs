@@ -223,6 +223,7 @@ impl<K: Counter> Step for Amount<K> {
 /// checked even when nothing of it moves (a lowered limit then refuses the move), the earlier
 /// ones given back if a later one refuses. (`ReleaseForChild` gives all back.)
 impl Step for Usage {
+    #[inline(always)]
     fn take<S: ParentScope>(self, scope: &S, slot: Slot) -> Result<(), Refused> {
         scope.reserve(self.memory(), slot)?;
         if let Err(refused) = scope.reserve(self.streams(), slot) {
@@ -238,6 +239,7 @@ impl Step for Usage {
         Ok(())
     }
 
+    #[inline(always)]
     fn give<S: ParentScope>(self, scope: &S, slot: Slot) {
         scope.release(self.memory(), slot);
         scope.release(self.streams(), slot);
@@ -337,7 +339,9 @@ pub(crate) fn release_usage(path: Path<'_>, usage: Usage, slot: Slot) {
 
 /// Moves `usage` onto `parents` in the order given (a transfer's new parents come in go's
 /// order for the transfer, which need not put the plain ones first); if one refuses, gives
-/// back what the earlier ones took.
+/// back what the earlier ones took. (Always inlined: the parents of a transfer are a fixed
+/// list at each call, so the matches fold and the loop unrolls.)
+#[inline(always)]
 pub(crate) fn reserve_usage_in_order(
     parents: &[Parent<'_>],
     usage: Usage,
@@ -357,6 +361,7 @@ pub(crate) fn reserve_usage_in_order(
 }
 
 /// Gives back `usage` from `parents`, in reverse order.
+#[inline(always)]
 pub(crate) fn release_usage_in_order(parents: &[Parent<'_>], usage: Usage, slot: Slot) {
     for parent in parents.iter().rev() {
         match parent {
