@@ -35,9 +35,8 @@ use libp2p_identity::PeerId;
 
 use super::{
     Root,
-    groups::{self, GroupKind, GroupRef},
+    groups::{self, GroupKind, GroupRef, Slots},
     scope::Viewed,
-    segments::Segments,
 };
 use crate::{
     account::Plain,
@@ -170,7 +169,7 @@ impl Member {
 /// A peer's members; see the module docs.
 #[derive(Debug)]
 pub(crate) struct Members {
-    slots: Segments<Member, 4>,
+    slots: Slots<Member, 2, 4>,
     /// Serializes inserts, reuse, collection and limit swaps of the members.
     lock: Mutex<()>,
 }
@@ -178,12 +177,12 @@ pub(crate) struct Members {
 impl Members {
     fn new() -> Self {
         Members {
-            slots: Segments::new(),
+            slots: Slots::new(),
             lock: Mutex::new(()),
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn get(&self, slot: u32) -> Option<&Member> {
         self.slots.get(slot)
     }
@@ -198,8 +197,7 @@ impl Members {
     #[inline]
     fn find(&self, key: u64) -> Option<u32> {
         self.slots
-            .iter()
-            .find(|(_, member)| member.is(key))
+            .find(|member| member.is(key))
             .map(|(slot, member)| {
                 groups::touch(&member.idle_passes);
                 slot
