@@ -128,6 +128,24 @@ impl<'a> Parent<'a> {
             Parent::Sharded(scope) => scope.stat(),
         }
     }
+
+    /// Moves `usage` onto this parent (go's `ReserveForChild`, see [`Usage`]'s step).
+    #[inline(always)]
+    pub(crate) fn take_usage(self, usage: Usage, slot: Slot) -> Result<(), Refused> {
+        match self {
+            Parent::Plain(scope) => usage.take(scope, slot),
+            Parent::Sharded(scope) => usage.take(scope, slot),
+        }
+    }
+
+    /// Gives back `usage` from this parent (go's `ReleaseForChild`).
+    #[inline(always)]
+    pub(crate) fn give_usage(self, usage: Usage, slot: Slot) {
+        match self {
+            Parent::Plain(scope) => usage.give(scope, slot),
+            Parent::Sharded(scope) => usage.give(scope, slot),
+        }
+    }
 }
 
 /// Everything a connection or stream holds, moved at once by a transfer or given back by a
@@ -348,11 +366,7 @@ pub(crate) fn reserve_usage_in_order(
     slot: Slot,
 ) -> Result<(), PathRefusal> {
     for (at, parent) in parents.iter().enumerate() {
-        let taken = match parent {
-            Parent::Plain(scope) => usage.take(*scope, slot),
-            Parent::Sharded(scope) => usage.take(*scope, slot),
-        };
-        if let Err(why) = taken {
+        if let Err(why) = parent.take_usage(usage, slot) {
             release_usage_in_order(&parents[..at], usage, slot);
             return Err(PathRefusal { at, why });
         }
@@ -364,9 +378,6 @@ pub(crate) fn reserve_usage_in_order(
 #[inline(always)]
 pub(crate) fn release_usage_in_order(parents: &[Parent<'_>], usage: Usage, slot: Slot) {
     for parent in parents.iter().rev() {
-        match parent {
-            Parent::Plain(scope) => usage.give(*scope, slot),
-            Parent::Sharded(scope) => usage.give(*scope, slot),
-        }
+        parent.give_usage(usage, slot);
     }
 }

@@ -314,15 +314,29 @@ impl Groups {
     /// The scope named `name`, created with the limit `limit_of` gives for it if there is
     /// none, and whether it was created. `limit_of` runs under the table's lock, which limit
     /// swaps also take, so a new scope never keeps a limit older than the last swap.
+    #[inline(always)]
     pub(crate) fn find_or_insert(
         &self,
         name: &str,
         limit_of: impl FnOnce(&str) -> BaseLimit,
     ) -> (GroupRef, bool) {
-        if let Some(found) = self.find(name) {
+        if let Some(found) = recent::get(self.instance, name) {
             return (found, false);
         }
-        let (found, created) = self.insert(name, limit_of, false);
+        self.find_or_insert_in_map(name, limit_of)
+    }
+
+    /// [`find_or_insert`](Self::find_or_insert) past this thread's cache.
+    #[inline(never)]
+    fn find_or_insert_in_map(
+        &self,
+        name: &str,
+        limit_of: impl FnOnce(&str) -> BaseLimit,
+    ) -> (GroupRef, bool) {
+        let (found, created) = match self.names.get(name) {
+            Some(found) => (found, false),
+            None => self.insert(name, limit_of, false),
+        };
         recent::put(self.instance, name, found);
         (found, created)
     }
@@ -505,7 +519,7 @@ mod recent {
             static RECENT: Recent = const { RefCell::new(Vec::new()) };
         }
 
-        #[inline]
+        #[inline(always)]
         pub(in super::super) fn get(table: u64, name: &str) -> Option<GroupRef> {
             RECENT
                 .try_with(|recent| {

@@ -194,7 +194,7 @@ impl Members {
     }
 
     /// The slot keyed `key`, if any.
-    #[inline]
+    #[inline(always)]
     fn find(&self, key: u64) -> Option<u32> {
         self.slots
             .find(|member| member.is(key))
@@ -206,6 +206,7 @@ impl Members {
 
     /// The slot keyed `key`, made with the limit `limit` gives (under the members' lock,
     /// which limit swaps also take) if there is none; and whether it was made.
+    #[inline(always)]
     pub(crate) fn find_or_insert(
         &self,
         key: u64,
@@ -214,6 +215,12 @@ impl Members {
         if let Some(slot) = self.find(key) {
             return (slot, false);
         }
+        self.insert(key, limit)
+    }
+
+    /// [`find_or_insert`](Self::find_or_insert) of a key not found: under the lock.
+    #[inline(never)]
+    fn insert(&self, key: u64, limit: impl FnOnce() -> BaseLimit) -> (u32, bool) {
         let _lock = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(slot) = self.find(key) {
             return (slot, false);

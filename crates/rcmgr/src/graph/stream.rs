@@ -25,8 +25,8 @@ use super::{
 };
 use crate::{
     account::{
-        Conns, Counter, LimitCell, Memory, Own, OwnState, Parent, Path, Plain, Refused, Released,
-        Reserve, Sharded, Streams, Usage, Walk, counter::stat_of, path,
+        Conns, Counter, LimitCell, Memory, Own, OwnState, Parent, Path, PathRefusal, Plain,
+        Refused, Released, Reserve, Sharded, Streams, Usage, Walk, counter::stat_of,
     },
     limits::BaseLimit,
     sync::{Arc, AtomicU64, Ordering, Slot},
@@ -265,8 +265,17 @@ impl StreamNode {
                     group_ref.slot,
                 ))));
             };
-            let take = [Parent::Sharded(&group.scope), Parent::Plain(&member.scope)];
-            match path::reserve_usage_in_order(&take, usage, slot) {
+            // go's order: the group, then its member (written out: two steps, no list).
+            let (to_group, to_member) =
+                (Parent::Sharded(&group.scope), Parent::Plain(&member.scope));
+            let taken = match to_group.take_usage(usage, slot) {
+                Err(why) => Err(PathRefusal { at: 0, why }),
+                Ok(()) => to_member.take_usage(usage, slot).map_err(|why| {
+                    to_group.give_usage(usage, slot);
+                    PathRefusal { at: 1, why }
+                }),
+            };
+            match taken {
                 Ok(()) if group.is(group_ref.incarnation) && member.is(key) => {
                     let at = Attached {
                         group: group_ref.slot,
@@ -274,8 +283,7 @@ impl StreamNode {
                     };
                     let to = match kind {
                         GroupKind::Protocol => {
-                            let transient = Parent::Sharded(root.fixed(Fixed::Transient));
-                            path::release_usage_in_order(&[transient], usage, slot);
+                            Parent::Sharded(root.fixed(Fixed::Transient)).give_usage(usage, slot);
                             // Ordering: Relaxed — published by the stage's Release store.
                             self.protocol.store(at.pack(), Ordering::Relaxed);
                             PROTOCOL
@@ -296,7 +304,8 @@ impl StreamNode {
                 Ok(()) => {
                     // A slot found through a cache or a scan was collected and reused in
                     // between: give it back and look again.
-                    path::release_usage_in_order(&take, usage, slot);
+                    to_member.give_usage(usage, slot);
+                    to_group.give_usage(usage, slot);
                     groups.forget(name);
                     backoff.snooze();
                 }
