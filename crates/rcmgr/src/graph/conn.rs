@@ -23,8 +23,8 @@ use super::{
 };
 use crate::{
     account::{
-        Conns, Counter, LimitCell, Memory, Own, OwnState, Parent, Path, Refused, Released, Reserve,
-        Streams, Usage, Walk, counter::stat_of, path,
+        Conns, Counter, LimitCell, Memory, Own, OwnState, Parent, Path, Pin, Refused, Released,
+        Reserve, Streams, Usage, Walk, counter::stat_of, path,
     },
     limits::BaseLimit,
     sync::{Arc, AtomicU64, OnceSlot, Ordering, Slot},
@@ -53,7 +53,7 @@ pub(crate) struct ConnNode {
     pub(crate) use_fd: bool,
     /// Used once `set_limit` pins it; until then the connection has the limit every
     /// connection shares.
-    limit: LimitCell,
+    limit: Pin,
     next_span: AtomicU64,
 }
 
@@ -80,7 +80,7 @@ impl ConnNode {
             id,
             direction,
             use_fd,
-            limit: LimitCell::new(BaseLimit::block_all()),
+            limit: Pin::new(),
             next_span: AtomicU64::new(1),
         };
         let conns = node.conns();
@@ -118,10 +118,9 @@ impl ConnNode {
     /// The limit cell in force: the pinned one, or the one every connection shares.
     #[inline]
     pub(crate) fn limit_cell(&self) -> &LimitCell {
-        if self.limit.is_pinned() {
-            &self.limit
-        } else {
-            &self.root.conn_limit
+        match self.limit.get() {
+            Some(pinned) => pinned,
+            None => &self.root.conn_limit,
         }
     }
 

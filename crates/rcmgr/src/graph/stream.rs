@@ -25,7 +25,7 @@ use super::{
 };
 use crate::{
     account::{
-        Conns, Counter, LimitCell, Memory, Own, OwnState, Parent, Path, PathRefusal, Plain,
+        Conns, Counter, LimitCell, Memory, Own, OwnState, Parent, Path, PathRefusal, Pin, Plain,
         Refused, Released, Reserve, Sharded, Streams, Usage, Walk, counter::stat_of,
     },
     limits::BaseLimit,
@@ -53,7 +53,7 @@ pub(crate) struct StreamNode {
     pub(crate) direction: Direction,
     /// Used once `set_limit` pins it; until then the stream has the limit every stream
     /// shares.
-    limit: LimitCell,
+    limit: Pin,
     next_span: AtomicU64,
 }
 
@@ -149,7 +149,7 @@ impl StreamNode {
             service: AtomicU64::new(0),
             id,
             direction,
-            limit: LimitCell::new(BaseLimit::block_all()),
+            limit: Pin::new(),
             next_span: AtomicU64::new(1),
         }
     }
@@ -171,10 +171,9 @@ impl StreamNode {
     /// The limit cell in force: the pinned one, or the one every stream shares.
     #[inline(always)]
     pub(crate) fn limit_cell(&self) -> &LimitCell {
-        if self.limit.is_pinned() {
-            &self.limit
-        } else {
-            &self.root().stream_limit
+        match self.limit.get() {
+            Some(pinned) => pinned,
+            None => &self.root().stream_limit,
         }
     }
 
