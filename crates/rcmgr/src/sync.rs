@@ -100,6 +100,20 @@ pub(crate) fn update<E>(
     }
 }
 
+/// The value behind `arc` if this was its last reference (`Arc::into_inner`); loom's `Arc`
+/// has no `into_inner`, and its `try_unwrap` is what a model checks instead.
+#[inline]
+pub(crate) fn arc_into_inner<T>(arc: Arc<T>) -> Option<T> {
+    #[cfg(not(rcmgr_loom))]
+    {
+        Arc::into_inner(arc)
+    }
+    #[cfg(rcmgr_loom)]
+    {
+        Arc::try_unwrap(arc).ok()
+    }
+}
+
 /// The calling thread's slot among the pools of a sharded scope: one read of a thread-local
 /// per public operation, passed down to every sharded scope the operation touches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

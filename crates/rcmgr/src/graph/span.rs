@@ -1098,7 +1098,7 @@ impl Drop for SpanNode {
     fn drop(&mut self) {
         let mut next = self.parent.take();
         while let Some(span) = next {
-            next = match Arc::into_inner(span) {
+            next = match crate::sync::arc_into_inner(span) {
                 Some(mut span) => span.parent.take(),
                 None => None,
             };
