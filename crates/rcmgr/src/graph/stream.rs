@@ -225,6 +225,7 @@ impl StreamNode {
         clippy::result_large_err,
         reason = "a refusal is named once, where it is found, on a path that then ends"
     )]
+    #[inline(always)]
     pub(crate) fn attach(
         &self,
         exclusive: bool,
@@ -341,6 +342,7 @@ impl StreamNode {
     }
 
     /// Closes the stream (see [`staged::close`]).
+    #[inline(always)]
     pub(crate) fn close(&self, exclusive: bool, slot: Slot) -> Option<OwnState> {
         staged::close(self, exclusive, |bytes| self.usage(bytes), slot)
     }

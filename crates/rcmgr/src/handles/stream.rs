@@ -202,7 +202,9 @@ impl StreamScope {
         }
     }
 
-    /// `set_protocol` and `set_service`: the move, its trace and its metrics.
+    /// `set_protocol` and `set_service`: the move, its trace and its metrics. (Always
+    /// inlined: each caller's kind is a constant, so the kind's matches fold.)
+    #[inline(always)]
     fn attach(&mut self, kind: GroupKind, name: &str) -> Result<(), Error> {
         let node = &self.node;
         let root = node.root();
