@@ -96,7 +96,7 @@ pub(crate) trait Counter: Copy + Debug + PartialEq {
 }
 
 /// Adds `amount` to `word` if its limit allows (the word's state bits are kept).
-#[inline]
+#[inline(always)]
 pub(crate) fn add<K: Counter>(word: u64, amount: K, limit: K::Limit) -> Result<u64, Hit> {
     amount.check(K::unpack(word), limit)?;
     Ok(word + amount.pack())
@@ -104,7 +104,7 @@ pub(crate) fn add<K: Counter>(word: u64, amount: K, limit: K::Limit) -> Result<u
 
 /// Whether `current + adding` passes `limit` or `capacity`; the limit reported is the one
 /// that binds.
-#[inline]
+#[inline(always)]
 fn passes(current: u64, adding: u64, limit: u64, capacity: u64) -> Option<u64> {
     let new = current.saturating_add(adding);
     if new > limit.min(capacity) {
@@ -118,7 +118,7 @@ fn passes(current: u64, adding: u64, limit: u64, capacity: u64) -> Option<u64> {
 /// keeping what the limit counts (`after`, the held and asked total it covers) under half
 /// the limit, split among `slots` pools, and the field itself (`field_after`) within its
 /// capacity. An unlimited limit is bounded by the capacity alone.
-#[inline]
+#[inline(always)]
 fn spare_field(
     asked: u64,
     after: u64,
@@ -158,7 +158,7 @@ impl Memory {
 
     /// The most that may be held after a reservation at `priority` under `limit` in a word of
     /// `capacity` bytes, and the limit a refusal reports.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn ceiling(priority: Priority, limit: u64, capacity: u64) -> (u64, u64) {
         if limit >= BaseLimit::UNLIMITED {
             return (capacity, capacity);
@@ -172,7 +172,7 @@ impl Memory {
     }
 
     /// go's memory check against `capacity`: `held + bytes <= floor((prio + 1) * limit / 256)`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn check_within(self, held: u64, limit: u64, capacity: u64) -> Result<(), Hit> {
         let (ceiling, reported) = Memory::ceiling(self.priority, limit, capacity);
         match held.checked_add(self.bytes) {
@@ -192,52 +192,52 @@ impl Memory {
 impl Counter for Memory {
     type Limit = u64;
 
-    #[inline]
+    #[inline(always)]
     fn read_limit(cell: &LimitCell) -> u64 {
         cell.memory()
     }
 
-    #[inline]
+    #[inline(always)]
     fn word(words: &Words) -> &AtomicU64 {
         &words.memory
     }
 
-    #[inline]
+    #[inline(always)]
     fn pack(self) -> u64 {
         self.bytes
     }
 
-    #[inline]
+    #[inline(always)]
     fn unpack(word: u64) -> Self {
         Memory::new(word & !STATE, Priority::ALWAYS)
     }
 
-    #[inline]
+    #[inline(always)]
     fn is_zero(self) -> bool {
         self.bytes == 0
     }
 
-    #[inline]
+    #[inline(always)]
     fn check(self, held: Self, limit: u64) -> Result<(), Hit> {
         self.check_within(held.bytes, limit, Memory::CAPACITY)
     }
 
-    #[inline]
+    #[inline(always)]
     fn within(self, held: Self, limit: u64) -> bool {
         held.bytes <= Memory::ceiling(self.priority, limit, Memory::CAPACITY).0
     }
 
-    #[inline]
+    #[inline(always)]
     fn covers(self, other: Self) -> bool {
         self.bytes >= other.bytes
     }
 
-    #[inline]
+    #[inline(always)]
     fn clamped_to(self, held: Self) -> Self {
         Memory::new(self.bytes.min(held.bytes), self.priority)
     }
 
-    #[inline]
+    #[inline(always)]
     fn spare(self, held: Self, limit: u64, slots: u64) -> Self {
         let after = held.bytes.saturating_add(self.bytes);
         let bytes = spare_field(
@@ -252,12 +252,12 @@ impl Counter for Memory {
         Memory::new(bytes, Priority::ALWAYS)
     }
 
-    #[inline]
+    #[inline(always)]
     fn is_relaxed(held: Self, limit: u64) -> bool {
         limit >= BaseLimit::UNLIMITED || held.bytes <= limit / 4
     }
 
-    #[inline]
+    #[inline(always)]
     fn excess(self) -> Self {
         let bytes = if self.bytes > 2 * Memory::CHUNK {
             self.bytes - Memory::CHUNK
@@ -287,7 +287,7 @@ impl Streams {
     };
 
     /// One stream in `direction`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn one(direction: Direction) -> Self {
         match direction {
             Direction::Inbound => Streams {
@@ -310,22 +310,22 @@ impl Counter for Streams {
     /// Inbound, outbound and total.
     type Limit = [u64; 3];
 
-    #[inline]
+    #[inline(always)]
     fn read_limit(cell: &LimitCell) -> [u64; 3] {
         cell.streams()
     }
 
-    #[inline]
+    #[inline(always)]
     fn word(words: &Words) -> &AtomicU64 {
         &words.streams
     }
 
-    #[inline]
+    #[inline(always)]
     fn pack(self) -> u64 {
         self.inbound | self.outbound << Streams::SHIFT
     }
 
-    #[inline]
+    #[inline(always)]
     fn unpack(word: u64) -> Self {
         Streams {
             inbound: word & Streams::CAPACITY,
@@ -333,14 +333,14 @@ impl Counter for Streams {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn is_zero(self) -> bool {
         self.inbound | self.outbound == 0
     }
 
     /// go's `addStreams`: inbound (if any), outbound (if any), then the total, which is
     /// checked even when nothing is added.
-    #[inline]
+    #[inline(always)]
     fn check(self, held: Self, [inbound, outbound, total]: [u64; 3]) -> Result<(), Hit> {
         let refuse = |resource, current, attempted, limit| {
             Err(Hit {
@@ -371,17 +371,17 @@ impl Counter for Streams {
         Ok(())
     }
 
-    #[inline]
+    #[inline(always)]
     fn within(self, held: Self, [inbound, outbound, total]: [u64; 3]) -> bool {
         held.inbound <= inbound && held.outbound <= outbound && held.total() <= total
     }
 
-    #[inline]
+    #[inline(always)]
     fn covers(self, other: Self) -> bool {
         self.inbound >= other.inbound && self.outbound >= other.outbound
     }
 
-    #[inline]
+    #[inline(always)]
     fn clamped_to(self, held: Self) -> Self {
         Streams {
             inbound: self.inbound.min(held.inbound),
@@ -389,7 +389,7 @@ impl Counter for Streams {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn spare(self, held: Self, [inbound, outbound, total]: [u64; 3], slots: u64) -> Self {
         let after = held.total() + self.total();
         let spare = |asked: u64, field_after: u64, limit: u64| {
@@ -410,7 +410,7 @@ impl Counter for Streams {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn is_relaxed(held: Self, [inbound, outbound, total]: [u64; 3]) -> bool {
         let quarter = |held: u64, limit: u64| limit >= BaseLimit::UNLIMITED || held <= limit / 4;
         quarter(held.inbound, inbound)
@@ -418,7 +418,7 @@ impl Counter for Streams {
             && quarter(held.total(), total)
     }
 
-    #[inline]
+    #[inline(always)]
     fn excess(self) -> Self {
         let over = |n: u64| {
             if n > 2 * Streams::CHUNK {
@@ -456,7 +456,7 @@ impl Conns {
     };
 
     /// One connection in `direction`, holding a file descriptor if `use_fd`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn one(direction: Direction, use_fd: bool) -> Self {
         let (inbound, outbound) = match direction {
             Direction::Inbound => (1, 0),
@@ -478,22 +478,22 @@ impl Counter for Conns {
     /// Inbound, outbound, total and file descriptors.
     type Limit = [u64; 4];
 
-    #[inline]
+    #[inline(always)]
     fn read_limit(cell: &LimitCell) -> [u64; 4] {
         cell.conns()
     }
 
-    #[inline]
+    #[inline(always)]
     fn word(words: &Words) -> &AtomicU64 {
         &words.conns
     }
 
-    #[inline]
+    #[inline(always)]
     fn pack(self) -> u64 {
         self.inbound | self.outbound << Conns::SHIFT | self.fd << (2 * Conns::SHIFT)
     }
 
-    #[inline]
+    #[inline(always)]
     fn unpack(word: u64) -> Self {
         Conns {
             inbound: word & Conns::CAPACITY,
@@ -502,14 +502,14 @@ impl Counter for Conns {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn is_zero(self) -> bool {
         self.inbound | self.outbound | self.fd == 0
     }
 
     /// go's `addConns`: inbound (if any), outbound (if any), the total (always), then file
     /// descriptors (if any).
-    #[inline]
+    #[inline(always)]
     fn check(self, held: Self, [inbound, outbound, total, fd]: [u64; 4]) -> Result<(), Hit> {
         let refuse = |resource, current, attempted, limit| {
             Err(Hit {
@@ -540,7 +540,7 @@ impl Counter for Conns {
         Ok(())
     }
 
-    #[inline]
+    #[inline(always)]
     fn within(self, held: Self, [inbound, outbound, total, fd]: [u64; 4]) -> bool {
         held.inbound <= inbound
             && held.outbound <= outbound
@@ -548,12 +548,12 @@ impl Counter for Conns {
             && held.fd <= fd
     }
 
-    #[inline]
+    #[inline(always)]
     fn covers(self, other: Self) -> bool {
         self.inbound >= other.inbound && self.outbound >= other.outbound && self.fd >= other.fd
     }
 
-    #[inline]
+    #[inline(always)]
     fn clamped_to(self, held: Self) -> Self {
         Conns {
             inbound: self.inbound.min(held.inbound),
@@ -562,7 +562,7 @@ impl Counter for Conns {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn spare(self, held: Self, [inbound, outbound, total, fd]: [u64; 4], slots: u64) -> Self {
         let after = held.total() + self.total();
         let spare = |asked: u64, after: u64, field_after: u64, limit: u64| {
@@ -589,7 +589,7 @@ impl Counter for Conns {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn is_relaxed(held: Self, [inbound, outbound, total, fd]: [u64; 4]) -> bool {
         let quarter = |held: u64, limit: u64| limit >= BaseLimit::UNLIMITED || held <= limit / 4;
         quarter(held.inbound, inbound)
@@ -598,7 +598,7 @@ impl Counter for Conns {
             && quarter(held.fd, fd)
     }
 
-    #[inline]
+    #[inline(always)]
     fn excess(self) -> Self {
         let over = |n: u64| {
             if n > 2 * Conns::CHUNK {

@@ -92,16 +92,25 @@ impl Sharded {
         &self.limit
     }
 
-    #[inline]
+    #[inline(always)]
     fn pool(&self, slot: Slot) -> &Words {
         &self.pools[slot.index() & (self.pools.len() - 1)]
     }
 
     /// Reserves `amount` if the limit allows it; a reservation of nothing only checks.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn reserve<K: Counter>(&self, amount: K, slot: Slot) -> Result<(), Refused> {
         let limit = K::read_limit(&self.limit);
-        if !amount.is_zero() {
+        if amount.is_zero() {
+            // A check only (go checks totals even when nothing moves): the budget is never
+            // below the usage, so a budget within the limit decides it; anything else is
+            // decided on the usage itself, by the lease path.
+            // Ordering: Relaxed — a count; see the module docs.
+            let budget = K::word(&self.budget).load(Ordering::Relaxed);
+            if budget & STOP == 0 && amount.check(K::unpack(budget), limit).is_ok() {
+                return Ok(());
+            }
+        } else {
             let pool = K::word(self.pool(slot));
             // Ordering: Relaxed (both loads) — counts; see the module docs.
             let pooled = pool.load(Ordering::Relaxed);
@@ -236,7 +245,7 @@ impl Sharded {
 
     /// Gives back what a child reserved here (exactly that: the child's own count proves it),
     /// into `slot`'s pool when it is open.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn release<K: Counter>(&self, amount: K, slot: Slot) {
         if amount.is_zero() {
             return;

@@ -22,7 +22,7 @@
 
 use crate::{
     limits::BaseLimit,
-    sync::{AtomicU64, Backoff, Ordering, fence},
+    sync::{AtomicU64, Backoff, OnceSlot, Ordering, fence},
 };
 
 /// `seq` is being written.
@@ -59,7 +59,7 @@ impl LimitCell {
     }
 
     /// The memory limit: one field, never torn.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn memory(&self) -> u64 {
         // Ordering: Relaxed — one field is read whole; a limit written by a swap that
         // happened-before this read is seen by coherence.
@@ -99,6 +99,7 @@ impl LimitCell {
     }
 
     /// Whether `set_limit` pinned the cell.
+    #[inline(always)]
     pub(crate) fn is_pinned(&self) -> bool {
         // Ordering: Relaxed — a status read; the limit itself is read through `read`.
         self.seq.load(Ordering::Relaxed) & PINNED != 0
@@ -176,6 +177,46 @@ impl LimitCell {
                 return;
             }
             backoff.snooze();
+        }
+    }
+}
+
+/// The limit a connection or stream pins with `set_limit`; until then the scope follows the
+/// cell every scope of its kind shares. Empty (one word and a state) until the first pin, so
+/// that a connection or stream does not carry, and write when it is made, a cell of its own
+/// that it almost never uses.
+///
+/// # Synchronization
+///
+/// The cell is published by the [`OnceSlot`] (Release/Acquire) after it was pinned, so a
+/// reader that finds it finds it pinned; later pins write it as any pin does.
+#[derive(Debug)]
+pub(crate) struct Pin(OnceSlot<Box<LimitCell>>);
+
+impl Pin {
+    pub(crate) fn new() -> Self {
+        Pin(OnceSlot::new())
+    }
+
+    /// The pinned limit, once a pin has been made.
+    #[inline(always)]
+    pub(crate) fn get(&self) -> Option<&LimitCell> {
+        self.0.get().map(|cell| &**cell)
+    }
+
+    /// Pins `limit` (a later pin replaces an earlier one, as [`LimitCell::pin`] does).
+    pub(crate) fn pin(&self, limit: BaseLimit) {
+        if let Some(cell) = self.get() {
+            cell.pin(limit);
+            return;
+        }
+        let cell = LimitCell::new(limit);
+        cell.pin(limit);
+        if self.0.set(Box::new(cell)).is_err()
+            && let Some(cell) = self.get()
+        {
+            // A pin racing this one published its cell first: this one lands after it.
+            cell.pin(limit);
         }
     }
 }

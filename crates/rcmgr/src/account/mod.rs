@@ -25,7 +25,9 @@ pub(crate) mod plain;
 pub(crate) use counter::{Conns, Counter, Hit, Memory, Streams};
 pub(crate) use direct::Direct;
 pub(crate) use lease::Sharded;
-pub(crate) use limit_cell::LimitCell;
+pub(crate) use limit_cell::{LimitCell, Pin};
 pub(crate) use own::{Own, OwnRefusal, OwnState, Released};
-pub(crate) use path::{Parent, Path, PathRefusal, Usage};
+pub(crate) use path::{
+    Len, Parent, Path, PathRefusal, Release, ReleaseUsage, Reserve, Usage, Walk,
+};
 pub(crate) use plain::{Plain, Refused};

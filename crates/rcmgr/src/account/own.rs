@@ -55,23 +55,23 @@ pub(crate) struct OwnState(u64);
 
 impl OwnState {
     /// The bytes the scope holds.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn bytes(self) -> u64 {
         self.0 & Own::CAPACITY
     }
 
     /// Which parents the scope reports to.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn stage(self) -> u8 {
         ((self.0 & STAGE) >> STAGE_SHIFT) as u8
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn is_closed(self) -> bool {
         self.0 & STOP != 0
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn is_moving(self) -> bool {
         self.0 & MODE != 0
     }
@@ -113,14 +113,14 @@ impl Own {
     }
 
     /// The word, with Acquire: where a transfer published new parents, they are visible.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn load(&self) -> OwnState {
         // Ordering: Acquire — pairs with the Release that ended the last transfer.
         OwnState(self.0.load(Ordering::Acquire))
     }
 
     /// The word, for a statistic or a status read.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn peek(&self) -> OwnState {
         // Ordering: Relaxed — a status read; nothing is read through it.
         OwnState(self.0.load(Ordering::Relaxed))
@@ -128,7 +128,7 @@ impl Own {
 
     /// Commits `memory` under `limit` if the word is open, not moving and still at `stage`.
     /// Returns the bytes held before.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn commit(&self, memory: Memory, limit: u64, stage: u8) -> Result<u64, OwnRefusal> {
         let backoff = Backoff::new();
         // Ordering: Relaxed — the compare-and-swap below decides.
@@ -171,7 +171,7 @@ impl Own {
     /// Takes up to `bytes` from the scope; waits out a transfer (only when it ends is it known
     /// which parents hold them). `None` if the scope is closed: its close released
     /// everything.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn release(&self, bytes: u64) -> Option<Released> {
         let backoff = Backoff::new();
         // Ordering: Relaxed — the compare-and-swap below decides.

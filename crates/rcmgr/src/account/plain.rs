@@ -67,13 +67,13 @@ impl Plain {
     }
 
     /// Reserves `amount` if the limit allows it; a reservation of nothing only checks.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn reserve<K: Counter>(&self, amount: K) -> Result<(), Refused> {
         reserve_in(K::word(&self.words), amount, K::read_limit(&self.limit))
     }
 
     /// Gives back what a child reserved here (exactly that: the child's own count proves it).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn release<K: Counter>(&self, amount: K) {
         if amount.is_zero() {
             return;
@@ -124,7 +124,7 @@ impl Plain {
 }
 
 /// The check-and-add loop on one word: refuses a stopped word and what the limit refuses.
-#[inline]
+#[inline(always)]
 pub(crate) fn reserve_in<K: Counter>(
     word: &AtomicU64,
     amount: K,

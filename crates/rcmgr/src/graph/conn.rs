@@ -18,13 +18,13 @@ use libp2p_identity::PeerId;
 use super::{
     Root,
     peers::{Found, PeerNode, Peers},
-    scope::{Asked, Fixed, Refusal, ScopeRef},
+    scope::{Asked, Fault, Fixed, Refusal, ScopeRef},
     staged::{self, Move, Staged, detached},
 };
 use crate::{
     account::{
-        Conns, Counter, LimitCell, Memory, Own, OwnState, Parent, Path, Refused, Released, Streams,
-        Usage, counter::stat_of, path,
+        Conns, Counter, LimitCell, Memory, Own, OwnState, Parent, Path, Pin, Refused, Released,
+        Reserve, Streams, Usage, Walk, counter::stat_of, path,
     },
     limits::BaseLimit,
     sync::{Arc, AtomicU64, OnceSlot, Ordering, Slot},
@@ -53,13 +53,17 @@ pub(crate) struct ConnNode {
     pub(crate) use_fd: bool,
     /// Used once `set_limit` pins it; until then the connection has the limit every
     /// connection shares.
-    limit: LimitCell,
+    limit: Pin,
     next_span: AtomicU64,
 }
 
 impl ConnNode {
     /// Opens a connection scope in the normal scopes, or the allowlisted ones: one connection
     /// (and a file descriptor if `use_fd`) on the scope's own limit and on each parent.
+    #[allow(
+        clippy::result_large_err,
+        reason = "a refusal is named once, where it is found, on a path that then ends"
+    )]
     pub(crate) fn open(
         root: &Arc<Root>,
         id: u64,
@@ -76,14 +80,14 @@ impl ConnNode {
             id,
             direction,
             use_fd,
-            limit: LimitCell::new(BaseLimit::block_all()),
+            limit: Pin::new(),
             next_span: AtomicU64::new(1),
         };
         let conns = node.conns();
         conns
             .check(Conns::ZERO, Conns::read_limit(node.limit_cell()))
             .map_err(|hit| Refusal::limit(node.scope(), true, hit, Asked::Conns(conns)))?;
-        node.with_path(stage, |path| path::reserve(path, conns, slot))
+        node.with_path(stage, Reserve(conns, slot))
             .map_err(|refused| {
                 let parent = node.scope_at(stage, refused.at);
                 match refused.why {
@@ -114,10 +118,9 @@ impl ConnNode {
     /// The limit cell in force: the pinned one, or the one every connection shares.
     #[inline]
     pub(crate) fn limit_cell(&self) -> &LimitCell {
-        if self.limit.is_pinned() {
-            &self.limit
-        } else {
-            &self.root.conn_limit
+        match self.limit.get() {
+            Some(pinned) => pinned,
+            None => &self.root.conn_limit,
         }
     }
 
@@ -159,6 +162,10 @@ impl ConnNode {
     /// which must accept it, and the transient scope, which must have room for it, as go's
     /// `transferAllowedToStandard` does). Returns the stage it left and where it found the
     /// peer. A refusal names the refusing scope and leaves the connection as it was.
+    #[allow(
+        clippy::result_large_err,
+        reason = "a refusal is named once, where it is found, on a path that then ends"
+    )]
     pub(crate) fn set_peer(
         &self,
         exclusive: bool,
@@ -228,10 +235,14 @@ impl ConnNode {
         }
     }
 
-    pub(crate) fn reserve_memory(&self, memory: Memory, slot: Slot) -> Result<u64, Refusal> {
+    /// Reserves `memory` through the scope (see [`staged::reserve_memory`]).
+    #[inline(always)]
+    pub(crate) fn reserve_memory(&self, memory: Memory, slot: Slot) -> Result<u64, Fault> {
         staged::reserve_memory(self, memory, slot)
     }
 
+    /// Releases up to `bytes` from the scope (see [`staged::release_memory`]).
+    #[inline(always)]
     pub(crate) fn release_memory(&self, bytes: u64, slot: Slot) -> Option<Released> {
         staged::release_memory(self, bytes, slot)
     }
@@ -257,8 +268,8 @@ impl Staged for ConnNode {
         ScopeRef::Conn(self)
     }
 
-    #[inline]
-    fn with_path<R>(&self, stage: u8, walk: impl FnOnce(Path<'_>) -> R) -> R {
+    #[inline(always)]
+    fn with_path<W: Walk>(&self, stage: u8, walk: W) -> W::Output {
         let fixed = |which| self.root.fixed(which);
         let peer = || match self.peer.get() {
             Some(peer) => &peer.scope,
@@ -266,22 +277,22 @@ impl Staged for ConnNode {
         };
         let system = fixed(Fixed::System);
         match stage {
-            TRANSIENT => walk(Path {
+            TRANSIENT => walk.on(Path {
                 plain: &[],
                 sharded: &[fixed(Fixed::Transient), system],
             }),
-            ALLOWLISTED => walk(Path {
+            ALLOWLISTED => walk.on(Path {
                 plain: &[],
                 sharded: &[
                     fixed(Fixed::AllowlistedTransient),
                     fixed(Fixed::AllowlistedSystem),
                 ],
             }),
-            PEER => walk(Path {
+            PEER => walk.on(Path {
                 plain: &[peer()],
                 sharded: &[system],
             }),
-            _ => walk(Path {
+            _ => walk.on(Path {
                 plain: &[peer()],
                 sharded: &[fixed(Fixed::AllowlistedSystem)],
             }),

@@ -34,8 +34,113 @@ use super::{scope::Viewed, segments::Segments};
 use crate::{
     account::Sharded,
     limits::BaseLimit,
-    sync::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Mutex, Ordering, Registry},
+    sync::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Mutex, OnceSlot, Ordering, Registry},
 };
+
+/// Append-only storage at stable indices whose first `HEAD` slots live inline: the tables a
+/// stream's walks index on every reservation (the protocol and service scopes, a peer's
+/// scopes within them), where most indices are small. Reaching a slot of the head is a
+/// compare and two loads, which the walks inline; later slots live in [`Segments`] (index
+/// `HEAD` is its first).
+///
+/// # Synchronization
+///
+/// As in [`Segments`]: appends are serialized by the caller's lock; an append to the head
+/// writes the slot (a [`OnceSlot`], which publishes with Release) before it raises the head's
+/// length with Release, so a reader that read the length with Acquire finds every slot below
+/// it written.
+pub(crate) struct Slots<T, const HEAD: usize, const FIRST: usize> {
+    head: [OnceSlot<T>; HEAD],
+    head_len: AtomicU32,
+    tail: Segments<T, FIRST>,
+}
+
+impl<T, const HEAD: usize, const FIRST: usize> Slots<T, HEAD, FIRST> {
+    pub(crate) fn new() -> Self {
+        Slots {
+            head: std::array::from_fn(|_| OnceSlot::new()),
+            head_len: AtomicU32::new(0),
+            tail: Segments::new(),
+        }
+    }
+
+    /// The slot at `index`, if one was appended there.
+    #[inline(always)]
+    pub(crate) fn get(&self, index: u32) -> Option<&T> {
+        match self.head.get(index as usize) {
+            Some(slot) => slot.get(),
+            None => self.tail.get(index - HEAD as u32),
+        }
+    }
+
+    /// How many slots were appended.
+    #[inline]
+    pub(crate) fn len(&self) -> u32 {
+        // Ordering: Acquire — pairs with the Release in `push`: every head slot below is
+        // written (the tail's own length says the same of its slots).
+        let head = self.head_len.load(Ordering::Acquire);
+        if (head as usize) < HEAD {
+            head
+        } else {
+            HEAD as u32 + self.tail.len()
+        }
+    }
+
+    /// Every slot appended so far, with its index.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &T)> {
+        (0..self.len()).filter_map(move |index| Some((index, self.get(index)?)))
+    }
+
+    /// The first of the first `count` slots, in index order, for which `found` holds (a
+    /// bounded scan: past it, a caller looks its key up in an index of its own).
+    #[inline(always)]
+    pub(crate) fn find_within(
+        &self,
+        count: usize,
+        found: impl Fn(&T) -> bool,
+    ) -> Option<(u32, &T)> {
+        // Ordering: Acquire — as in `len`.
+        let head = self.head_len.load(Ordering::Acquire) as usize;
+        for (index, slot) in self.head[..head.min(count)].iter().enumerate() {
+            if let Some(value) = slot.get()
+                && found(value)
+            {
+                return Some((index as u32, value));
+            }
+        }
+        if head < HEAD || count <= HEAD {
+            return None;
+        }
+        self.tail
+            .iter()
+            .take(count - HEAD)
+            .find(|(_, value)| found(value))
+            .map(|(index, value)| (index.saturating_add(HEAD as u32), value))
+    }
+
+    /// Appends `value`; returns its index, or gives it back if the storage is full. The caller
+    /// holds the lock that serializes appends.
+    pub(crate) fn push(&self, value: T) -> Result<u32, T> {
+        // Ordering: Relaxed — appends are serialized by the caller's lock.
+        let index = self.head_len.load(Ordering::Relaxed);
+        let Some(slot) = self.head.get(index as usize) else {
+            let index = self.tail.push(value)?;
+            return Ok(index.saturating_add(HEAD as u32));
+        };
+        slot.set(value)?;
+        // Ordering: Release — a reader that sees the new length finds the slot set above.
+        self.head_len.store(index + 1, Ordering::Release);
+        Ok(index)
+    }
+}
+
+impl<T, const HEAD: usize, const FIRST: usize> std::fmt::Debug for Slots<T, HEAD, FIRST> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slots")
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
+}
 
 /// Whether a table holds protocol or service scopes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -165,7 +270,7 @@ pub(crate) struct Groups {
     /// Tells this table apart from every other one of the process, for the per-thread cache.
     instance: u64,
     names: Registry<NameArc<str>, GroupRef>,
-    slots: Segments<Group, 8>,
+    slots: Slots<Group, 8, 8>,
     /// Serializes inserts, reuse and collection; the slots free for reuse.
     free: Mutex<Vec<u32>>,
 }
@@ -176,13 +281,13 @@ impl Groups {
             kind,
             instance: recent::new_table(),
             names: Registry::new(),
-            slots: Segments::new(),
+            slots: Slots::new(),
             free: Mutex::new(Vec::new()),
         }
     }
 
     /// The scope in `slot`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn get(&self, slot: u32) -> Option<&Group> {
         self.slots.get(slot)
     }
@@ -215,15 +320,29 @@ impl Groups {
     /// The scope named `name`, created with the limit `limit_of` gives for it if there is
     /// none, and whether it was created. `limit_of` runs under the table's lock, which limit
     /// swaps also take, so a new scope never keeps a limit older than the last swap.
+    #[inline(always)]
     pub(crate) fn find_or_insert(
         &self,
         name: &str,
         limit_of: impl FnOnce(&str) -> BaseLimit,
     ) -> (GroupRef, bool) {
-        if let Some(found) = self.find(name) {
+        if let Some(found) = recent::get(self.instance, name) {
             return (found, false);
         }
-        let (found, created) = self.insert(name, limit_of, false);
+        self.find_or_insert_in_map(name, limit_of)
+    }
+
+    /// [`find_or_insert`](Self::find_or_insert) past this thread's cache.
+    #[inline(never)]
+    fn find_or_insert_in_map(
+        &self,
+        name: &str,
+        limit_of: impl FnOnce(&str) -> BaseLimit,
+    ) -> (GroupRef, bool) {
+        let (found, created) = match self.names.get(name) {
+            Some(found) => (found, false),
+            None => self.insert(name, limit_of, false),
+        };
         recent::put(self.instance, name, found);
         (found, created)
     }
@@ -406,7 +525,7 @@ mod recent {
             static RECENT: Recent = const { RefCell::new(Vec::new()) };
         }
 
-        #[inline]
+        #[inline(always)]
         pub(in super::super) fn get(table: u64, name: &str) -> Option<GroupRef> {
             RECENT
                 .try_with(|recent| {
@@ -460,4 +579,26 @@ mod recent {
 
     #[cfg(rcmgr_loom)]
     pub(super) fn forget(_table: u64, _name: &str) {}
+}
+
+#[cfg(all(test, not(rcmgr_loom)))]
+mod tests {
+    use super::Slots;
+
+    #[test]
+    fn slots_fill_the_head_then_the_tail_at_stable_indices() {
+        let slots: Slots<u32, 2, 4> = Slots::new();
+        assert_eq!(slots.get(0), None);
+        for value in 0..20 {
+            assert_eq!(slots.push(value), Ok(value));
+        }
+        assert_eq!(slots.len(), 20);
+        assert!((0..20).all(|index| slots.get(index) == Some(&index)));
+        assert_eq!(slots.get(20), None);
+        let listed: Vec<_> = slots.iter().map(|(index, value)| (index, *value)).collect();
+        assert_eq!(
+            listed,
+            (0..20).map(|index| (index, index)).collect::<Vec<_>>()
+        );
+    }
 }

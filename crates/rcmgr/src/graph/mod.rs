@@ -67,8 +67,11 @@ pub(crate) struct Root {
     /// Serializes limit swaps.
     swapping: Mutex<()>,
     pub(crate) peers: Peers,
-    pub(crate) protocols: Groups,
-    pub(crate) services: Groups,
+    /// The group tables are boxed: each holds its first slots inline (kilobytes), and a
+    /// `Root` is built on the stack before it moves into its `Arc`; unboxed, building one
+    /// overflowed the small stacks that loom runs its models on.
+    pub(crate) protocols: Box<Groups>,
+    pub(crate) services: Box<Groups>,
     pub(crate) ids: ids::Ids,
     /// What `open_connection` checks before the scopes.
     pub(crate) gate: Gate,
@@ -98,8 +101,8 @@ impl Root {
             limits: LimitSlot::new(Arc::new(limits)),
             swapping: Mutex::new(()),
             peers: Peers::new(),
-            protocols: Groups::new(GroupKind::Protocol),
-            services: Groups::new(GroupKind::Service),
+            protocols: Box::new(Groups::new(GroupKind::Protocol)),
+            services: Box::new(Groups::new(GroupKind::Service)),
             ids: ids::Ids::new(),
             gate,
             observer,

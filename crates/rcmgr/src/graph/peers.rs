@@ -36,9 +36,8 @@ use libp2p_identity::PeerId;
 
 use super::{
     Root,
-    groups::{self, GroupKind, GroupRef},
+    groups::{self, GroupKind, GroupRef, Slots},
     scope::Viewed,
-    segments::Segments,
 };
 use crate::{
     account::Plain,
@@ -175,7 +174,7 @@ const SCANNED: usize = 8;
 /// A peer's members; see the module docs.
 #[derive(Debug)]
 pub(crate) struct Members {
-    slots: Segments<Member, 4>,
+    slots: Slots<Member, 2, 4>,
     /// The members past the first [`SCANNED`] slots by key, so that a peer with many of them
     /// (a caller naming many protocols) is still found in O(1); replaced, under the lock,
     /// when it is half full.
@@ -210,7 +209,7 @@ impl MemberIndex {
     }
 
     /// The slot keyed `key`, if the table has it.
-    fn find(&self, key: u64, slots: &Segments<Member, 4>) -> Option<u32> {
+    fn find(&self, key: u64, slots: &Slots<Member, 2, 4>) -> Option<u32> {
         if self.entries.is_empty() {
             return None;
         }
@@ -254,13 +253,13 @@ impl MemberIndex {
 impl Members {
     fn new() -> Self {
         Members {
-            slots: Segments::new(),
+            slots: Slots::new(),
             index: LimitSlot::new(Arc::new(MemberIndex::default())),
             lock: Mutex::new(Vec::new()),
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn get(&self, slot: u32) -> Option<&Member> {
         self.slots.get(slot)
     }
@@ -271,13 +270,9 @@ impl Members {
     }
 
     /// The slot keyed `key`, if any: a scan of the first slots, then the index.
-    #[inline]
+    #[inline(always)]
     fn slot_of(&self, key: u64) -> Option<u32> {
-        let scanned = self
-            .slots
-            .iter()
-            .take(SCANNED)
-            .find(|(_, member)| member.is(key));
+        let scanned = self.slots.find_within(SCANNED, |member| member.is(key));
         match scanned {
             Some((slot, _)) => Some(slot),
             None if self.slots.len() as usize > SCANNED => {
@@ -288,7 +283,7 @@ impl Members {
     }
 
     /// The slot keyed `key`, if any, counted as a use.
-    #[inline]
+    #[inline(always)]
     fn find(&self, key: u64) -> Option<u32> {
         let slot = self.slot_of(key)?;
         if let Some(member) = self.get(slot) {
@@ -300,6 +295,7 @@ impl Members {
     /// The slot keyed `key`, made with the limit `limit` gives (under the members' lock,
     /// which limit swaps also take) if there is none; and whether it was made. Amortised
     /// O(1) however many members the peer has.
+    #[inline(always)]
     pub(crate) fn find_or_insert(
         &self,
         key: u64,
@@ -308,6 +304,12 @@ impl Members {
         if let Some(slot) = self.find(key) {
             return (slot, false);
         }
+        self.insert(key, limit)
+    }
+
+    /// [`find_or_insert`](Self::find_or_insert) of a key not found: under the lock.
+    #[inline(never)]
+    fn insert(&self, key: u64, limit: impl FnOnce() -> BaseLimit) -> (u32, bool) {
         let mut free = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(slot) = self.find(key) {
             return (slot, false);

@@ -1,5 +1,5 @@
 //! The one identity of a scope in the graph ([`ScopeRef`]), and what a refusal says
-//! ([`Refusal`]).
+//! ([`Fault`] on the hot path, [`Refusal`] once it is named).
 //!
 //! A [`ScopeRef`] borrows any scope: it names it (go's [`ScopeName`]), reads its usage and
 //! its limit, and finds the counter words a walk takes it as ([`ScopeRef::parent`]). It is
@@ -10,7 +10,7 @@ use super::{
     Root, conn::ConnNode, groups::GroupKind, peers::PeerNode, span::SpanNode, stream::StreamNode,
 };
 use crate::{
-    account::{Conns, Direct, Hit, Memory, Parent, Streams, Usage},
+    account::{Conns, Direct, Hit, Memory, Parent, PathRefusal, Streams, Usage},
     limits::BaseLimit,
     sync::{AtomicU64, Ordering},
     types::{Direction, ScopeName, ScopeStat},
@@ -200,6 +200,27 @@ pub(crate) enum Why {
     Limit(Hit, Asked),
     /// The scope, or one the reservation had to pass through, is closed.
     Closed,
+}
+
+/// A refusal of a memory reservation through a connection or stream, or on a view's scope,
+/// as the hot path returns it: where and why, small and `Copy`, naming no scope. The node
+/// that refused turns it into a [`Refusal`] on the cold path
+/// ([`staged::refusal`](super::staged::refusal), the views' and spans' own), so that a
+/// successful reservation never carries names or usage snapshots through its layers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// The scope is closed.
+    Closed,
+    /// The scope's own limit refused.
+    Own(Hit),
+    /// A parent on the path at `stage` refused (`refused.at` says which, in walk order);
+    /// `limit` is the scope's own memory limit the walk used (go checks it first, so if it
+    /// refuses too, the scope itself is named).
+    Path {
+        stage: u8,
+        refused: PathRefusal,
+        limit: u64,
+    },
 }
 
 /// A refusal, as the graph reports it; the handles turn it into the public error (and the

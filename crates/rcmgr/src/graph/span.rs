@@ -14,8 +14,8 @@
 //! * a span begun on a view reserves on the view's scope and parents without the direct
 //!   count (the bytes are the span's, in its own word), and gives them back exactly.
 //!
-//! A [`SpanNode`] is a child scope: its own word, the anchor at the root of its chain (never a
-//! span) and the span it was begun on, if it was begun on one. A reservation through a span
+//! A [`SpanNode`] is a child scope: its own word, the scope at the root of its chain (its
+//! [`Owner`], never a span) and the span it was begun on, if it was begun on one. A reservation through a span
 //! `d` levels deep reserves on the anchor first, then commits each span level from the outside
 //! in, so that every level's close finds its bytes held by everything above it (the same
 //! own-word-last protocol as connections and streams, see [`crate::account::own`]); a release
@@ -24,17 +24,26 @@
 //! gathers its levels once (without allocating up to [`INLINE_LEVELS`] deep), so a
 //! reservation costs time linear in its depth and no stack; so do a span's name, its limit
 //! and its drop.
+//!
+//! A span's walks dispatch once on the kind of its owner ([`SpanNode::dispatch`], [`Base`]):
+//! everything after that, the span handle's whole operation included, is compiled for that
+//! kind (a peer's path, a stream's stages), with no match per layer. They report a refusal as
+//! a small [`SpanFault`]; [`SpanNode::refusal`] names it on the cold path.
 
 use super::{
     Root,
     conn::ConnNode,
     groups::{Group, GroupKind},
     peers::{PeerNode, Peers},
-    scope::{Asked, Fixed, Refusal, RefusedBy, ScopeRef, Viewed},
+    scope::{Asked, Fault, Fixed, Refusal, RefusedBy, ScopeRef, Viewed},
+    staged::{self, Staged},
     stream::StreamNode,
 };
 use crate::{
-    account::{LimitCell, Memory, Own, OwnRefusal, Path, PathRefusal, Refused, Sharded, path},
+    account::{
+        Len, LimitCell, Memory, Own, OwnRefusal, Path, PathRefusal, Refused, Release, Reserve,
+        Walk, path,
+    },
     limits::BaseLimit,
     sync::{Arc, AtomicU64, Ordering, Slot},
     types::{Priority, ScopeName, ScopeStat, SpanName},
@@ -159,7 +168,8 @@ pub(crate) struct Moved {
 }
 
 impl Moved {
-    fn bytes(bytes: u64) -> Moved {
+    #[inline]
+    pub(crate) fn bytes(bytes: u64) -> Moved {
         Moved { bytes, conn: None }
     }
 }
@@ -176,20 +186,6 @@ pub(crate) enum Anchor {
 }
 
 impl Anchor {
-    /// The graph the scope belongs to (an anchor at the root of a span chain is never a
-    /// span, so this is one match, no recursion).
-    #[inline]
-    pub(crate) fn root(&self) -> &Root {
-        match self {
-            Anchor::Fixed(root, _) => root,
-            Anchor::Group(view) => view.root(),
-            Anchor::Peer(view) => &view.node().root,
-            Anchor::Conn(conn) => &conn.root,
-            Anchor::Stream(stream) => stream.root(),
-            Anchor::Span(span) => span.dag.root(),
-        }
-    }
-
     /// The anchor, borrowed: what the operations take (a handle borrows its own node
     /// without touching a reference count).
     #[inline]
@@ -250,51 +246,60 @@ impl<'a> AnchorRef<'a> {
             AnchorRef::Peer(view) => &view.node().root,
             AnchorRef::Conn(conn) => &conn.root,
             AnchorRef::Stream(stream) => stream.root(),
-            AnchorRef::Span(span) => span.dag.root(),
+            AnchorRef::Span(span) => span.root(),
         }
     }
 
-    /// For a view: runs `walk` on the scope's direct count and its path (the scope itself
-    /// first), built on the stack. `None` for any other scope.
-    #[inline]
-    fn with_view<R>(self, walk: impl FnOnce(&'a Viewed, Path<'_>) -> R) -> Option<R> {
+    /// For a view: what views keep on the scope (its direct count, its spans' numbers).
+    /// `None` for any other scope, or a group that is gone.
+    #[inline(always)]
+    fn viewed(self) -> Option<&'a Viewed> {
+        match self {
+            AnchorRef::Fixed(root, which) => Some(root.fixed_viewed(which)),
+            AnchorRef::Group(view) => Some(&view.group()?.viewed),
+            AnchorRef::Peer(view) => Some(&view.node().viewed),
+            AnchorRef::Conn(_) | AnchorRef::Stream(_) | AnchorRef::Span(_) => None,
+        }
+    }
+
+    /// For a view: runs `walk` on the scope's path (the scope itself first), built on the
+    /// stack. `None` for any other scope. (Always inlined: where the kind of scope is known,
+    /// as in a span's [`ViewBase`], the match folds away.)
+    #[inline(always)]
+    fn with_view<W: Walk>(self, walk: W) -> Option<W::Output> {
         let system = |root: &'a Root| root.fixed(Fixed::System);
         Some(match self {
             AnchorRef::Fixed(root, which) => {
                 let scope = root.fixed(which);
-                let viewed = root.fixed_viewed(which);
-                let sharded: &[&Sharded] = match which {
-                    Fixed::System | Fixed::AllowlistedSystem => &[scope],
-                    Fixed::Transient => &[scope, system(root)],
-                    Fixed::AllowlistedTransient => &[scope, root.fixed(Fixed::AllowlistedSystem)],
-                };
-                walk(
-                    viewed,
-                    Path {
-                        plain: &[],
-                        sharded,
-                    },
-                )
+                let plain = &[];
+                match which {
+                    Fixed::System | Fixed::AllowlistedSystem => walk.on(Path {
+                        plain,
+                        sharded: &[scope],
+                    }),
+                    Fixed::Transient => walk.on(Path {
+                        plain,
+                        sharded: &[scope, system(root)],
+                    }),
+                    Fixed::AllowlistedTransient => walk.on(Path {
+                        plain,
+                        sharded: &[scope, root.fixed(Fixed::AllowlistedSystem)],
+                    }),
+                }
             }
             AnchorRef::Group(view) => {
                 let group = view.group()?;
-                walk(
-                    &group.viewed,
-                    Path {
-                        plain: &[],
-                        sharded: &[&group.scope, system(view.root())],
-                    },
-                )
+                walk.on(Path {
+                    plain: &[],
+                    sharded: &[&group.scope, system(view.root())],
+                })
             }
             AnchorRef::Peer(view) => {
                 let node = view.node();
-                walk(
-                    &node.viewed,
-                    Path {
-                        plain: &[&node.scope],
-                        sharded: &[system(&node.root)],
-                    },
-                )
+                walk.on(Path {
+                    plain: &[&node.scope],
+                    sharded: &[system(&node.root)],
+                })
             }
             AnchorRef::Conn(_) | AnchorRef::Stream(_) | AnchorRef::Span(_) => return None,
         })
@@ -311,26 +316,38 @@ impl<'a> AnchorRef<'a> {
         }
     }
 
-    /// Reserves `memory` on the scope and everything it reports to.
-    #[inline(always)]
+    /// Reserves `memory` on the scope and everything it reports to (what guards and views
+    /// run; the handles of spans, connections and streams call their node's walk directly).
+    #[inline]
+    #[allow(
+        clippy::result_large_err,
+        reason = "a refusal is named once, where it is found, on a path that then ends"
+    )]
     pub(crate) fn reserve_memory(self, memory: Memory, slot: Slot) -> Result<Moved, Refusal> {
         match self {
-            AnchorRef::Conn(conn) => conn.reserve_memory(memory, slot).map(|before| Moved {
-                bytes: memory.bytes,
-                conn: Some((before, before + memory.bytes)),
-            }),
+            AnchorRef::Conn(conn) => conn
+                .reserve_memory(memory, slot)
+                .map(|before| Moved {
+                    bytes: memory.bytes,
+                    conn: Some((before, before + memory.bytes)),
+                })
+                .map_err(|fault| staged::refusal(&**conn, fault, memory)),
             AnchorRef::Stream(stream) => stream
                 .reserve_memory(memory, slot)
-                .map(|_| Moved::bytes(memory.bytes)),
-            AnchorRef::Span(span) => span.reserve_memory(memory, slot),
+                .map(|_| Moved::bytes(memory.bytes))
+                .map_err(|fault| staged::refusal(&**stream, fault, memory)),
+            AnchorRef::Span(span) => span
+                .reserve_memory(memory, slot)
+                .map_err(|fault| span.refusal(fault, memory)),
             view => {
-                let reserved = view.with_view(|viewed, path| {
-                    path::reserve(path, memory, slot).map(|()| viewed.direct.add(memory.bytes))
-                });
-                let Some(reserved) = reserved else {
+                let Some(viewed) = view.viewed() else {
+                    return Err(Refusal::closed(None));
+                };
+                let Some(reserved) = view.with_view(Reserve(memory, slot)) else {
                     return Err(Refusal::closed(None));
                 };
                 reserved.map_err(|refused| view.view_refusal(memory, refused))?;
+                viewed.direct.add(memory.bytes);
                 Ok(Moved::bytes(memory.bytes))
             }
         }
@@ -338,7 +355,7 @@ impl<'a> AnchorRef<'a> {
 
     /// Releases up to `bytes`: clamped at the scope itself, what it took given back further
     /// up. Nothing if the scope is closed (its close gave everything back).
-    #[inline(always)]
+    #[inline]
     pub(crate) fn release_memory(self, bytes: u64, slot: Slot) -> Moved {
         match self {
             AnchorRef::Conn(conn) => {
@@ -353,49 +370,25 @@ impl<'a> AnchorRef<'a> {
                 .map_or_else(Moved::default, |released| Moved::bytes(released.taken)),
             AnchorRef::Span(span) => span.release_memory(bytes, slot),
             view => {
-                let taken = view.with_view(|viewed, path| {
-                    let taken = viewed.direct.take(bytes);
-                    path::release(path, Memory::new(taken, Priority::ALWAYS), slot);
-                    taken
-                });
-                Moved::bytes(taken.unwrap_or(0))
-            }
-        }
-    }
-
-    /// Reserves `memory` for a span begun on this scope (never a span itself): on a
-    /// connection or stream, as a reservation on it; on a view's scope, on the scope and its
-    /// parents, but not as bytes reserved directly there (they are the span's).
-    #[inline]
-    fn reserve_for_span(self, memory: Memory, slot: Slot) -> Result<Moved, Refusal> {
-        match self {
-            AnchorRef::Conn(_) | AnchorRef::Stream(_) | AnchorRef::Span(_) => {
-                self.reserve_memory(memory, slot)
-            }
-            view => {
-                let reserved = view.with_view(|_, path| path::reserve(path, memory, slot));
-                let Some(reserved) = reserved else {
-                    return Err(Refusal::closed(None));
+                let Some(viewed) = view.viewed() else {
+                    return Moved::default();
                 };
-                reserved.map_err(|refused| view.view_refusal(memory, refused))?;
-                Ok(Moved::bytes(memory.bytes))
+                let taken = viewed.direct.take(bytes);
+                view.with_view(Release(Memory::new(taken, Priority::ALWAYS), slot));
+                Moved::bytes(taken)
             }
         }
     }
 
-    /// Gives back `bytes` that a span begun on this scope held (and so this scope holds
-    /// too): on a connection or stream, as a release on it; on a view's scope, from the
-    /// scope and its parents exactly.
-    #[inline]
-    fn release_for_span(self, bytes: u64, slot: Slot) -> Moved {
-        match self {
-            AnchorRef::Conn(_) | AnchorRef::Stream(_) | AnchorRef::Span(_) => {
-                self.release_memory(bytes, slot)
-            }
-            view => {
-                let memory = Memory::new(bytes, Priority::ALWAYS);
-                view.with_view(|_, path| path::release(path, memory, slot));
-                Moved::bytes(bytes)
+    /// The refusal of a reservation on a view's scope, reported as `fault`.
+    #[cold]
+    fn view_fault_refusal(self, fault: Fault, memory: Memory) -> Refusal {
+        match fault {
+            Fault::Path { refused, .. } => self.view_refusal(memory, refused),
+            Fault::Closed => Refusal::closed(None),
+            Fault::Own(_) => {
+                debug_assert!(false, "a view's walk has no own word");
+                Refusal::closed(None)
             }
         }
     }
@@ -440,20 +433,20 @@ impl<'a> AnchorRef<'a> {
             AnchorRef::Conn(conn) => {
                 owning.push(ScopeRef::Conn(conn));
                 let stage = conn.state().stage();
-                let len = conn.with_path(stage, |path| path.len());
+                let len = conn.with_path(stage, Len);
                 (0..len).map(|index| conn.scope_at(stage, index)).collect()
             }
             AnchorRef::Stream(stream) => {
                 owning.push(ScopeRef::Stream(stream));
                 let stage = stream.state().stage();
-                let len = stream.with_path(stage, |path| path.len());
+                let len = stream.with_path(stage, Len);
                 (0..len)
                     .map(|index| stream.scope_at(stage, index))
                     .collect()
             }
             view => {
                 owning.push(view.scope());
-                let len = view.with_view(|_, path| path.len()).unwrap_or(1);
+                let len = view.with_view(Len).unwrap_or(1);
                 (1..len).map(|index| view.view_scope_at(index)).collect()
             }
         };
@@ -461,12 +454,12 @@ impl<'a> AnchorRef<'a> {
     }
 
     /// The scope's own memory limit now (what a span begun on it follows).
-    #[inline]
+    #[inline(always)]
     fn memory_limit(self) -> u64 {
         use super::staged::Staged;
         match self {
-            AnchorRef::Conn(conn) => conn.memory_limit(),
-            AnchorRef::Stream(stream) => stream.memory_limit(),
+            AnchorRef::Conn(conn) => Staged::memory_limit(&**conn),
+            AnchorRef::Stream(stream) => Staged::memory_limit(&**stream),
             AnchorRef::Span(span) => span.memory_limit(),
             AnchorRef::Fixed(root, which) => root.fixed(which).limit().memory(),
             AnchorRef::Group(view) => view.group().map_or(0, |group| group.scope.limit().memory()),
@@ -490,7 +483,7 @@ impl<'a> AnchorRef<'a> {
             AnchorRef::Conn(conn) => conn.next_span_index(),
             AnchorRef::Stream(stream) => stream.next_span_index(),
             AnchorRef::Span(span) => span.next_span_index(),
-            view => view.with_view(|viewed, _| viewed.next_span()).unwrap_or(0),
+            view => view.viewed().map_or(0, Viewed::next_span),
         }
     }
 
@@ -524,6 +517,210 @@ impl<'a> AnchorRef<'a> {
             AnchorRef::Span(span) => span.limit.pin(limit),
         }
     }
+}
+
+/// What a span chain is rooted at: any scope but a span (a span begun on a span keeps its
+/// parent's owner), so that a span's walks dispatch on the kind of scope once.
+#[derive(Clone, Debug)]
+pub(crate) enum Owner {
+    Fixed(Arc<Root>, Fixed),
+    Group(GroupView),
+    Peer(PeerView),
+    Conn(Arc<ConnNode>),
+    Stream(Arc<StreamNode>),
+}
+
+impl Owner {
+    /// The owner, and the span to begin the new one on, of a span begun on `anchor`.
+    fn of(anchor: AnchorRef<'_>) -> (Owner, Option<Arc<SpanNode>>) {
+        let owner = match anchor {
+            AnchorRef::Span(span) => return (span.dag.clone(), Some(Arc::clone(span))),
+            AnchorRef::Fixed(root, which) => Owner::Fixed(Arc::clone(root), which),
+            AnchorRef::Group(view) => Owner::Group(view.clone()),
+            AnchorRef::Peer(view) => Owner::Peer(view.clone()),
+            AnchorRef::Conn(conn) => Owner::Conn(Arc::clone(conn)),
+            AnchorRef::Stream(stream) => Owner::Stream(Arc::clone(stream)),
+        };
+        (owner, None)
+    }
+
+    /// The graph the owner belongs to.
+    #[inline(always)]
+    fn root(&self) -> &Root {
+        match self {
+            Owner::Fixed(root, _) => root,
+            Owner::Group(view) => view.root(),
+            Owner::Peer(view) => &view.node().root,
+            Owner::Conn(conn) => &conn.root,
+            Owner::Stream(stream) => stream.root(),
+        }
+    }
+
+    /// The owner, borrowed as any anchor (for names, limits and the trace).
+    #[inline(always)]
+    pub(crate) fn as_ref(&self) -> AnchorRef<'_> {
+        match self {
+            Owner::Fixed(root, which) => AnchorRef::Fixed(root, *which),
+            Owner::Group(view) => AnchorRef::Group(view),
+            Owner::Peer(view) => AnchorRef::Peer(view),
+            Owner::Conn(conn) => AnchorRef::Conn(conn),
+            Owner::Stream(stream) => AnchorRef::Stream(stream),
+        }
+    }
+
+    /// The refusal of a span's reservation that the owner's walk reported as `fault`.
+    #[cold]
+    fn refusal(&self, fault: Fault, memory: Memory) -> Refusal {
+        match self {
+            Owner::Conn(conn) => staged::refusal(&**conn, fault, memory),
+            Owner::Stream(stream) => staged::refusal(&**stream, fault, memory),
+            view => view.as_ref().view_fault_refusal(fault, memory),
+        }
+    }
+}
+
+/// Runs `$body` with `$base` bound to `$owner` as the [`Base`] of its kind: the one dispatch
+/// of a span's walk.
+macro_rules! with_base {
+    ($owner:expr, |$base:ident| $body:expr) => {
+        match $owner {
+            Owner::Fixed(root, which) => {
+                let $base = ViewBase(AnchorRef::Fixed(root, *which));
+                $body
+            }
+            Owner::Group(view) => {
+                let $base = ViewBase(AnchorRef::Group(view));
+                $body
+            }
+            Owner::Peer(view) => {
+                let $base = ViewBase(AnchorRef::Peer(view));
+                $body
+            }
+            Owner::Conn(conn) => {
+                let $base: &ConnNode = conn;
+                $body
+            }
+            Owner::Stream(stream) => {
+                let $base: &StreamNode = stream;
+                $body
+            }
+        }
+    };
+}
+
+/// The owner of a span chain as the span's walks see it, written once per kind of scope: a
+/// small `Copy` value (a reference, or a view's anchor), so that a walk keeps it in
+/// registers, never in memory that its atomic operations would make it read again.
+pub(crate) trait Base: Copy {
+    /// The graph the scope belongs to.
+    fn root(&self) -> &Root;
+    /// The scope's own memory limit now (what a span begun on it follows, unless pinned).
+    fn memory_limit(&self) -> u64;
+    /// Reserves `memory` for a span begun on the scope: on a connection or stream, as a
+    /// reservation on it; on a view's scope, on the scope and its parents, but not as bytes
+    /// reserved directly there (they are the span's). Returns how the own memory of a
+    /// connection changed.
+    fn reserve_for_span(&self, memory: Memory, slot: Slot) -> Result<Option<(u64, u64)>, Fault>;
+    /// Gives back `bytes` that a span begun on the scope held (and so the scope holds too):
+    /// on a connection or stream, as a release on it; on a view's scope, from the scope and
+    /// its parents exactly. Returns how the own memory of a connection changed.
+    fn release_for_span(&self, bytes: u64, slot: Slot) -> Option<(u64, u64)>;
+}
+
+impl Base for &ConnNode {
+    #[inline(always)]
+    fn root(&self) -> &Root {
+        &self.root
+    }
+
+    #[inline(always)]
+    fn memory_limit(&self) -> u64 {
+        Staged::memory_limit(*self)
+    }
+
+    #[inline(always)]
+    fn reserve_for_span(&self, memory: Memory, slot: Slot) -> Result<Option<(u64, u64)>, Fault> {
+        let before = self.reserve_memory(memory, slot)?;
+        Ok(Some((before, before + memory.bytes)))
+    }
+
+    #[inline(always)]
+    fn release_for_span(&self, bytes: u64, slot: Slot) -> Option<(u64, u64)> {
+        let released = self.release_memory(bytes, slot)?;
+        Some((released.before, released.before - released.taken))
+    }
+}
+
+impl Base for &StreamNode {
+    #[inline(always)]
+    fn root(&self) -> &Root {
+        StreamNode::root(self)
+    }
+
+    #[inline(always)]
+    fn memory_limit(&self) -> u64 {
+        Staged::memory_limit(*self)
+    }
+
+    #[inline(always)]
+    fn reserve_for_span(&self, memory: Memory, slot: Slot) -> Result<Option<(u64, u64)>, Fault> {
+        self.reserve_memory(memory, slot)?;
+        Ok(None)
+    }
+
+    #[inline(always)]
+    fn release_for_span(&self, bytes: u64, slot: Slot) -> Option<(u64, u64)> {
+        self.release_memory(bytes, slot);
+        None
+    }
+}
+
+/// A view's scope (a fixed scope, a protocol or service, a peer) as a span's owner: the
+/// anchor's variant is known where one is made, so its matches fold away.
+#[derive(Clone, Copy)]
+pub(crate) struct ViewBase<'a>(AnchorRef<'a>);
+
+impl Base for ViewBase<'_> {
+    #[inline(always)]
+    fn root(&self) -> &Root {
+        self.0.root()
+    }
+
+    #[inline(always)]
+    fn memory_limit(&self) -> u64 {
+        self.0.memory_limit()
+    }
+
+    #[inline(always)]
+    fn reserve_for_span(&self, memory: Memory, slot: Slot) -> Result<Option<(u64, u64)>, Fault> {
+        match self.0.with_view(Reserve(memory, slot)) {
+            Some(Ok(())) => Ok(None),
+            Some(Err(refused)) => Err(Fault::Path {
+                stage: 0,
+                refused,
+                limit: 0,
+            }),
+            None => Err(Fault::Closed),
+        }
+    }
+
+    #[inline(always)]
+    fn release_for_span(&self, bytes: u64, slot: Slot) -> Option<(u64, u64)> {
+        let memory = Memory::new(bytes, Priority::ALWAYS);
+        self.0.with_view(Release(memory, slot));
+        None
+    }
+}
+
+/// Why a reservation through a span was refused, as its hot path reports it (named on the
+/// cold path by [`SpanNode::refusal`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SpanFault {
+    /// The walk of the chain's owner refused.
+    Above(Fault),
+    /// The own word of the level `index` levels out from the span refused (what the outer
+    /// levels and the owner took was given back).
+    Level(usize, OwnRefusal),
 }
 
 /// Span levels a walk gathers without allocating.
@@ -587,8 +784,8 @@ impl<'a> Levels<'a> {
 #[derive(Debug)]
 pub(crate) struct SpanNode {
     own: Own,
-    /// The scope at the root of the chain; never a span.
-    dag: Anchor,
+    /// The scope at the root of the chain.
+    dag: Owner,
     /// The span this one was begun on, if it was begun on a span.
     parent: Option<Arc<SpanNode>>,
     index: u64,
@@ -599,15 +796,16 @@ pub(crate) struct SpanNode {
 
 impl SpanNode {
     /// Begins a span on `owner`; fails if `owner` is closed.
+    #[allow(
+        clippy::result_large_err,
+        reason = "a refusal is named once, where it is found, on a path that then ends"
+    )]
     pub(crate) fn begin(owner: AnchorRef<'_>) -> Result<Arc<SpanNode>, Refusal> {
         if owner.is_closed() {
             return Err(Refusal::closed(None));
         }
         let index = owner.next_span_index();
-        let (dag, parent) = match owner {
-            AnchorRef::Span(span) => (span.dag.clone(), Some(Arc::clone(span))),
-            other => (other.to_owned(), None),
-        };
+        let (dag, parent) = Owner::of(owner);
         Ok(Arc::new(SpanNode {
             own: Own::new(0),
             dag,
@@ -616,6 +814,12 @@ impl SpanNode {
             limit: LimitCell::new(BaseLimit::block_all()),
             next_span: AtomicU64::new(1),
         }))
+    }
+
+    /// The graph the span belongs to.
+    #[inline(always)]
+    pub(crate) fn root(&self) -> &Root {
+        self.dag.root()
     }
 
     pub(crate) fn next_span_index(&self) -> u64 {
@@ -670,41 +874,27 @@ impl SpanNode {
         }
     }
 
-    /// Reserves `memory` through the span: the anchor (and everything it reports to) first,
-    /// then each level's own word from the outside in. A refusal names the first scope whose
-    /// own limit refuses in go's order (the span, then each level outwards, then the anchor's
-    /// own walk), or the closed level.
-    #[inline]
-    pub(crate) fn reserve_memory(&self, memory: Memory, slot: Slot) -> Result<Moved, Refusal> {
-        if self.parent.is_some() {
-            return self.reserve_nested(memory, slot);
-        }
-        // A span begun on a connection, stream or view (the common case): one level, no
-        // gathering.
-        let dag = self.dag.as_ref();
-        let limit = if self.limit.is_pinned() {
-            self.limit.memory()
-        } else {
-            dag.memory_limit()
-        };
-        let moved = dag
-            .reserve_for_span(memory, slot)
-            .map_err(|refusal| self.refused_above(refusal, memory))?;
-        if let Err(refused) = self.own.commit(memory, limit, 0) {
-            dag.release_for_span(memory.bytes, slot);
-            return Err(self.refused_at_level(0, self, refused, memory));
-        }
-        Ok(moved)
+    /// Runs `op` on the span, dispatched once on its owner's kind: the span handle's
+    /// operations run this way, so that everything they do (the walk, and what they tell)
+    /// is compiled for that kind.
+    #[inline(always)]
+    pub(crate) fn dispatch<O: OnSpan>(&self, op: O) -> O::Output {
+        with_base!(&self.dag, |base| op.run(SpanOn { span: self, base }))
     }
 
-    /// [`reserve_memory`](Self::reserve_memory) through a span begun on a span.
-    fn reserve_nested(&self, memory: Memory, slot: Slot) -> Result<Moved, Refusal> {
+    /// Reserves `memory` through the span (see [`SpanOn::reserve_memory`]).
+    #[inline]
+    pub(crate) fn reserve_memory(&self, memory: Memory, slot: Slot) -> Result<Moved, SpanFault> {
+        with_base!(&self.dag, |base| SpanOn { span: self, base }
+            .reserve_memory(memory, slot))
+    }
+
+    /// [`SpanOn::reserve_memory`] through a span begun on a span.
+    #[inline(never)]
+    fn reserve_nested(&self, memory: Memory, slot: Slot) -> Result<Moved, SpanFault> {
         let levels = Levels::of(self);
-        let moved = self
-            .dag
-            .as_ref()
-            .reserve_for_span(memory, slot)
-            .map_err(|refusal| self.refused_above(refusal, memory))?;
+        let conn = with_base!(&self.dag, |base| base.reserve_for_span(memory, slot))
+            .map_err(SpanFault::Above)?;
         for index in (0..levels.len).rev() {
             let Some((level, limit)) = levels.get(index) else {
                 continue;
@@ -713,51 +903,49 @@ impl SpanNode {
                 // Give back what the outer levels and the anchor took (a rollback: not a
                 // change of the connection's memory that anyone saw).
                 level.release_above(memory.bytes, slot);
-                return Err(self.refused_at_level(index, level, refused, memory));
+                return Err(SpanFault::Level(index, refused));
             }
         }
-        Ok(moved)
+        Ok(Moved {
+            bytes: memory.bytes,
+            conn,
+        })
     }
 
-    /// The refusal of a reservation that the anchor's walk refused: a level whose own state
-    /// or limit refuses comes first in go's order; else the anchor's refusal, named after the
-    /// anchor where it named "itself".
+    /// The refusal that `fault`, reported by a reservation of `memory` through this span,
+    /// stands for. go checks each level's own state and limit before its owner's: a level
+    /// that refuses now comes first, from the span outwards; else the owner's refusal, named
+    /// after the owner where it named "itself", or the level's own.
     #[cold]
-    fn refused_above(&self, refusal: Refusal, memory: Memory) -> Refusal {
-        let levels = Levels::of(self);
-        self.first_own_refusal(&levels, memory)
-            .unwrap_or_else(|| match refusal.by {
-                RefusedBy::Itself => Refusal {
-                    by: RefusedBy::Other(self.dag.as_ref().scope().name()),
-                    ..refusal
-                },
-                RefusedBy::Other(_) => refusal,
-            })
-    }
-
-    /// The refusal of a reservation that the own word of `level` (`index` levels out from
-    /// this span) refused, after the rollback.
-    #[cold]
-    fn refused_at_level(
-        &self,
-        index: usize,
-        level: &SpanNode,
-        refused: OwnRefusal,
-        memory: Memory,
-    ) -> Refusal {
+    pub(crate) fn refusal(&self, fault: SpanFault, memory: Memory) -> Refusal {
         let levels = Levels::of(self);
         if let Some(first) = self.first_own_refusal(&levels, memory) {
             return first;
         }
-        let scope = (index > 0).then_some(ScopeRef::Span(level));
-        match refused {
-            OwnRefusal::Limit(hit) => Refusal::limit(
-                scope.unwrap_or(ScopeRef::Span(self)),
-                index == 0,
-                hit,
-                Asked::Memory(memory),
-            ),
-            OwnRefusal::Closed | OwnRefusal::Moved => Refusal::closed(scope),
+        match fault {
+            SpanFault::Above(fault) => {
+                let refusal = self.dag.refusal(fault, memory);
+                match refusal.by {
+                    RefusedBy::Itself => Refusal {
+                        by: RefusedBy::Other(self.dag.as_ref().scope().name()),
+                        ..refusal
+                    },
+                    RefusedBy::Other(_) => refusal,
+                }
+            }
+            SpanFault::Level(index, refused) => {
+                let level = levels.get(index).map_or(self, |(level, _)| level);
+                let scope = (index > 0).then_some(ScopeRef::Span(level));
+                match refused {
+                    OwnRefusal::Limit(hit) => Refusal::limit(
+                        scope.unwrap_or(ScopeRef::Span(self)),
+                        index == 0,
+                        hit,
+                        Asked::Memory(memory),
+                    ),
+                    OwnRefusal::Closed | OwnRefusal::Moved => Refusal::closed(scope),
+                }
+            }
         }
     }
 
@@ -781,20 +969,11 @@ impl SpanNode {
         })
     }
 
-    /// Releases up to `bytes` from the span and what it reports to: what the span itself
-    /// gave back, and how the connection at the root changed, if it did.
+    /// Releases up to `bytes` from the span (see [`SpanOn::release_memory`]).
     #[inline]
     pub(crate) fn release_memory(&self, bytes: u64, slot: Slot) -> Moved {
-        let Some(released) = self.own.release(bytes) else {
-            return Moved::default();
-        };
-        if released.taken == 0 {
-            return Moved::default();
-        }
-        Moved {
-            bytes: released.taken,
-            conn: self.release_above(released.taken, slot),
-        }
+        with_base!(&self.dag, |base| SpanOn { span: self, base }
+            .release_memory(bytes, slot))
     }
 
     /// Closes the span: marks it closed and gives what it held back to its owners. Returns
@@ -811,22 +990,109 @@ impl SpanNode {
         })
     }
 
-    /// Gives back `bytes`, which this span held, from the levels outside it (each clamped at
-    /// what it holds) and then from the anchor; stops at a closed level (its close gave
-    /// everything back). Returns how the connection at the root changed, if it did. A loop
-    /// over the levels, outwards: no gathering, no stack.
-    #[inline]
+    /// Gives back `bytes`, which this span held, from what it reports to (see
+    /// [`SpanOn::release_above`]).
     fn release_above(&self, bytes: u64, slot: Slot) -> Option<(u64, u64)> {
+        with_base!(&self.dag, |base| SpanOn { span: self, base }
+            .release_above(bytes, slot))
+    }
+
+    /// Takes up to `bytes` from this span's own word and each level outside it, each clamped
+    /// at what the level before gave; `None` at a closed level. Returns what the outermost
+    /// level gave (what the owner then gives back).
+    #[inline(never)]
+    fn release_levels(&self, bytes: u64) -> Option<u64> {
         let mut bytes = bytes;
-        let mut level = self.parent.as_deref();
+        let mut level = Some(self);
         while let Some(span) = level {
             bytes = span.own.release(bytes)?.taken;
             level = span.parent.as_deref();
         }
+        Some(bytes)
+    }
+}
+
+/// A span as its walks see it once they have dispatched on its owner's kind ([`Base`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SpanOn<'a, B> {
+    span: &'a SpanNode,
+    base: B,
+}
+
+/// What runs on a span once its owner's kind is known ([`SpanNode::dispatch`]).
+pub(crate) trait OnSpan {
+    type Output;
+    fn run<B: Base>(self, span: SpanOn<'_, B>) -> Self::Output;
+}
+
+impl<B: Base> SpanOn<'_, B> {
+    /// The graph the span belongs to.
+    #[inline(always)]
+    pub(crate) fn root(&self) -> &Root {
+        self.base.root()
+    }
+
+    /// Reserves `memory` through the span: the owner (and everything it reports to) first,
+    /// then each level's own word from the outside in. A refusal is reported compactly;
+    /// [`SpanNode::refusal`] names it.
+    #[inline(always)]
+    pub(crate) fn reserve_memory(&self, memory: Memory, slot: Slot) -> Result<Moved, SpanFault> {
+        let span = self.span;
+        if span.parent.is_some() {
+            return span.reserve_nested(memory, slot);
+        }
+        // A span begun on a connection, stream or view (the common case): one level, no
+        // gathering.
+        let limit = if span.limit.is_pinned() {
+            span.limit.memory()
+        } else {
+            self.base.memory_limit()
+        };
+        let conn = self
+            .base
+            .reserve_for_span(memory, slot)
+            .map_err(SpanFault::Above)?;
+        if let Err(refused) = span.own.commit(memory, limit, 0) {
+            path::cold();
+            self.base.release_for_span(memory.bytes, slot);
+            return Err(SpanFault::Level(0, refused));
+        }
+        Ok(Moved {
+            bytes: memory.bytes,
+            conn,
+        })
+    }
+
+    /// Releases up to `bytes` from the span and what it reports to: what the span itself
+    /// gave back, and how the connection at the root changed, if it did.
+    #[inline(always)]
+    pub(crate) fn release_memory(&self, bytes: u64, slot: Slot) -> Moved {
+        let Some(released) = self.span.own.release(bytes) else {
+            return Moved::default();
+        };
+        if released.taken == 0 {
+            return Moved::default();
+        }
+        Moved {
+            bytes: released.taken,
+            conn: self.release_above(released.taken, slot),
+        }
+    }
+
+    /// Gives back `bytes`, which the span held, from the levels outside it (each clamped at
+    /// what it holds) and then from the owner; stops at a closed level (its close gave
+    /// everything back). Returns how the connection at the root changed, if it did. A loop
+    /// over the levels, outwards: no gathering, no stack.
+    #[inline(always)]
+    fn release_above(&self, bytes: u64, slot: Slot) -> Option<(u64, u64)> {
+        let mut bytes = bytes;
+        if let Some(parent) = self.span.parent.as_deref() {
+            bytes = parent.release_levels(bytes)?;
+        }
         if bytes == 0 {
             return None;
         }
-        self.dag.as_ref().release_for_span(bytes, slot).conn
+        self.base.release_for_span(bytes, slot)
     }
 }
 

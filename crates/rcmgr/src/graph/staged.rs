@@ -6,10 +6,11 @@
 //! stage); the walks here are written once for both: reserving and releasing memory through
 //! the scope, closing it, and the frame of a transfer ([`Move`]).
 
-use super::scope::{Asked, Refusal, ScopeRef};
+use super::scope::{Asked, Fault, Refusal, ScopeRef};
 use crate::{
     account::{
-        Memory, Own, OwnRefusal, OwnState, Path, PathRefusal, Refused, Released, Usage, path,
+        Memory, Own, OwnRefusal, OwnState, PathRefusal, Refused, Release, ReleaseUsage, Released,
+        Reserve, Usage, Walk,
     },
     sync::{Backoff, Slot},
     types::Priority,
@@ -23,62 +24,80 @@ pub(crate) trait Staged {
     fn memory_limit(&self) -> u64;
     /// The scope itself, for names.
     fn scope(&self) -> ScopeRef<'_>;
-    /// Runs `walk` on the parents at `stage`, built on the stack. A stage's parents are
-    /// written before the stage is published.
-    fn with_path<R>(&self, stage: u8, walk: impl FnOnce(Path<'_>) -> R) -> R;
+    /// Runs `walk` on the parents at `stage`, built on the stack (always inlined, so that
+    /// each stage's walk is compiled for its parents). A stage's parents are written before
+    /// the stage is published.
+    fn with_path<W: Walk>(&self, stage: u8, walk: W) -> W::Output;
     /// The parent at `index` of the path at `stage`, for names (the cold path).
     fn scope_at(&self, stage: u8, index: usize) -> ScopeRef<'_>;
 }
 
 /// Reserves `memory` through `node`: its parents at its current stage, then its own word (see
-/// [`crate::account::own`]). Returns the bytes the scope held before.
-#[inline]
+/// [`crate::account::own`]). Returns the bytes the scope held before; a refusal is reported
+/// compactly, and [`refusal`] names it.
+#[inline(always)]
 pub(crate) fn reserve_memory<S: Staged>(
     node: &S,
     memory: Memory,
     slot: Slot,
-) -> Result<u64, Refusal> {
+) -> Result<u64, Fault> {
     let limit = node.memory_limit();
     let backoff = Backoff::new();
     loop {
         let state = node.own().load();
         if state.is_closed() {
-            return Err(Refusal::closed(None));
+            return Err(Fault::Closed);
         }
         if state.is_moving() {
             backoff.snooze();
             continue;
         }
         let stage = state.stage();
-        let outcome = node.with_path(stage, |path| {
-            if let Err(refused) = path::reserve(path, memory, slot) {
-                return Err(path_refusal(node, stage, memory, limit, refused));
-            }
-            let committed = node.own().commit(memory, limit, stage);
-            if committed.is_err() {
-                path::release(path, memory, slot);
-            }
-            Ok(committed)
-        })?;
-        match outcome {
-            Ok(before) => return Ok(before),
-            Err(OwnRefusal::Moved) => backoff.snooze(),
-            Err(OwnRefusal::Closed) => return Err(Refusal::closed(None)),
-            Err(OwnRefusal::Limit(hit)) => {
-                return Err(Refusal::limit(
-                    node.scope(),
-                    true,
-                    hit,
-                    Asked::Memory(memory),
-                ));
-            }
+        if let Err(refused) = node.with_path(stage, Reserve(memory, slot)) {
+            return Err(Fault::Path {
+                stage,
+                refused,
+                limit,
+            });
         }
+        let refused = match node.own().commit(memory, limit, stage) {
+            Ok(before) => return Ok(before),
+            Err(refused) => refused,
+        };
+        // The parents at `stage` took the bytes: give them back (the cold path).
+        undo_reserve(node, stage, memory, slot);
+        match refused {
+            OwnRefusal::Moved => backoff.snooze(),
+            OwnRefusal::Closed => return Err(Fault::Closed),
+            OwnRefusal::Limit(hit) => return Err(Fault::Own(hit)),
+        }
+    }
+}
+
+/// Gives back what the parents at `stage` took for a reservation whose own commit failed.
+#[cold]
+#[inline(never)]
+fn undo_reserve<S: Staged>(node: &S, stage: u8, memory: Memory, slot: Slot) {
+    node.with_path(stage, Release(memory, slot));
+}
+
+/// The refusal that `fault`, reported by a reservation of `memory` through `node`, stands
+/// for.
+#[cold]
+pub(crate) fn refusal<S: Staged>(node: &S, fault: Fault, memory: Memory) -> Refusal {
+    match fault {
+        Fault::Closed => Refusal::closed(None),
+        Fault::Own(hit) => Refusal::limit(node.scope(), true, hit, Asked::Memory(memory)),
+        Fault::Path {
+            stage,
+            refused,
+            limit,
+        } => path_refusal(node, stage, memory, limit, refused),
     }
 }
 
 /// The refusal of a reservation that a parent refused: go checks the scope's own limit
 /// first, so if that refuses too, it is the one named.
-#[cold]
 fn path_refusal<S: Staged>(
     node: &S,
     stage: u8,
@@ -103,12 +122,12 @@ fn path_refusal<S: Staged>(
 
 /// Gives back up to `bytes` of what `node` holds, from its own word and then from its
 /// parents. `None` if the scope is closed (its close released everything).
-#[inline]
+#[inline(always)]
 pub(crate) fn release_memory<S: Staged>(node: &S, bytes: u64, slot: Slot) -> Option<Released> {
     let released = node.own().release(bytes)?;
     if released.taken > 0 {
         let memory = Memory::new(released.taken, Priority::ALWAYS);
-        node.with_path(released.stage, |path| path::release(path, memory, slot));
+        node.with_path(released.stage, Release(memory, slot));
     }
     Some(released)
 }
@@ -128,7 +147,7 @@ pub(crate) fn close<S: Staged>(
         node.own().close()
     }?;
     let usage = usage(state.bytes());
-    node.with_path(state.stage(), |path| path::release_usage(path, usage, slot));
+    node.with_path(state.stage(), ReleaseUsage(usage, slot));
     Some(state)
 }
 
@@ -147,6 +166,10 @@ pub(crate) struct Move<'a> {
 impl<'a> Move<'a> {
     /// Freezes the scope. `exclusive` says the handle is the scope's only holder: then no one
     /// else can reserve through it, and the freeze is a plain read.
+    #[allow(
+        clippy::result_large_err,
+        reason = "a refusal is named once, where it is found, on a path that then ends"
+    )]
     pub(crate) fn begin(own: &'a Own, exclusive: bool) -> Result<Self, Refusal> {
         let from = if exclusive {
             own.exclusive()

@@ -20,13 +20,13 @@ use super::{
     Root,
     groups::GroupKind,
     peers::{Found, PeerNode, Peers, member_key},
-    scope::{Asked, Fixed, Refusal, ScopeRef},
+    scope::{Asked, Fault, Fixed, Refusal, ScopeRef},
     staged::{self, Move, Staged, detached},
 };
 use crate::{
     account::{
-        Conns, Counter, LimitCell, Memory, Own, OwnState, Parent, Path, Plain, Refused, Released,
-        Sharded, Streams, Usage, counter::stat_of, path,
+        Conns, Counter, LimitCell, Memory, Own, OwnState, Parent, Path, PathRefusal, Pin, Plain,
+        Refused, Released, Reserve, Sharded, Streams, Usage, Walk, counter::stat_of,
     },
     limits::BaseLimit,
     sync::{Arc, AtomicU64, Ordering, Slot},
@@ -53,7 +53,7 @@ pub(crate) struct StreamNode {
     pub(crate) direction: Direction,
     /// Used once `set_limit` pins it; until then the stream has the limit every stream
     /// shares.
-    limit: LimitCell,
+    limit: Pin,
     next_span: AtomicU64,
 }
 
@@ -91,6 +91,10 @@ impl StreamNode {
     /// transient and system. The peer is found through this thread's cache first; if the
     /// cached node turns out collected, through the registry. Returns where the peer was
     /// found (a new one is in the trace).
+    #[allow(
+        clippy::result_large_err,
+        reason = "a refusal is named once, where it is found, on a path that then ends"
+    )]
     pub(crate) fn open(
         root: &Arc<Root>,
         peer: &PeerId,
@@ -114,8 +118,7 @@ impl StreamNode {
             ));
         }
         loop {
-            let refused = match node.with_path(TRANSIENT, |path| path::reserve(path, streams, slot))
-            {
+            let refused = match node.with_path(TRANSIENT, Reserve(streams, slot)) {
                 Ok(()) => return Ok((Arc::new(node), found)),
                 Err(refused) => refused,
             };
@@ -146,12 +149,12 @@ impl StreamNode {
             service: AtomicU64::new(0),
             id,
             direction,
-            limit: LimitCell::new(BaseLimit::block_all()),
+            limit: Pin::new(),
             next_span: AtomicU64::new(1),
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn root(&self) -> &Root {
         &self.peer.root
     }
@@ -166,12 +169,11 @@ impl StreamNode {
     }
 
     /// The limit cell in force: the pinned one, or the one every stream shares.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn limit_cell(&self) -> &LimitCell {
-        if self.limit.is_pinned() {
-            &self.limit
-        } else {
-            &self.root().stream_limit
+        match self.limit.get() {
+            Some(pinned) => pinned,
+            None => &self.root().stream_limit,
         }
     }
 
@@ -219,6 +221,11 @@ impl StreamNode {
     /// checked the stage (no protocol yet; for a service, a protocol and no service yet).
     /// A refusal names the refusing scope (its `at` says which: 0 the group, 1 the member)
     /// and leaves the stream as it was.
+    #[allow(
+        clippy::result_large_err,
+        reason = "a refusal is named once, where it is found, on a path that then ends"
+    )]
+    #[inline(always)]
     pub(crate) fn attach(
         &self,
         exclusive: bool,
@@ -258,8 +265,17 @@ impl StreamNode {
                     group_ref.slot,
                 ))));
             };
-            let take = [Parent::Sharded(&group.scope), Parent::Plain(&member.scope)];
-            match path::reserve_usage_in_order(&take, usage, slot) {
+            // go's order: the group, then its member (written out: two steps, no list).
+            let (to_group, to_member) =
+                (Parent::Sharded(&group.scope), Parent::Plain(&member.scope));
+            let taken = match to_group.take_usage(usage, slot) {
+                Err(why) => Err(PathRefusal { at: 0, why }),
+                Ok(()) => to_member.take_usage(usage, slot).map_err(|why| {
+                    to_group.give_usage(usage, slot);
+                    PathRefusal { at: 1, why }
+                }),
+            };
+            match taken {
                 Ok(()) if group.is(group_ref.incarnation) && member.is(key) => {
                     let at = Attached {
                         group: group_ref.slot,
@@ -267,8 +283,7 @@ impl StreamNode {
                     };
                     let to = match kind {
                         GroupKind::Protocol => {
-                            let transient = Parent::Sharded(root.fixed(Fixed::Transient));
-                            path::release_usage_in_order(&[transient], usage, slot);
+                            Parent::Sharded(root.fixed(Fixed::Transient)).give_usage(usage, slot);
                             // Ordering: Relaxed — published by the stage's Release store.
                             self.protocol.store(at.pack(), Ordering::Relaxed);
                             PROTOCOL
@@ -289,7 +304,8 @@ impl StreamNode {
                 Ok(()) => {
                     // A slot found through a cache or a scan was collected and reused in
                     // between: give it back and look again.
-                    path::release_usage_in_order(&take, usage, slot);
+                    to_member.give_usage(usage, slot);
+                    to_group.give_usage(usage, slot);
                     groups.forget(name);
                     backoff.snooze();
                 }
@@ -313,21 +329,26 @@ impl StreamNode {
         }
     }
 
-    pub(crate) fn reserve_memory(&self, memory: Memory, slot: Slot) -> Result<u64, Refusal> {
+    /// Reserves `memory` through the scope (see [`staged::reserve_memory`]).
+    #[inline(always)]
+    pub(crate) fn reserve_memory(&self, memory: Memory, slot: Slot) -> Result<u64, Fault> {
         staged::reserve_memory(self, memory, slot)
     }
 
+    /// Releases up to `bytes` from the scope (see [`staged::release_memory`]).
+    #[inline(always)]
     pub(crate) fn release_memory(&self, bytes: u64, slot: Slot) -> Option<Released> {
         staged::release_memory(self, bytes, slot)
     }
 
     /// Closes the stream (see [`staged::close`]).
+    #[inline(always)]
     pub(crate) fn close(&self, exclusive: bool, slot: Slot) -> Option<OwnState> {
         staged::close(self, exclusive, |bytes| self.usage(bytes), slot)
     }
 
     /// The protocol (or service) and member slots of a stage that names them.
-    #[inline]
+    #[inline(always)]
     fn slots(&self, word: &AtomicU64) -> Attached {
         // Ordering: Relaxed — the caller read the stage with Acquire, which orders this load
         // after the store that the stage's Release published.
@@ -335,7 +356,7 @@ impl StreamNode {
     }
 
     /// The group and member scopes of the attachment to `kind`, which the stage names.
-    #[inline]
+    #[inline(always)]
     fn attached_parents(&self, kind: GroupKind) -> (&Sharded, &Plain) {
         let at = match kind {
             GroupKind::Protocol => self.slots(&self.protocol),
@@ -367,18 +388,18 @@ impl Staged for StreamNode {
         ScopeRef::Stream(self)
     }
 
-    #[inline]
-    fn with_path<R>(&self, stage: u8, walk: impl FnOnce(Path<'_>) -> R) -> R {
+    #[inline(always)]
+    fn with_path<W: Walk>(&self, stage: u8, walk: W) -> W::Output {
         let peer = &self.peer.scope;
         let system = self.root().fixed(Fixed::System);
         match stage {
-            TRANSIENT => walk(Path {
+            TRANSIENT => walk.on(Path {
                 plain: &[peer],
                 sharded: &[self.root().fixed(Fixed::Transient), system],
             }),
             PROTOCOL => {
                 let (protocol, protocol_peer) = self.attached_parents(GroupKind::Protocol);
-                walk(Path {
+                walk.on(Path {
                     plain: &[peer, protocol_peer],
                     sharded: &[protocol, system],
                 })
@@ -386,7 +407,7 @@ impl Staged for StreamNode {
             _ => {
                 let (protocol, protocol_peer) = self.attached_parents(GroupKind::Protocol);
                 let (service, service_peer) = self.attached_parents(GroupKind::Service);
-                walk(Path {
+                walk.on(Path {
                     plain: &[peer, protocol_peer, service_peer],
                     sharded: &[protocol, service, system],
                 })

@@ -3,18 +3,18 @@
 use libp2p_identity::PeerId;
 use multiaddr::Multiaddr;
 
-use super::{Handle, PeerScope, notify};
+use super::{Op, PeerScope, Reach, Walks, notify};
 use crate::{
-    account::Conns,
+    account::{Conns, Len, Memory},
     error::Error,
     gate::{IpCount, endpoint_ip},
     graph::{
         Root,
         conn::{self, ConnNode},
         peers::Found,
-        scope::{Fixed, RefusedBy, ScopeRef},
-        span::AnchorRef,
-        staged::Staged,
+        scope::{Fault, Fixed, Refusal, RefusedBy, ScopeRef},
+        span::{AnchorRef, Moved},
+        staged::{self, Staged},
     },
     sync::{Arc, Slot, fence, thread_slot},
     types::{Direction, ScopeName},
@@ -272,7 +272,7 @@ impl ConnectionScope {
             if root.observer.tracer().is_some() {
                 let change = notify::usage_change(node.usage(state.bytes()));
                 let stage = state.stage();
-                let len = node.with_path(stage, |path| path.len());
+                let len = node.with_path(stage, Len);
                 notify::changed(
                     root,
                     (0..len).map(|i| node.scope_at(stage, i)),
@@ -377,10 +377,52 @@ fn trace_set_peer(node: &ConnNode, from: u8, to: u8, found: Found) {
     notify::changed(root, [fixed(left)], change, false);
 }
 
-impl Handle for ConnectionScope {
+impl Reach for ConnectionScope {
     #[inline(always)]
-    fn anchor(&self) -> AnchorRef<'_> {
+    fn at(&self) -> AnchorRef<'_> {
         AnchorRef::Conn(&self.node)
+    }
+
+    #[inline(always)]
+    fn reach<O: Op>(&self, op: O) -> O::Output {
+        op.run(self)
+    }
+}
+
+impl Walks for &ConnectionScope {
+    type Fault = Fault;
+
+    #[inline(always)]
+    fn root(&self) -> &Root {
+        &self.node.root
+    }
+
+    #[inline(always)]
+    fn at(&self) -> AnchorRef<'_> {
+        AnchorRef::Conn(&self.node)
+    }
+
+    #[inline(always)]
+    fn reserve(&self, memory: Memory, slot: Slot) -> Result<Moved, Fault> {
+        self.node.reserve_memory(memory, slot).map(|before| Moved {
+            bytes: memory.bytes,
+            conn: Some((before, before + memory.bytes)),
+        })
+    }
+
+    #[inline(always)]
+    fn release(&self, bytes: u64, slot: Slot) -> Moved {
+        self.node
+            .release_memory(bytes, slot)
+            .map_or_else(Moved::default, |released| Moved {
+                bytes: released.taken,
+                conn: Some((released.before, released.before - released.taken)),
+            })
+    }
+
+    #[inline(always)]
+    fn refusal(&self, fault: Fault, memory: Memory) -> Refusal {
+        staged::refusal(&*self.node, fault, memory)
     }
 }
 

@@ -2,11 +2,12 @@
 //! system, transient, peer, protocol and service scopes, and [`MemoryGuard`]. All of them
 //! implement [`ResourceScope`].
 //!
-//! A handle borrows its scope from the graph as an [`AnchorRef`] and runs the graph's walk on
-//! it; then, and only then, it tells: the metrics reporter (once per public call), the trace
-//! (each scope's change, in go's order), and on a refusal the public error, built on the cold
-//! path from the compact [`Refusal`](crate::graph::scope::Refusal) the graph returned
-//! ([`notify`]).
+//! A handle runs the graph's walk on its scope ([`Walks`]): spans, connections and streams
+//! call their node's walk, written for that kind of node, and views and guards borrow their
+//! scope as an [`AnchorRef`], which dispatches on its kind. Then, and only then, it tells: the
+//! metrics reporter (once per public call), the trace (each scope's change, in go's order),
+//! and on a refusal the public error, built on the cold path from the compact fault the walk
+//! returned, which the node names ([`Refusal`]) and [`notify`] turns into the error.
 
 mod conn;
 pub(crate) mod notify;
@@ -20,9 +21,13 @@ pub use views::{PeerScope, ProtocolScope, ServiceScope, SystemScope, TransientSc
 use crate::{
     account::Memory,
     error::{Error, ScopeClosed},
-    graph::span::{Anchor, AnchorRef, SpanNode},
+    graph::{
+        Root,
+        scope::Refusal,
+        span::{Anchor, AnchorRef, Base, Moved, OnSpan, SpanFault, SpanNode, SpanOn},
+    },
     limits::BaseLimit,
-    sync::{Arc, thread_slot},
+    sync::{Arc, Slot, thread_slot},
     types::{Priority, ScopeName, ScopeStat},
 };
 
@@ -99,12 +104,116 @@ pub trait ResourceScope: Send + Sync {
     fn set_limit(&self, limit: BaseLimit);
 }
 
-/// The scope behind a handle, for the shared implementation below.
+/// The scope behind a view, for the shared implementation below.
 trait Handle {
     fn anchor(&self) -> AnchorRef<'_>;
 }
 
-/// Implements [`ResourceScope`] for handles by delegating to the functions below.
+/// How a handle's memory operations run: the walk on its scope, a compact fault when it is
+/// refused, and the [`Refusal`] that fault stands for (the cold path). Spans, connections and
+/// streams run their node's walk; views and guards the one [`AnchorRef`] dispatches to. A
+/// small `Copy` value, passed by value, so that the walks keep it in registers.
+trait Walks: Copy {
+    /// What a refused walk reports.
+    type Fault;
+    /// The graph the scope belongs to.
+    fn root(&self) -> &Root;
+    /// The scope, borrowed as any anchor (for names, limits, spans and the trace).
+    fn at(&self) -> AnchorRef<'_>;
+    /// Reserves `memory` on the scope and everything it reports to.
+    fn reserve(&self, memory: Memory, slot: Slot) -> Result<Moved, Self::Fault>;
+    /// Releases up to `bytes` (clamped at the scope), and what it took further up.
+    fn release(&self, bytes: u64, slot: Slot) -> Moved;
+    /// The refusal `fault`, reported for a reservation of `memory`, stands for (always
+    /// inlined, calling the node's cold function: the walks themselves never escape to it).
+    fn refusal(&self, fault: Self::Fault, memory: Memory) -> Refusal;
+}
+
+impl Walks for AnchorRef<'_> {
+    type Fault = Refusal;
+
+    #[inline(always)]
+    fn root(&self) -> &Root {
+        AnchorRef::root(*self)
+    }
+
+    #[inline(always)]
+    fn at(&self) -> AnchorRef<'_> {
+        *self
+    }
+
+    #[inline(always)]
+    fn reserve(&self, memory: Memory, slot: Slot) -> Result<Moved, Refusal> {
+        self.reserve_memory(memory, slot)
+    }
+
+    #[inline(always)]
+    fn release(&self, bytes: u64, slot: Slot) -> Moved {
+        self.release_memory(bytes, slot)
+    }
+
+    #[inline(always)]
+    fn refusal(&self, refusal: Refusal, _: Memory) -> Refusal {
+        refusal
+    }
+}
+
+/// An operation a handle runs on the walks of its scope, whatever they are.
+trait Op {
+    type Output;
+    fn run<W: Walks>(self, on: W) -> Self::Output;
+}
+
+/// How a handle reaches the walks of its scope: connections and streams are their own
+/// [`Walks`], views borrow theirs as an [`AnchorRef`], and a span reaches those of its
+/// owner's kind, dispatching once ([`SpanNode::dispatch`]).
+trait Reach {
+    /// The scope, borrowed as any anchor.
+    fn at(&self) -> AnchorRef<'_>;
+    /// Runs `op` on the scope's walks.
+    fn reach<O: Op>(&self, op: O) -> O::Output;
+}
+
+/// [`ResourceScope::reserve_memory`].
+struct ReserveOp(usize, Priority);
+
+impl Op for ReserveOp {
+    type Output = Result<(), Error>;
+
+    #[inline(always)]
+    fn run<W: Walks>(self, on: W) -> Result<(), Error> {
+        reserve_memory(on, self.0, self.1)
+    }
+}
+
+/// [`ResourceScope::release_memory`].
+struct ReleaseOp(usize);
+
+impl Op for ReleaseOp {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<W: Walks>(self, on: W) {
+        release_memory(on, self.0);
+    }
+}
+
+/// [`ResourceScope::reserve_memory_guard`].
+struct GuardOp(usize, Priority);
+
+impl Op for GuardOp {
+    type Output = Result<MemoryGuard, Error>;
+
+    fn run<W: Walks>(self, on: W) -> Result<MemoryGuard, Error> {
+        reserve_memory(on, self.0, self.1)?;
+        Ok(MemoryGuard {
+            scope: on.at().to_owned(),
+            size: self.0,
+        })
+    }
+}
+
+/// Implements [`ResourceScope`] for handles by delegating to [`Reach`].
 macro_rules! impl_resource_scope {
     ($($handle:ty),* $(,)?) => {$(
         impl crate::handles::ResourceScope for $handle {
@@ -113,39 +222,65 @@ macro_rules! impl_resource_scope {
                 size: usize,
                 priority: crate::types::Priority,
             ) -> Result<(), crate::error::Error> {
-                crate::handles::reserve_memory(crate::handles::Handle::anchor(self), size, priority)
+                crate::handles::Reach::reach(self, crate::handles::ReserveOp(size, priority))
             }
             fn release_memory(&self, size: usize) {
-                crate::handles::release_memory(crate::handles::Handle::anchor(self), size)
+                crate::handles::Reach::reach(self, crate::handles::ReleaseOp(size))
             }
             fn reserve_memory_guard(
                 &self,
                 size: usize,
                 priority: crate::types::Priority,
             ) -> Result<crate::handles::MemoryGuard, crate::error::Error> {
-                crate::handles::MemoryGuard::reserve(crate::handles::Handle::anchor(self), size, priority)
+                crate::handles::Reach::reach(self, crate::handles::GuardOp(size, priority))
             }
             fn begin_span(&self) -> Result<crate::handles::Span, crate::error::Error> {
-                crate::handles::Span::begin(crate::handles::Handle::anchor(self))
+                crate::handles::Span::begin(crate::handles::Reach::at(self))
             }
             fn stat(&self) -> crate::types::ScopeStat {
-                crate::handles::Handle::anchor(self).stat()
+                crate::handles::Reach::at(self).stat()
             }
             fn name(&self) -> crate::types::ScopeName {
-                crate::handles::Handle::anchor(self).scope().name()
+                crate::handles::Reach::at(self).scope().name()
             }
             fn limit(&self) -> crate::limits::BaseLimit {
-                crate::handles::Handle::anchor(self).limit()
+                crate::handles::Reach::at(self).limit()
             }
             fn set_limit(&self, limit: crate::limits::BaseLimit) {
-                crate::handles::Handle::anchor(self).set_limit(limit)
+                crate::handles::Reach::at(self).set_limit(limit)
             }
         }
     )*};
 }
 
-impl_resource_scope!(Span, ConnectionScope, StreamScope);
+/// Implements [`Reach`] for views through their [`Handle`].
+macro_rules! reach_through_anchor {
+    ($($handle:ty),* $(,)?) => {$(
+        impl Reach for $handle {
+            #[inline(always)]
+            fn at(&self) -> AnchorRef<'_> {
+                Handle::anchor(self)
+            }
+
+            #[inline(always)]
+            fn reach<O: Op>(&self, op: O) -> O::Output {
+                op.run(Handle::anchor(self))
+            }
+        }
+    )*};
+}
+
 impl_resource_scope!(
+    Span,
+    ConnectionScope,
+    StreamScope,
+    SystemScope,
+    TransientScope,
+    PeerScope,
+    ProtocolScope,
+    ServiceScope
+);
+reach_through_anchor!(
     SystemScope,
     TransientScope,
     PeerScope,
@@ -153,36 +288,44 @@ impl_resource_scope!(
     ServiceScope
 );
 
+/// Whether nothing observes the manager (no metrics reporter, no trace): then an operation
+/// tells no one and runs its walk alone.
+#[inline(always)]
+fn is_quiet(root: &Root) -> bool {
+    root.observer.tracer().is_none() && root.observer.metrics().is_none()
+}
+
 /// A caller's reservation: one public operation, reported once to the metrics whatever the
 /// number of span levels it passes (go reports each level: quirk 8).
 #[inline(always)]
-fn reserve_memory(at: AnchorRef<'_>, size: usize, priority: Priority) -> Result<(), Error> {
-    let root = at.root();
-    let _operation = root.observer.operation();
+fn reserve_memory<W: Walks>(on: W, size: usize, priority: Priority) -> Result<(), Error> {
     let memory = Memory::new(size as u64, priority);
-    let reserved = match at.reserve_memory(memory, thread_slot()) {
+    if is_quiet(on.root()) {
+        return match on.reserve(memory, thread_slot()) {
+            Ok(_) => Ok(()),
+            Err(fault) => Err(reserve_error(on.at(), on.refusal(fault, memory))),
+        };
+    }
+    reserve_observed(on, memory)
+}
+
+/// [`reserve_memory`] with its metrics and trace.
+#[inline(never)]
+fn reserve_observed<W: Walks>(on: W, memory: Memory) -> Result<(), Error> {
+    let root = on.root();
+    let _operation = root.observer.operation();
+    let reserved = match on.reserve(memory, thread_slot()) {
         Ok(moved) => {
             if root.observer.tracer().is_some() {
-                let (owning, parents) = at.trace_scopes();
-                let change = notify::memory_change(memory);
-                notify::changed(root, parents, change, true);
-                notify::changed(root, owning.into_iter().rev(), change, true);
+                trace_reserved(on.at(), memory);
             }
             notify::conn_memory(root, moved.conn);
             Ok(())
         }
-        Err(refusal) => Err(notify::error_after(
-            root,
-            at.scope().name(),
-            refusal,
-            false,
-            |index| {
-                let (_, parents) = at.trace_scopes();
-                notify::traced(parents.get(index).copied().unwrap_or(at.scope()))
-            },
-        )),
+        Err(fault) => Err(reserve_error(on.at(), on.refusal(fault, memory))),
     };
     if let Some(metrics) = root.observer.metrics() {
+        let size = memory.bytes as usize;
         match &reserved {
             Ok(()) => metrics.allow_memory(size),
             Err(_) => metrics.block_memory(size),
@@ -191,22 +334,72 @@ fn reserve_memory(at: AnchorRef<'_>, size: usize, priority: Priority) -> Result<
     reserved
 }
 
+/// The trace of a reservation of `memory` on `at`: the parents, then the owning scopes from
+/// the outside in.
+#[cold]
+fn trace_reserved(at: AnchorRef<'_>, memory: Memory) {
+    let root = at.root();
+    let (owning, parents) = at.trace_scopes();
+    let change = notify::memory_change(memory);
+    notify::changed(root, parents, change, true);
+    notify::changed(root, owning.into_iter().rev(), change, true);
+}
+
+/// The public error of a reservation on `at` that was refused as `refusal`.
+#[cold]
+fn reserve_error(at: AnchorRef<'_>, refusal: Refusal) -> Error {
+    notify::error_after(at.root(), at.scope().name(), refusal, false, |index| {
+        let (_, parents) = at.trace_scopes();
+        notify::traced(parents.get(index).copied().unwrap_or(at.scope()))
+    })
+}
+
 /// A caller's release (or a guard's): clamped at the scope it names; an excess is reported.
 #[inline(always)]
-fn release_memory(at: AnchorRef<'_>, size: usize) {
-    let root = at.root();
+fn release_memory<W: Walks>(on: W, size: usize) {
+    if is_quiet(on.root()) {
+        let moved = on.release(size as u64, thread_slot());
+        if moved.bytes < size as u64 {
+            released_less(on.at(), size as u64, moved.bytes);
+        }
+        return;
+    }
+    release_observed(on, size);
+}
+
+/// [`release_memory`] with its metrics and trace.
+#[inline(never)]
+fn release_observed<W: Walks>(on: W, size: usize) {
+    let root = on.root();
     let _operation = root.observer.operation();
-    let moved = at.release_memory(size as u64, thread_slot());
+    let moved = on.release(size as u64, thread_slot());
     if moved.bytes > 0 && root.observer.tracer().is_some() {
-        let (owning, parents) = at.trace_scopes();
-        let change = notify::memory_change(Memory::new(moved.bytes, Priority::ALWAYS));
-        notify::changed(root, owning, change, false);
-        notify::changed(root, parents, change, false);
+        trace_released(on.at(), moved.bytes);
     }
     notify::conn_memory(root, moved.conn);
-    if moved.bytes < size as u64 && !at.is_closed() {
-        over_released(at, size as u64, moved.bytes);
+    if moved.bytes < size as u64 {
+        released_less(on.at(), size as u64, moved.bytes);
     }
+}
+
+/// A release that took less than asked: an over-release unless the scope is closed (its
+/// close gave everything back).
+#[cold]
+fn released_less(at: AnchorRef<'_>, released: u64, held: u64) {
+    if !at.is_closed() {
+        over_released(at, released, held);
+    }
+}
+
+/// The trace of a release of `bytes` from `at`: the owning scopes from the inside out, then
+/// the parents.
+#[cold]
+fn trace_released(at: AnchorRef<'_>, bytes: u64) {
+    let root = at.root();
+    let (owning, parents) = at.trace_scopes();
+    let change = notify::memory_change(Memory::new(bytes, Priority::ALWAYS));
+    notify::changed(root, owning, change, false);
+    notify::changed(root, parents, change, false);
 }
 
 /// Reports a release of more than the scope held: go's warning text, with the numbers, at
@@ -247,14 +440,6 @@ pub struct MemoryGuard {
 }
 
 impl MemoryGuard {
-    fn reserve(on: AnchorRef<'_>, size: usize, priority: Priority) -> Result<Self, Error> {
-        reserve_memory(on, size, priority)?;
-        Ok(MemoryGuard {
-            scope: on.to_owned(),
-            size,
-        })
-    }
-
     /// The bytes this guard holds.
     ///
     /// ```
@@ -307,7 +492,7 @@ impl Span {
             Error::ScopeClosed(Box::new(ScopeClosed::new(owner.scope().name(), None)))
         })?;
         let span = Span { node };
-        notify::created(root, span.anchor().scope());
+        notify::created(root, span.at().scope());
         Ok(span)
     }
 
@@ -325,7 +510,7 @@ impl Span {
     /// # Ok::<(), rcmgr::Error>(())
     /// ```
     pub fn done(&mut self) {
-        let at = self.anchor();
+        let at = self.at();
         let root = at.root();
         let _operation = root.observer.operation();
         let Some(moved) = self.node.close(thread_slot()) else {
@@ -344,10 +529,72 @@ impl Span {
     }
 }
 
-impl Handle for Span {
+impl Reach for Span {
     #[inline(always)]
-    fn anchor(&self) -> AnchorRef<'_> {
+    fn at(&self) -> AnchorRef<'_> {
         AnchorRef::Span(&self.node)
+    }
+
+    #[inline(always)]
+    fn reach<O: Op>(&self, op: O) -> O::Output {
+        self.node.dispatch(SpanOp {
+            node: &self.node,
+            op,
+        })
+    }
+}
+
+/// An operation on a span, run once the span has dispatched on its owner's kind.
+struct SpanOp<'a, O> {
+    node: &'a Arc<SpanNode>,
+    op: O,
+}
+
+impl<O: Op> OnSpan for SpanOp<'_, O> {
+    type Output = O::Output;
+
+    #[inline(always)]
+    fn run<B: Base>(self, span: SpanOn<'_, B>) -> O::Output {
+        self.op.run(SpanWalks {
+            node: self.node,
+            span,
+        })
+    }
+}
+
+/// A span's walks, on an owner of a known kind.
+#[derive(Clone, Copy)]
+struct SpanWalks<'a, B> {
+    node: &'a Arc<SpanNode>,
+    span: SpanOn<'a, B>,
+}
+
+impl<B: Base> Walks for SpanWalks<'_, B> {
+    type Fault = SpanFault;
+
+    #[inline(always)]
+    fn root(&self) -> &Root {
+        self.span.root()
+    }
+
+    #[inline(always)]
+    fn at(&self) -> AnchorRef<'_> {
+        AnchorRef::Span(self.node)
+    }
+
+    #[inline(always)]
+    fn reserve(&self, memory: Memory, slot: Slot) -> Result<Moved, SpanFault> {
+        self.span.reserve_memory(memory, slot)
+    }
+
+    #[inline(always)]
+    fn release(&self, bytes: u64, slot: Slot) -> Moved {
+        self.span.release_memory(bytes, slot)
+    }
+
+    #[inline(always)]
+    fn refusal(&self, fault: SpanFault, memory: Memory) -> Refusal {
+        self.node.refusal(fault, memory)
     }
 }
 

@@ -2,21 +2,21 @@
 
 use libp2p_identity::PeerId;
 
-use super::{Handle, PeerScope, ProtocolScope, ServiceScope, conn::is_exclusive, notify};
+use super::{Op, PeerScope, ProtocolScope, Reach, ServiceScope, Walks, conn::is_exclusive, notify};
 use crate::{
-    account::Streams,
+    account::{Len, Memory, Streams},
     error::Error,
     graph::{
         Root,
         groups::GroupKind,
         peers::Found,
-        scope::{Fixed, RefusedBy, ScopeRef},
-        span::{AnchorRef, GroupView},
-        staged::Staged,
+        scope::{Fault, Fixed, Refusal, RefusedBy, ScopeRef},
+        span::{AnchorRef, GroupView, Moved},
+        staged::{self, Staged},
         stream::{self, Attachment, StreamNode},
     },
     observe::MetricsReporter,
-    sync::{Arc, thread_slot},
+    sync::{Arc, Slot, thread_slot},
     types::{Direction, ScopeName},
 };
 
@@ -202,7 +202,9 @@ impl StreamScope {
         }
     }
 
-    /// `set_protocol` and `set_service`: the move, its trace and its metrics.
+    /// `set_protocol` and `set_service`: the move, its trace and its metrics. (Always
+    /// inlined: each caller's kind is a constant, so the kind's matches fold.)
+    #[inline(always)]
     fn attach(&mut self, kind: GroupKind, name: &str) -> Result<(), Error> {
         let node = &self.node;
         let root = node.root();
@@ -301,7 +303,7 @@ impl StreamScope {
         {
             let change = notify::usage_change(node.usage(state.bytes()));
             let stage = state.stage();
-            let len = node.with_path(stage, |path| path.len());
+            let len = node.with_path(stage, Len);
             notify::changed(
                 root,
                 (0..len).map(|i| node.scope_at(stage, i)),
@@ -371,10 +373,48 @@ fn trace_attach(node: &StreamNode, kind: GroupKind, attachment: Attachment) {
     }
 }
 
-impl Handle for StreamScope {
+impl Reach for StreamScope {
     #[inline(always)]
-    fn anchor(&self) -> AnchorRef<'_> {
+    fn at(&self) -> AnchorRef<'_> {
         AnchorRef::Stream(&self.node)
+    }
+
+    #[inline(always)]
+    fn reach<O: Op>(&self, op: O) -> O::Output {
+        op.run(self)
+    }
+}
+
+impl Walks for &StreamScope {
+    type Fault = Fault;
+
+    #[inline(always)]
+    fn root(&self) -> &Root {
+        self.node.root()
+    }
+
+    #[inline(always)]
+    fn at(&self) -> AnchorRef<'_> {
+        AnchorRef::Stream(&self.node)
+    }
+
+    #[inline(always)]
+    fn reserve(&self, memory: Memory, slot: Slot) -> Result<Moved, Fault> {
+        self.node
+            .reserve_memory(memory, slot)
+            .map(|_| Moved::bytes(memory.bytes))
+    }
+
+    #[inline(always)]
+    fn release(&self, bytes: u64, slot: Slot) -> Moved {
+        self.node
+            .release_memory(bytes, slot)
+            .map_or_else(Moved::default, |released| Moved::bytes(released.taken))
+    }
+
+    #[inline(always)]
+    fn refusal(&self, fault: Fault, memory: Memory) -> Refusal {
+        staged::refusal(&*self.node, fault, memory)
     }
 }
 
