@@ -30,7 +30,7 @@
 
 use std::sync::Arc as NameArc;
 
-use super::{scope::Viewed, segments::Segments};
+use super::{segments::Segments, viewed::Viewed};
 use crate::{
     account::Sharded,
     limits::BaseLimit,

@@ -10,6 +10,7 @@
 //! | [`stream`] | [`StreamNode`](stream::StreamNode): a stream, its stages and its walks (open, `set_protocol`, `set_service`, memory, close) |
 //! | [`span`] | [`SpanNode`](span::SpanNode) and [`Anchor`](span::Anchor): spans, and a counted reference to any scope (what spans, guards and views hold) |
 //! | [`scope`] | [`ScopeRef`](scope::ScopeRef), the one identity of a scope (its name, usage, limit, counter words), and [`Refusal`](scope::Refusal) |
+//! | [`viewed`] | [`Viewed`](viewed::Viewed): what a scope with spans keeps for them (its direct bytes, its span numbers); a leaf the nodes embed |
 //! | [`staged`] | what connections and streams share: the walks through a scope whose parents depend on its stage, and the frame of a transfer |
 //! | [`segments`] | append-only storage at stable indices |
 //! | [`ids`] | connection and stream numbers from per-thread blocks |
@@ -32,6 +33,7 @@ pub(crate) mod segments;
 pub(crate) mod span;
 pub(crate) mod staged;
 pub(crate) mod stream;
+pub(crate) mod viewed;
 
 use std::sync::Arc as NameArc;
 
@@ -40,7 +42,8 @@ use libp2p_identity::PeerId;
 use self::{
     groups::{GroupKind, GroupRef, Groups},
     peers::Peers,
-    scope::{Fixed, Viewed},
+    scope::Fixed,
+    viewed::Viewed,
 };
 use crate::{
     account::{LimitCell, Sharded},

@@ -37,7 +37,7 @@ use libp2p_identity::PeerId;
 use super::{
     Root,
     groups::{self, GroupKind, GroupRef, Slots},
-    scope::Viewed,
+    viewed::Viewed,
 };
 use crate::{
     account::Plain,

@@ -10,9 +10,8 @@ use super::{
     Root, conn::ConnNode, groups::GroupKind, peers::PeerNode, span::SpanNode, stream::StreamNode,
 };
 use crate::{
-    account::{Conns, Direct, Hit, Memory, Parent, PathRefusal, Streams, Usage},
+    account::{Conns, Hit, Memory, Parent, PathRefusal, Streams, Usage},
     limits::BaseLimit,
-    sync::{AtomicU64, Ordering},
     types::{Direction, ScopeName, ScopeStat},
 };
 
@@ -32,36 +31,6 @@ impl Fixed {
         Fixed::AllowlistedSystem,
         Fixed::AllowlistedTransient,
     ];
-}
-
-/// What a scope that views reach keeps for them: the bytes reserved on it directly (where a
-/// caller's release is clamped, see [`Direct`]) and the numbers of its spans.
-#[derive(Debug)]
-pub(crate) struct Viewed {
-    pub(crate) direct: Direct,
-    next_span: AtomicU64,
-}
-
-impl Viewed {
-    pub(crate) fn new() -> Self {
-        Viewed {
-            direct: Direct::default(),
-            next_span: AtomicU64::new(1),
-        }
-    }
-
-    /// Starts over for a reused slot (a new scope): its spans are numbered from 1 again.
-    /// The slot holds nothing (it was stopped), so its direct count is zero already.
-    pub(crate) fn reset(&self) {
-        // Ordering: Relaxed — published with the slot's reset (a Release store).
-        self.next_span.store(1, Ordering::Relaxed);
-    }
-
-    /// The number the next span begun on the scope gets.
-    pub(crate) fn next_span(&self) -> u64 {
-        // Ordering: Relaxed — a unique number is all that is needed.
-        self.next_span.fetch_add(1, Ordering::Relaxed)
-    }
 }
 
 /// Any scope of the graph, borrowed.

@@ -35,9 +35,10 @@ use super::{
     conn::ConnNode,
     groups::{Group, GroupKind},
     peers::{PeerNode, Peers},
-    scope::{Asked, Fault, Fixed, Refusal, RefusedBy, ScopeRef, Viewed},
+    scope::{Asked, Fault, Fixed, Refusal, RefusedBy, ScopeRef},
     staged::{self, Staged},
     stream::StreamNode,
+    viewed::Viewed,
 };
 use crate::{
     account::{
