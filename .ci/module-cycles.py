@@ -137,5 +137,35 @@ def main():
     print(f"module-cycles: {len(layers)} layers and {len(files)} modules of {crate}, no cycle")
 
 
+def self_test():
+    """The check itself, on two small graphs: one with a cycle through a method filed under
+    its type, one without."""
+    def dot(edges):
+        nodes = {"k", "k::a", "k::b", "k::c"}
+        lines = [f'    "{n}" [label="mod|{n}"]; // "{"crate" if n == "k" else "mod"}" node'
+                 for n in sorted(nodes)]
+        lines += [f'    "{a}" -> "{b}" [label="uses"]; // "uses" edge' for a, b in edges]
+        return "\n".join(lines)
+
+    def run(text):
+        import io
+        stdin, stderr = sys.stdin, sys.stderr
+        sys.stdin, sys.stderr = io.StringIO(text), io.StringIO()
+        try:
+            main()
+            return 0
+        except SystemExit as exit:
+            return exit.code
+        finally:
+            sys.stdin, sys.stderr = stdin, stderr
+
+    assert run(dot([("k::a::T::f", "k::b::U"), ("k::b", "k::c::V"), ("k::c::V", "k::a::T")])) == 1
+    assert run(dot([("k::a::T::f", "k::b::U"), ("k::b", "k::c::V")])) == 0
+    print("module-cycles: self-test passed")
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--self-test"]:
+        self_test()
+    else:
+        main()
