@@ -337,3 +337,57 @@ fn collection_racing_set_protocol_keeps_one_protocol_scope() {
         assert_all_released(&rm);
     });
 }
+
+/// A lookup that finds the peer in this thread's cache races the collection pass that
+/// removes that peer's scope. The cache holds the node itself, with no registry guard, so
+/// the stream may be opened on a node collection has just stopped: its first reservation is
+/// refused as stopped, and it must forget the cached node and count on the scope the
+/// registry lists instead. Either way one scope is listed for the peer and it holds the
+/// stream, as the system does; and both ways happen.
+#[test]
+fn a_cached_peer_lookup_racing_collection_counts_on_the_listed_scope() {
+    let outcomes = Outcomes::new();
+    let record = outcomes.clone();
+    check(move || {
+        let id = peer(1);
+        let rm = manager(ConcreteLimitConfig::infinite());
+        // A stream opened and dropped on this thread leaves the peer's node in this
+        // thread's cache; a span begun and ended on the scope numbers its next span 2 (see
+        // `which_scope`); one pass sees the scope idle, so the next one removes it.
+        drop(
+            rm.open_stream(id, Direction::Inbound)
+                .expect("streams are unlimited"),
+        );
+        drop(
+            rm.peer(&id)
+                .begin_span()
+                .expect("a peer scope is never closed"),
+        );
+        rm.gc();
+        assert_eq!(rm.list_peers(), [id], "one idle pass does not collect");
+
+        let collector = {
+            let rm = rm.clone();
+            thread::spawn(move || rm.gc())
+        };
+        let stream = rm
+            .open_stream(id, Direction::Outbound)
+            .expect("streams are unlimited");
+        collector.join().expect("the collecting thread finished");
+        record.record(which_scope(&rm, &id));
+
+        let one_stream = ScopeStat {
+            streams_outbound: 1,
+            ..ScopeStat::default()
+        };
+        assert_eq!(listed(&rm, &id), Some(one_stream), "the listed peer scope");
+        assert_eq!(stream.peer_scope().stat(), one_stream, "the stream's peer");
+        assert_eq!(rm.system().stat().streams_outbound, 1, "system");
+        drop(stream);
+        assert_all_released(&rm);
+    });
+    outcomes.assert_exactly(&[
+        "the old scope was collected and a new one made",
+        "the old scope was kept",
+    ]);
+}

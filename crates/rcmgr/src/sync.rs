@@ -176,6 +176,28 @@ pub(crate) fn thread_slot() -> Slot {
     }
 }
 
+/// Declares per-thread storage with a constant initializer: std's `thread_local!` (its const
+/// form, with no lazy-initialization check on access), or loom's under loom, where every
+/// modelled thread gets its own (loom runs them all on one OS thread, which would share
+/// std's) and drops it when it ends.
+macro_rules! per_thread {
+    ($(#[$attr:meta])* static $name:ident: $t:ty = $init:expr;) => {
+        #[cfg(not(rcmgr_loom))]
+        std::thread_local! { $(#[$attr])* static $name: $t = const { $init }; }
+        #[cfg(rcmgr_loom)]
+        loom::thread_local! { $(#[$attr])* static $name: $t = $init; }
+    };
+}
+pub(crate) use per_thread;
+
+/// A number no earlier call in this process returned (to tell tables apart in a cache that
+/// outlives them). Process-wide and outside any loom model: nothing synchronizes through it.
+pub(crate) fn unique_number() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    // Ordering: Relaxed — only distinct numbers are needed.
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// How many pools a sharded scope has: the machine's parallelism rounded up to a power of
 /// two, at most 64 (two under loom, so that models exercise leasing across pools).
 pub(crate) fn shard_count() -> usize {

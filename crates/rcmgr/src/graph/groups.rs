@@ -488,97 +488,68 @@ mod recent {
     //! Each thread remembers the last few names it looked up in each table, so that the
     //! streams of a busy protocol find its scope without touching the name map. A name the
     //! cache remembers may have been collected since: the caller's first reservation tells
-    //! (see the module docs), and [`forget`] drops it.
+    //! (see the module docs), and [`forget`] drops it. Under loom the cache is loom's
+    //! thread-local, so the models race cached lookups too.
+
+    use std::cell::RefCell;
 
     use super::GroupRef;
+    use crate::sync::per_thread;
 
     /// A number no other table of this process has.
     pub(super) fn new_table() -> u64 {
-        #[cfg(not(rcmgr_loom))]
-        {
-            use crate::sync::{AtomicU64, Ordering};
-            static TABLES: AtomicU64 = AtomicU64::new(1);
-            // Ordering: Relaxed — only distinct numbers are needed.
-            TABLES.fetch_add(1, Ordering::Relaxed)
-        }
-        #[cfg(rcmgr_loom)]
-        {
-            0
-        }
+        crate::sync::unique_number()
     }
 
-    #[cfg(not(rcmgr_loom))]
-    mod cache {
-        use std::cell::RefCell;
+    /// How many (table, name) pairs a thread remembers.
+    const ENTRIES: usize = 8;
+    /// Names longer than this are not cached (nor compared byte by byte on every lookup).
+    const LONGEST: usize = 128;
 
-        use super::GroupRef;
+    /// (table, name, scope), most recent last.
+    type Recent = RefCell<Vec<(u64, Box<str>, GroupRef)>>;
 
-        /// How many (table, name) pairs a thread remembers.
-        const ENTRIES: usize = 8;
-        /// Names longer than this are not cached (nor compared byte by byte on every lookup).
-        const LONGEST: usize = 128;
+    per_thread! {
+        static RECENT: Recent = RefCell::new(Vec::new());
+    }
 
-        /// (table, name, scope), most recent last.
-        type Recent = RefCell<Vec<(u64, Box<str>, GroupRef)>>;
+    #[inline(always)]
+    pub(super) fn get(table: u64, name: &str) -> Option<GroupRef> {
+        RECENT
+            .try_with(|recent| {
+                let recent = recent.try_borrow().ok()?;
+                recent
+                    .iter()
+                    .rev()
+                    .find(|(t, n, _)| *t == table && &**n == name)
+                    .map(|(_, _, found)| *found)
+            })
+            .ok()
+            .flatten()
+    }
 
-        thread_local! {
-            static RECENT: Recent = const { RefCell::new(Vec::new()) };
+    pub(super) fn put(table: u64, name: &str, found: GroupRef) {
+        if name.len() > LONGEST {
+            return;
         }
-
-        #[inline(always)]
-        pub(in super::super) fn get(table: u64, name: &str) -> Option<GroupRef> {
-            RECENT
-                .try_with(|recent| {
-                    let recent = recent.try_borrow().ok()?;
-                    recent
-                        .iter()
-                        .rev()
-                        .find(|(t, n, _)| *t == table && &**n == name)
-                        .map(|(_, _, found)| *found)
-                })
-                .ok()
-                .flatten()
-        }
-
-        pub(in super::super) fn put(table: u64, name: &str, found: GroupRef) {
-            if name.len() > LONGEST {
-                return;
+        let _ = RECENT.try_with(|recent| {
+            if let Ok(mut recent) = recent.try_borrow_mut() {
+                recent.retain(|(t, n, _)| !(*t == table && &**n == name));
+                if recent.len() == ENTRIES {
+                    recent.remove(0);
+                }
+                recent.push((table, name.into(), found));
             }
-            let _ = RECENT.try_with(|recent| {
-                if let Ok(mut recent) = recent.try_borrow_mut() {
-                    recent.retain(|(t, n, _)| !(*t == table && &**n == name));
-                    if recent.len() == ENTRIES {
-                        recent.remove(0);
-                    }
-                    recent.push((table, name.into(), found));
-                }
-            });
-        }
-
-        pub(in super::super) fn forget(table: u64, name: &str) {
-            let _ = RECENT.try_with(|recent| {
-                if let Ok(mut recent) = recent.try_borrow_mut() {
-                    recent.retain(|(t, n, _)| !(*t == table && &**n == name));
-                }
-            });
-        }
+        });
     }
 
-    #[cfg(not(rcmgr_loom))]
-    pub(super) use cache::{forget, get, put};
-
-    /// Under loom every lookup goes to the name map, which the models then cover (loom runs
-    /// every modelled thread on one OS thread, so a std thread-local would be shared).
-    #[cfg(rcmgr_loom)]
-    pub(super) fn get(_table: u64, _name: &str) -> Option<GroupRef> {
-        None
+    pub(super) fn forget(table: u64, name: &str) {
+        let _ = RECENT.try_with(|recent| {
+            if let Ok(mut recent) = recent.try_borrow_mut() {
+                recent.retain(|(t, n, _)| !(*t == table && &**n == name));
+            }
+        });
     }
-
-    #[cfg(rcmgr_loom)]
-    pub(super) fn put(_table: u64, _name: &str, _found: GroupRef) {}
-
-    #[cfg(rcmgr_loom)]
-    pub(super) fn forget(_table: u64, _name: &str) {}
 }
 
 #[cfg(all(test, not(rcmgr_loom)))]

@@ -581,83 +581,60 @@ impl Peers {
 mod recent {
     //! Each thread remembers the peers it used last, in a small direct-mapped cache (a slot
     //! per last byte of the digest). An entry holds the node's memory, nothing more: the
-    //! node may have been collected since, which the caller's first reservation tells.
+    //! node may have been collected since, which the caller's first reservation tells. Under
+    //! loom the cache is loom's thread-local, so the models race cached lookups too.
 
-    #[cfg(rcmgr_loom)]
+    use std::cell::RefCell;
+
     use libp2p_identity::PeerId;
 
     use super::{PeerNode, Root};
-    use crate::sync::Arc;
+    use crate::sync::{Arc, per_thread};
 
-    #[cfg(not(rcmgr_loom))]
-    mod cache {
-        use std::cell::RefCell;
+    /// Slots per thread.
+    const SLOTS: usize = 8;
 
-        use libp2p_identity::PeerId;
-
-        use super::{Arc, PeerNode, Root};
-
-        /// Slots per thread.
-        const SLOTS: usize = 8;
-
-        thread_local! {
-            static RECENT: RefCell<[Option<Arc<PeerNode>>; SLOTS]> =
-                const { RefCell::new([const { None }; SLOTS]) };
-        }
-
-        #[inline]
-        fn slot(id: &PeerId) -> usize {
-            usize::from(id.as_ref().digest().last().copied().unwrap_or(0)) % SLOTS
-        }
-
-        #[inline]
-        pub(in super::super) fn get(root: &Arc<Root>, id: &PeerId) -> Option<Arc<PeerNode>> {
-            RECENT
-                .try_with(|recent| {
-                    let recent = recent.try_borrow().ok()?;
-                    let node = recent[slot(id)].as_ref()?;
-                    (node.id == *id && Arc::ptr_eq(&node.root, root)).then(|| Arc::clone(node))
-                })
-                .ok()
-                .flatten()
-        }
-
-        pub(in super::super) fn put(_root: &Arc<Root>, node: &Arc<PeerNode>) {
-            let _ = RECENT.try_with(|recent| {
-                if let Ok(mut recent) = recent.try_borrow_mut() {
-                    recent[slot(&node.id)] = Some(Arc::clone(node));
-                }
-            });
-        }
-
-        pub(in super::super) fn forget(root: &Root, id: &PeerId) {
-            let _ = RECENT.try_with(|recent| {
-                if let Ok(mut recent) = recent.try_borrow_mut() {
-                    let entry = &mut recent[slot(id)];
-                    if entry
-                        .as_ref()
-                        .is_some_and(|node| node.id == *id && std::ptr::eq(&*node.root, root))
-                    {
-                        *entry = None;
-                    }
-                }
-            });
-        }
+    per_thread! {
+        static RECENT: RefCell<[Option<Arc<PeerNode>>; SLOTS]> =
+            RefCell::new([const { None }; SLOTS]);
     }
 
-    #[cfg(not(rcmgr_loom))]
-    pub(super) use cache::{forget, get, put};
-
-    /// Under loom every lookup goes to the registry, which the models then cover (loom runs
-    /// every modelled thread on one OS thread, so a std thread-local would be shared).
-    #[cfg(rcmgr_loom)]
-    pub(super) fn get(_root: &Arc<Root>, _id: &PeerId) -> Option<Arc<PeerNode>> {
-        None
+    #[inline]
+    fn slot(id: &PeerId) -> usize {
+        usize::from(id.as_ref().digest().last().copied().unwrap_or(0)) % SLOTS
     }
 
-    #[cfg(rcmgr_loom)]
-    pub(super) fn put(_root: &Arc<Root>, _node: &Arc<PeerNode>) {}
+    #[inline]
+    pub(super) fn get(root: &Arc<Root>, id: &PeerId) -> Option<Arc<PeerNode>> {
+        RECENT
+            .try_with(|recent| {
+                let recent = recent.try_borrow().ok()?;
+                let node = recent[slot(id)].as_ref()?;
+                (node.id == *id && Arc::ptr_eq(&node.root, root)).then(|| Arc::clone(node))
+            })
+            .ok()
+            .flatten()
+    }
 
-    #[cfg(rcmgr_loom)]
-    pub(super) fn forget(_root: &Root, _id: &PeerId) {}
+    pub(super) fn put(_root: &Arc<Root>, node: &Arc<PeerNode>) {
+        let _ = RECENT.try_with(|recent| {
+            if let Ok(mut recent) = recent.try_borrow_mut() {
+                recent[slot(&node.id)] = Some(Arc::clone(node));
+            }
+        });
+    }
+
+    pub(super) fn forget(root: &Root, id: &PeerId) {
+        let _ = RECENT.try_with(|recent| {
+            if let Ok(mut recent) = recent.try_borrow_mut() {
+                let entry = &mut recent[slot(id)];
+                if entry
+                    .as_ref()
+                    .is_some_and(|node| node.id == *id && std::ptr::eq(&*node.root, root))
+                {
+                    *entry = None;
+                }
+            }
+        });
+    }
 }
