@@ -89,6 +89,10 @@ impl ConnNode {
     /// (and a file descriptor if `use_fd`) on the scope's own limit and on each parent. A
     /// refusal gives the node back, unopened, with what refused (so that it can be named:
     /// [`super::scope::ScopeRef::open_refusal`]).
+    #[allow(
+        clippy::result_large_err,
+        reason = "the refused node goes back to be named (under loom, nodes are large)"
+    )]
     pub(crate) fn open(
         root: &Arc<Root>,
         id: u64,

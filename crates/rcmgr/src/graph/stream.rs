@@ -110,6 +110,10 @@ impl StreamNode {
     /// cached node turns out collected, through the registry. Returns where the peer was
     /// found (a new one is in the trace). A refusal gives the node back, unopened, with what
     /// refused (so that it can be named: [`super::scope::ScopeRef::open_refusal`]).
+    #[allow(
+        clippy::result_large_err,
+        reason = "the refused node goes back to be named (under loom, nodes are large)"
+    )]
     pub(crate) fn open(
         root: &Arc<Root>,
         peer: &PeerId,
