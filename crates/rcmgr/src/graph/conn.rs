@@ -12,19 +12,22 @@
 //! `set_peer` moves a connection from one of the first two to one of the last two, taking
 //! every new parent first and giving back the old ones only once all of them accepted, so a
 //! refused `set_peer` leaves the connection exactly where it was.
+//!
+//! A refusal is reported as data that names no scope ([`OpenFault`], [`PeerRefused`]):
+//! [`super::scope`], above the nodes, names it.
 
 use libp2p_identity::PeerId;
 
 use super::{
-    Root,
+    Fixed, Root,
+    fault::{Fault, OpenFault},
     peers::{Found, PeerNode, Peers},
-    scope::{Asked, Fault, Fixed, Refusal, ScopeRef},
     staged::{self, Move, Staged, detached},
 };
 use crate::{
     account::{
-        Conns, Counter, LimitCell, Memory, Own, OwnState, Parent, Path, Pin, Refused, Released,
-        Reserve, Streams, Usage, Walk, counter::stat_of, path,
+        Conns, Counter, LimitCell, Memory, Own, OwnState, Parent, Path, PathRefusal, Pin, Refused,
+        Released, Reserve, Streams, Usage, Walk, counter::stat_of, path,
     },
     limits::BaseLimit,
     sync::{Arc, AtomicU64, OnceSlot, Ordering, Slot},
@@ -57,12 +60,38 @@ pub(crate) struct ConnNode {
     next_span: AtomicU64,
 }
 
+/// A refused [`set_peer`](ConnNode::set_peer), as the node reports it (naming no scope; see
+/// [`super::scope::peer_refusal`]).
+#[derive(Debug)]
+pub(crate) enum PeerRefused {
+    /// The connection is closed.
+    Closed,
+    /// `by`, one of the new parents, refused `usage` (`refused.at` says where it is in go's
+    /// order of the new parents).
+    Parent {
+        by: NewParent,
+        refused: PathRefusal,
+        usage: Usage,
+    },
+}
+
+/// One of the new parents a `set_peer` takes.
+#[derive(Debug)]
+pub(crate) enum NewParent {
+    /// A fixed scope (a move back from the allowlisted scopes takes system and transient).
+    Fixed(Fixed),
+    /// The peer's scope.
+    Peer(Arc<PeerNode>),
+}
+
 impl ConnNode {
     /// Opens a connection scope in the normal scopes, or the allowlisted ones: one connection
-    /// (and a file descriptor if `use_fd`) on the scope's own limit and on each parent.
+    /// (and a file descriptor if `use_fd`) on the scope's own limit and on each parent. A
+    /// refusal gives the node back, unopened, with what refused (so that it can be named:
+    /// [`super::scope::ScopeRef::open_refusal`]).
     #[allow(
         clippy::result_large_err,
-        reason = "a refusal is named once, where it is found, on a path that then ends"
+        reason = "the refused node goes back to be named (under loom, nodes are large)"
     )]
     pub(crate) fn open(
         root: &Arc<Root>,
@@ -71,7 +100,7 @@ impl ConnNode {
         direction: Direction,
         use_fd: bool,
         slot: Slot,
-    ) -> Result<Arc<ConnNode>, Refusal> {
+    ) -> Result<Arc<ConnNode>, (ConnNode, OpenFault)> {
         let stage = if allowlisted { ALLOWLISTED } else { TRANSIENT };
         let node = ConnNode {
             own: Own::new(stage),
@@ -84,25 +113,18 @@ impl ConnNode {
             next_span: AtomicU64::new(1),
         };
         let conns = node.conns();
-        conns
-            .check(Conns::ZERO, Conns::read_limit(node.limit_cell()))
-            .map_err(|hit| Refusal::limit(node.scope(), true, hit, Asked::Conns(conns)))?;
-        node.with_path(stage, Reserve(conns, slot))
-            .map_err(|refused| {
-                let parent = node.scope_at(stage, refused.at);
-                match refused.why {
-                    Refused::Limit(hit) => {
-                        Refusal::limit(parent, false, hit, Asked::Conns(conns)).at(refused.at)
-                    }
-                    Refused::Stopped => Refusal::closed(Some(parent)),
-                }
-            })?;
+        if let Err(hit) = conns.check(Conns::ZERO, Conns::read_limit(node.limit_cell())) {
+            return Err((node, OpenFault::Own(hit)));
+        }
+        if let Err(refused) = node.with_path(stage, Reserve(conns, slot)) {
+            return Err((node, OpenFault::Path(refused)));
+        }
         Ok(Arc::new(node))
     }
 
     /// The connection this scope counts.
     #[inline]
-    fn conns(&self) -> Conns {
+    pub(crate) fn conns(&self) -> Conns {
         Conns::one(self.direction, self.use_fd)
     }
 
@@ -161,19 +183,17 @@ impl ConnNode {
     /// this peer at this endpoint (if not, the connection moves to the normal system scope,
     /// which must accept it, and the transient scope, which must have room for it, as go's
     /// `transferAllowedToStandard` does). Returns the stage it left and where it found the
-    /// peer. A refusal names the refusing scope and leaves the connection as it was.
-    #[allow(
-        clippy::result_large_err,
-        reason = "a refusal is named once, where it is found, on a path that then ends"
-    )]
+    /// peer. A refusal says which new parent refused and leaves the connection as it was.
     pub(crate) fn set_peer(
         &self,
         exclusive: bool,
         id: &PeerId,
         allowlisted_peer: bool,
         slot: Slot,
-    ) -> Result<(u8, u8, Found), Refusal> {
-        let moving = Move::begin(&self.own, exclusive)?;
+    ) -> Result<(u8, u8, Found), PeerRefused> {
+        let Some(moving) = Move::begin(&self.own, exclusive) else {
+            return Err(PeerRefused::Closed);
+        };
         let from = moving.from.stage();
         let usage = self.usage(moving.from.bytes());
         let root = &self.root;
@@ -212,24 +232,28 @@ impl ConnNode {
                     return Ok((from, to, found));
                 }
                 Err(refused) => {
-                    let scope = match (from, allowlisted_peer, refused.at) {
-                        (ALLOWLISTED, false, 0) => ScopeRef::Fixed(root, Fixed::System),
-                        (ALLOWLISTED, false, 1) => ScopeRef::Fixed(root, Fixed::Transient),
-                        _ => ScopeRef::Peer(peer),
+                    let fixed = match (from, allowlisted_peer, refused.at) {
+                        (ALLOWLISTED, false, 0) => Some(Fixed::System),
+                        (ALLOWLISTED, false, 1) => Some(Fixed::Transient),
+                        _ => None,
                     };
-                    match refused.why {
-                        Refused::Stopped if matches!(scope, ScopeRef::Peer(_)) => {
+                    let by = match (refused.why, fixed) {
+                        (Refused::Stopped, None) => {
                             // The peer was collected since it was found: find it again.
                             Peers::forget(root, id);
                             found = Peers::lookup(root, id);
+                            continue;
                         }
-                        Refused::Stopped => return Err(Refusal::closed(Some(scope))),
-                        Refused::Limit(hit) => {
+                        (Refused::Stopped, Some(which)) => NewParent::Fixed(which),
+                        (Refused::Limit(_), fixed) => {
                             Peers::keep_registered(root, id, peer, found.1);
-                            return Err(Refusal::limit(scope, false, hit, Asked::Usage(usage))
-                                .at(refused.at));
+                            match fixed {
+                                Some(which) => NewParent::Fixed(which),
+                                None => NewParent::Peer(found.0),
+                            }
                         }
-                    }
+                    };
+                    return Err(PeerRefused::Parent { by, refused, usage });
                 }
             }
         }
@@ -264,10 +288,6 @@ impl Staged for ConnNode {
         self.limit_cell().memory()
     }
 
-    fn scope(&self) -> ScopeRef<'_> {
-        ScopeRef::Conn(self)
-    }
-
     #[inline(always)]
     fn with_path<W: Walk>(&self, stage: u8, walk: W) -> W::Output {
         let fixed = |which| self.root.fixed(which);
@@ -296,19 +316,6 @@ impl Staged for ConnNode {
                 plain: &[peer()],
                 sharded: &[fixed(Fixed::AllowlistedSystem)],
             }),
-        }
-    }
-
-    fn scope_at(&self, stage: u8, index: usize) -> ScopeRef<'_> {
-        let fixed = |which| ScopeRef::Fixed(&self.root, which);
-        match (stage, index, self.peer.get()) {
-            (TRANSIENT, 0, _) => fixed(Fixed::Transient),
-            (TRANSIENT, _, _) => fixed(Fixed::System),
-            (ALLOWLISTED, 0, _) => fixed(Fixed::AllowlistedTransient),
-            (ALLOWLISTED, _, _) => fixed(Fixed::AllowlistedSystem),
-            (_, 0, Some(peer)) => ScopeRef::Peer(peer),
-            (PEER, _, _) => fixed(Fixed::System),
-            _ => fixed(Fixed::AllowlistedSystem),
         }
     }
 }

@@ -9,11 +9,18 @@
 //! | [`conn`] | [`ConnNode`](conn::ConnNode): a connection, its stages and its walks (open, `set_peer`, memory, close) |
 //! | [`stream`] | [`StreamNode`](stream::StreamNode): a stream, its stages and its walks (open, `set_protocol`, `set_service`, memory, close) |
 //! | [`span`] | [`SpanNode`](span::SpanNode) and [`Anchor`](span::Anchor): spans, and a counted reference to any scope (what spans, guards and views hold) |
-//! | [`scope`] | [`ScopeRef`](scope::ScopeRef), the one identity of a scope (its name, usage, limit, counter words), and [`Refusal`](scope::Refusal) |
+//! | [`scope`] | [`ScopeRef`](scope::ScopeRef), the one identity of a scope (its name, usage, limit, counter words), and the naming of refusals; above every node |
+//! | [`fault`] | what a refusal says, naming no node: [`Fault`](fault::Fault) as the hot paths return it, [`Refusal`](fault::Refusal) once named; a leaf |
 //! | [`viewed`] | [`Viewed`](viewed::Viewed): what a scope with spans keeps for them (its direct bytes, its span numbers); a leaf the nodes embed |
 //! | [`staged`] | what connections and streams share: the walks through a scope whose parents depend on its stage, and the frame of a transfer |
 //! | [`segments`] | append-only storage at stable indices |
 //! | [`ids`] | connection and stream numbers from per-thread blocks |
+//!
+//! The modules form layers, no module using one above it: [`scope`] uses the nodes
+//! ([`span`] over [`conn`] and [`stream`], both over [`staged`]; [`peers`] and [`groups`]
+//! below them), and every one of them uses the leaves ([`fault`], [`viewed`], [`segments`],
+//! [`ids`]). So a node reports a refusal as data that names no scope, and [`scope`] (or the
+//! handles, above the graph) names it, on the cold path.
 //!
 //! A connection or stream *resolves its path once*: when it opens and at each transfer it
 //! fixes which parents it reports to (a stage in its own memory word, and where its parents
@@ -25,6 +32,7 @@
 //! calls them: the handles do.
 
 pub(crate) mod conn;
+pub(crate) mod fault;
 pub(crate) mod groups;
 pub(crate) mod ids;
 pub(crate) mod peers;
@@ -42,7 +50,6 @@ use libp2p_identity::PeerId;
 use self::{
     groups::{GroupKind, GroupRef, Groups},
     peers::Peers,
-    scope::Fixed,
     viewed::Viewed,
 };
 use crate::{
@@ -52,6 +59,25 @@ use crate::{
     observe::Observer,
     sync::{Arc, AtomicU64, CachePadded, LimitSlot, Mutex, Ordering},
 };
+
+/// One of the root's four fixed scopes (its index in the root).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fixed {
+    System = 0,
+    Transient = 1,
+    AllowlistedSystem = 2,
+    AllowlistedTransient = 3,
+}
+
+impl Fixed {
+    /// The four, in the order of their indices.
+    pub(crate) const ALL: [Fixed; 4] = [
+        Fixed::System,
+        Fixed::Transient,
+        Fixed::AllowlistedSystem,
+        Fixed::AllowlistedTransient,
+    ];
+}
 
 /// What every scope of a manager can reach: the fixed scopes, the limits, the registries and
 /// the id counters (and, for the handles, the gate and the observer).

@@ -28,26 +28,25 @@
 //! A span's walks dispatch once on the kind of its owner ([`SpanNode::dispatch`], [`Base`]):
 //! everything after that, the span handle's whole operation included, is compiled for that
 //! kind (a peer's path, a stream's stages), with no match per layer. They report a refusal as
-//! a small [`SpanFault`]; [`SpanNode::refusal`] names it on the cold path.
+//! a small [`SpanFault`] (an anchor's, as an [`AnchorFault`]), which names no scope:
+//! [`super::scope`], above the nodes, names it on the cold path, and also gives anchors and
+//! spans their names, usage and limits.
 
 use super::{
-    Root,
+    Fixed, Root,
     conn::ConnNode,
+    fault::{Fault, Refusal},
     groups::{Group, GroupKind},
     peers::{PeerNode, Peers},
-    scope::{Asked, Fault, Fixed, Refusal, RefusedBy, ScopeRef},
-    staged::{self, Staged},
+    staged::Staged,
     stream::StreamNode,
     viewed::Viewed,
 };
 use crate::{
-    account::{
-        Len, LimitCell, Memory, Own, OwnRefusal, Path, PathRefusal, Refused, Release, Reserve,
-        Walk, path,
-    },
+    account::{Hit, LimitCell, Memory, Own, OwnRefusal, Path, Release, Reserve, Walk, path},
     limits::BaseLimit,
     sync::{Arc, AtomicU64, Ordering, Slot},
-    types::{Priority, ScopeName, ScopeStat, SpanName},
+    types::{Priority, ScopeStat},
 };
 
 /// A view of a peer's scope: keeps it from being collected while it lives.
@@ -226,18 +225,6 @@ impl<'a> AnchorRef<'a> {
         }
     }
 
-    /// The scope, borrowed.
-    pub(crate) fn scope(self) -> ScopeRef<'a> {
-        match self {
-            AnchorRef::Fixed(root, which) => ScopeRef::Fixed(root, which),
-            AnchorRef::Group(view) => ScopeRef::Group(view.root(), view.kind(), view.slot()),
-            AnchorRef::Peer(view) => ScopeRef::Peer(view.node()),
-            AnchorRef::Conn(conn) => ScopeRef::Conn(conn),
-            AnchorRef::Stream(stream) => ScopeRef::Stream(stream),
-            AnchorRef::Span(span) => ScopeRef::Span(span),
-        }
-    }
-
     /// The graph the scope belongs to.
     #[inline(always)]
     pub(crate) fn root(self) -> &'a Root {
@@ -267,7 +254,7 @@ impl<'a> AnchorRef<'a> {
     /// stack. `None` for any other scope. (Always inlined: where the kind of scope is known,
     /// as in a span's [`ViewBase`], the match folds away.)
     #[inline(always)]
-    fn with_view<W: Walk>(self, walk: W) -> Option<W::Output> {
+    pub(crate) fn with_view<W: Walk>(self, walk: W) -> Option<W::Output> {
         let system = |root: &'a Root| root.fixed(Fixed::System);
         Some(match self {
             AnchorRef::Fixed(root, which) => {
@@ -306,25 +293,11 @@ impl<'a> AnchorRef<'a> {
         })
     }
 
-    /// The scope at `index` of a view's path (the scope itself at 0), for names.
-    fn view_scope_at(self, index: usize) -> ScopeRef<'a> {
-        match (self, index) {
-            (AnchorRef::Fixed(root, Fixed::AllowlistedTransient), 1) => {
-                ScopeRef::Fixed(root, Fixed::AllowlistedSystem)
-            }
-            (_, 0) => self.scope(),
-            _ => ScopeRef::Fixed(self.root(), Fixed::System),
-        }
-    }
-
     /// Reserves `memory` on the scope and everything it reports to (what guards and views
     /// run; the handles of spans, connections and streams call their node's walk directly).
+    /// A refusal is reported compactly; [`super::scope::anchor_refusal`] names it.
     #[inline]
-    #[allow(
-        clippy::result_large_err,
-        reason = "a refusal is named once, where it is found, on a path that then ends"
-    )]
-    pub(crate) fn reserve_memory(self, memory: Memory, slot: Slot) -> Result<Moved, Refusal> {
+    pub(crate) fn reserve_memory(self, memory: Memory, slot: Slot) -> Result<Moved, AnchorFault> {
         match self {
             AnchorRef::Conn(conn) => conn
                 .reserve_memory(memory, slot)
@@ -332,22 +305,26 @@ impl<'a> AnchorRef<'a> {
                     bytes: memory.bytes,
                     conn: Some((before, before + memory.bytes)),
                 })
-                .map_err(|fault| staged::refusal(&**conn, fault, memory)),
+                .map_err(AnchorFault::Scope),
             AnchorRef::Stream(stream) => stream
                 .reserve_memory(memory, slot)
                 .map(|_| Moved::bytes(memory.bytes))
-                .map_err(|fault| staged::refusal(&**stream, fault, memory)),
-            AnchorRef::Span(span) => span
-                .reserve_memory(memory, slot)
-                .map_err(|fault| span.refusal(fault, memory)),
+                .map_err(AnchorFault::Scope),
+            AnchorRef::Span(span) => span.reserve_memory(memory, slot).map_err(AnchorFault::Span),
             view => {
                 let Some(viewed) = view.viewed() else {
-                    return Err(Refusal::closed(None));
+                    return Err(AnchorFault::Scope(Fault::Closed));
                 };
                 let Some(reserved) = view.with_view(Reserve(memory, slot)) else {
-                    return Err(Refusal::closed(None));
+                    return Err(AnchorFault::Scope(Fault::Closed));
                 };
-                reserved.map_err(|refused| view.view_refusal(memory, refused))?;
+                reserved.map_err(|refused| {
+                    AnchorFault::Scope(Fault::Path {
+                        stage: 0,
+                        refused,
+                        limit: 0,
+                    })
+                })?;
                 viewed.direct.add(memory.bytes);
                 Ok(Moved::bytes(memory.bytes))
             }
@@ -381,83 +358,9 @@ impl<'a> AnchorRef<'a> {
         }
     }
 
-    /// The refusal of a reservation on a view's scope, reported as `fault`.
-    #[cold]
-    fn view_fault_refusal(self, fault: Fault, memory: Memory) -> Refusal {
-        match fault {
-            Fault::Path { refused, .. } => self.view_refusal(memory, refused),
-            Fault::Closed => Refusal::closed(None),
-            Fault::Own(_) => {
-                debug_assert!(false, "a view's walk has no own word");
-                Refusal::closed(None)
-            }
-        }
-    }
-
-    /// The refusal of a reservation on a view's scope, which its path refused.
-    #[cold]
-    fn view_refusal(self, memory: Memory, refused: PathRefusal) -> Refusal {
-        let by = self.view_scope_at(refused.at);
-        match refused.why {
-            Refused::Limit(hit) => {
-                // `at` counts the parents that took the bytes before the refusal; the viewed
-                // scope itself is the path's first.
-                let at = refused.at.saturating_sub(1);
-                Refusal::limit(by, refused.at == 0, hit, Asked::Memory(memory)).at(at)
-            }
-            Refused::Stopped => {
-                debug_assert!(false, "a viewed scope is never stopped");
-                Refusal::closed(None)
-            }
-        }
-    }
-
-    /// The scopes a memory reservation through this anchor changes, for the trace (the cold
-    /// path): the scopes that hold the bytes as their own, from the anchor outwards (spans,
-    /// then the connection, stream or view scope at the root), and that scope's parents in
-    /// go's walk order. A reservation's events come parents first, then the owning scopes
-    /// from the outside in; a release's, the owning scopes from the inside out, then the
-    /// parents.
-    pub(crate) fn trace_scopes(self) -> (Vec<ScopeRef<'a>>, Vec<ScopeRef<'a>>) {
-        use super::staged::Staged;
-        let mut owning = Vec::new();
-        let mut base = self;
-        if let AnchorRef::Span(span) = self {
-            let mut level = Some(&**span);
-            while let Some(span) = level {
-                owning.push(ScopeRef::Span(span));
-                level = span.parent.as_deref();
-            }
-            base = span.dag.as_ref();
-        }
-        let parents = match base {
-            AnchorRef::Conn(conn) => {
-                owning.push(ScopeRef::Conn(conn));
-                let stage = conn.state().stage();
-                let len = conn.with_path(stage, Len);
-                (0..len).map(|index| conn.scope_at(stage, index)).collect()
-            }
-            AnchorRef::Stream(stream) => {
-                owning.push(ScopeRef::Stream(stream));
-                let stage = stream.state().stage();
-                let len = stream.with_path(stage, Len);
-                (0..len)
-                    .map(|index| stream.scope_at(stage, index))
-                    .collect()
-            }
-            view => {
-                owning.push(view.scope());
-                let len = view.with_view(Len).unwrap_or(1);
-                (1..len).map(|index| view.view_scope_at(index)).collect()
-            }
-        };
-        (owning, parents)
-    }
-
     /// The scope's own memory limit now (what a span begun on it follows).
     #[inline(always)]
     fn memory_limit(self) -> u64 {
-        use super::staged::Staged;
         match self {
             AnchorRef::Conn(conn) => Staged::memory_limit(&**conn),
             AnchorRef::Stream(stream) => Staged::memory_limit(&**stream),
@@ -486,16 +389,6 @@ impl<'a> AnchorRef<'a> {
             AnchorRef::Span(span) => span.next_span_index(),
             view => view.viewed().map_or(0, Viewed::next_span),
         }
-    }
-
-    /// What the scope holds now.
-    pub(crate) fn stat(self) -> ScopeStat {
-        self.scope().stat()
-    }
-
-    /// The limit in force for the scope now.
-    pub(crate) fn limit(self) -> BaseLimit {
-        self.scope().limit()
     }
 
     /// Pins the scope's limit (go's `ResourceScopeLimiter.SetLimit`); a pinned peer,
@@ -566,16 +459,6 @@ impl Owner {
             Owner::Peer(view) => AnchorRef::Peer(view),
             Owner::Conn(conn) => AnchorRef::Conn(conn),
             Owner::Stream(stream) => AnchorRef::Stream(stream),
-        }
-    }
-
-    /// The refusal of a span's reservation that the owner's walk reported as `fault`.
-    #[cold]
-    fn refusal(&self, fault: Fault, memory: Memory) -> Refusal {
-        match self {
-            Owner::Conn(conn) => staged::refusal(&**conn, fault, memory),
-            Owner::Stream(stream) => staged::refusal(&**stream, fault, memory),
-            view => view.as_ref().view_fault_refusal(fault, memory),
         }
     }
 }
@@ -713,8 +596,18 @@ impl Base for ViewBase<'_> {
     }
 }
 
+/// Why a reservation on an anchor was refused, as its hot path reports it (named on the cold
+/// path by [`super::scope::anchor_refusal`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AnchorFault {
+    /// A connection's, a stream's or a view's scope's walk refused.
+    Scope(Fault),
+    /// A span's walk refused.
+    Span(SpanFault),
+}
+
 /// Why a reservation through a span was refused, as its hot path reports it (named on the
-/// cold path by [`SpanNode::refusal`]).
+/// cold path by [`super::scope::span_refusal`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum SpanFault {
     /// The walk of the chain's owner refused.
@@ -803,7 +696,7 @@ impl SpanNode {
     )]
     pub(crate) fn begin(owner: AnchorRef<'_>) -> Result<Arc<SpanNode>, Refusal> {
         if owner.is_closed() {
-            return Err(Refusal::closed(None));
+            return Err(Refusal::closed());
         }
         let index = owner.next_span_index();
         let (dag, parent) = Owner::of(owner);
@@ -828,19 +721,32 @@ impl SpanNode {
         self.next_span.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// The span's name: the anchor's, then every level's number, from the outside in.
-    pub(crate) fn name(&self) -> ScopeName {
-        let mut indices = Vec::new();
-        let mut level = Some(self);
-        while let Some(span) = level {
-            indices.push(span.index);
-            level = span.parent.as_deref();
+    /// The span's number among the spans begun on the same scope (the last part of its name).
+    pub(crate) fn index(&self) -> u64 {
+        self.index
+    }
+
+    /// The span this one was begun on, if it was begun on a span.
+    pub(crate) fn parent(&self) -> Option<&SpanNode> {
+        self.parent.as_deref()
+    }
+
+    /// The scope at the root of the span's chain (never a span), borrowed as any anchor.
+    pub(crate) fn owner(&self) -> AnchorRef<'_> {
+        self.dag.as_ref()
+    }
+
+    /// The level `index` levels out from this span (this span at 0; the outermost one past
+    /// the chain's end).
+    pub(crate) fn level(&self, index: usize) -> &SpanNode {
+        let mut level = self;
+        for _ in 0..index {
+            match level.parent() {
+                Some(parent) => level = parent,
+                None => break,
+            }
         }
-        let mut name = self.dag.as_ref().scope().name();
-        for index in indices.into_iter().rev() {
-            name = ScopeName::Span(SpanName::new(name, index));
-        }
-        name
+        level
     }
 
     /// The memory limit the span follows now.
@@ -855,16 +761,17 @@ impl SpanNode {
         self.dag.as_ref().memory_limit()
     }
 
-    /// The limit the span follows now: its own if pinned, else its owner's.
-    pub(crate) fn limit(&self) -> BaseLimit {
+    /// The limit the span follows now if a level of its chain pinned one (the innermost);
+    /// `None` if it follows its owner's.
+    pub(crate) fn pinned_limit(&self) -> Option<BaseLimit> {
         let mut level = Some(self);
         while let Some(span) = level {
             if span.limit.is_pinned() {
-                return span.limit.get();
+                return Some(span.limit.get());
             }
             level = span.parent.as_deref();
         }
-        self.dag.as_ref().limit()
+        None
     }
 
     pub(crate) fn stat(&self) -> ScopeStat {
@@ -913,60 +820,22 @@ impl SpanNode {
         })
     }
 
-    /// The refusal that `fault`, reported by a reservation of `memory` through this span,
-    /// stands for. go checks each level's own state and limit before its owner's: a level
-    /// that refuses now comes first, from the span outwards; else the owner's refusal, named
-    /// after the owner where it named "itself", or the level's own.
-    #[cold]
-    pub(crate) fn refusal(&self, fault: SpanFault, memory: Memory) -> Refusal {
-        let levels = Levels::of(self);
-        if let Some(first) = self.first_own_refusal(&levels, memory) {
-            return first;
-        }
-        match fault {
-            SpanFault::Above(fault) => {
-                let refusal = self.dag.refusal(fault, memory);
-                match refusal.by {
-                    RefusedBy::Itself => Refusal {
-                        by: RefusedBy::Other(self.dag.as_ref().scope().name()),
-                        ..refusal
-                    },
-                    RefusedBy::Other(_) => refusal,
-                }
-            }
-            SpanFault::Level(index, refused) => {
-                let level = levels.get(index).map_or(self, |(level, _)| level);
-                let scope = (index > 0).then_some(ScopeRef::Span(level));
-                match refused {
-                    OwnRefusal::Limit(hit) => Refusal::limit(
-                        scope.unwrap_or(ScopeRef::Span(self)),
-                        index == 0,
-                        hit,
-                        Asked::Memory(memory),
-                    ),
-                    OwnRefusal::Closed | OwnRefusal::Moved => Refusal::closed(scope),
-                }
-            }
-        }
-    }
-
     /// The first level, from the span outwards, that is closed or whose own limit refuses
-    /// `memory` now (go checks each level's own state and limit before its owner's).
+    /// `memory` now (go checks each level's own state and limit before its owner's): how many
+    /// levels out it is, the level, and why (closed, or the limit it hit).
     #[cold]
-    fn first_own_refusal(&self, levels: &Levels<'_>, memory: Memory) -> Option<Refusal> {
+    pub(crate) fn first_own_refusal(
+        &self,
+        memory: Memory,
+    ) -> Option<(usize, &SpanNode, OwnRefusal)> {
+        let levels = Levels::of(self);
         (0..levels.len).find_map(|index| {
             let (level, limit) = levels.get(index)?;
-            let scope = ScopeRef::Span(level);
             if level.own.peek().is_closed() {
-                return Some(Refusal::closed((index > 0).then_some(scope)));
+                return Some((index, level, OwnRefusal::Closed));
             }
-            let hit = level.own.refuses(memory, limit)?;
-            Some(Refusal::limit(
-                scope,
-                index == 0,
-                hit,
-                Asked::Memory(memory),
-            ))
+            let hit: Hit = level.own.refuses(memory, limit)?;
+            Some((index, level, OwnRefusal::Limit(hit)))
         })
     }
 
@@ -1035,7 +904,7 @@ impl<B: Base> SpanOn<'_, B> {
 
     /// Reserves `memory` through the span: the owner (and everything it reports to) first,
     /// then each level's own word from the outside in. A refusal is reported compactly;
-    /// [`SpanNode::refusal`] names it.
+    /// [`super::scope::span_refusal`] names it.
     #[inline(always)]
     pub(crate) fn reserve_memory(&self, memory: Memory, slot: Slot) -> Result<Moved, SpanFault> {
         let span = self.span;

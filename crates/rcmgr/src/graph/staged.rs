@@ -4,13 +4,13 @@
 //!
 //! [`Staged`] is what each of them provides (its own word, its limit, its parents at a
 //! stage); the walks here are written once for both: reserving and releasing memory through
-//! the scope, closing it, and the frame of a transfer ([`Move`]).
+//! the scope, closing it, and the frame of a transfer ([`Move`]). A refused reservation is
+//! reported as a [`Fault`], which names no scope: [`super::scope`], above the nodes, names it.
 
-use super::scope::{Asked, Fault, Refusal, ScopeRef};
+use super::fault::Fault;
 use crate::{
     account::{
-        Memory, Own, OwnRefusal, OwnState, PathRefusal, Refused, Release, ReleaseUsage, Released,
-        Reserve, Usage, Walk,
+        Memory, Own, OwnRefusal, OwnState, Release, ReleaseUsage, Released, Reserve, Usage, Walk,
     },
     sync::{Backoff, Slot},
     types::Priority,
@@ -22,19 +22,15 @@ pub(crate) trait Staged {
     fn own(&self) -> &Own;
     /// The scope's own memory limit now (pinned, or the one all its kind share).
     fn memory_limit(&self) -> u64;
-    /// The scope itself, for names.
-    fn scope(&self) -> ScopeRef<'_>;
     /// Runs `walk` on the parents at `stage`, built on the stack (always inlined, so that
     /// each stage's walk is compiled for its parents). A stage's parents are written before
     /// the stage is published.
     fn with_path<W: Walk>(&self, stage: u8, walk: W) -> W::Output;
-    /// The parent at `index` of the path at `stage`, for names (the cold path).
-    fn scope_at(&self, stage: u8, index: usize) -> ScopeRef<'_>;
 }
 
 /// Reserves `memory` through `node`: its parents at its current stage, then its own word (see
 /// [`crate::account::own`]). Returns the bytes the scope held before; a refusal is reported
-/// compactly, and [`refusal`] names it.
+/// compactly, and [`super::scope::memory_refusal`] names it.
 #[inline(always)]
 pub(crate) fn reserve_memory<S: Staged>(
     node: &S,
@@ -81,45 +77,6 @@ fn undo_reserve<S: Staged>(node: &S, stage: u8, memory: Memory, slot: Slot) {
     node.with_path(stage, Release(memory, slot));
 }
 
-/// The refusal that `fault`, reported by a reservation of `memory` through `node`, stands
-/// for.
-#[cold]
-pub(crate) fn refusal<S: Staged>(node: &S, fault: Fault, memory: Memory) -> Refusal {
-    match fault {
-        Fault::Closed => Refusal::closed(None),
-        Fault::Own(hit) => Refusal::limit(node.scope(), true, hit, Asked::Memory(memory)),
-        Fault::Path {
-            stage,
-            refused,
-            limit,
-        } => path_refusal(node, stage, memory, limit, refused),
-    }
-}
-
-/// The refusal of a reservation that a parent refused: go checks the scope's own limit
-/// first, so if that refuses too, it is the one named.
-fn path_refusal<S: Staged>(
-    node: &S,
-    stage: u8,
-    memory: Memory,
-    limit: u64,
-    refused: PathRefusal,
-) -> Refusal {
-    if let Some(hit) = node.own().refuses(memory, limit) {
-        return Refusal::limit(node.scope(), true, hit, Asked::Memory(memory));
-    }
-    let parent = node.scope_at(stage, refused.at);
-    match refused.why {
-        Refused::Limit(hit) => {
-            Refusal::limit(parent, false, hit, Asked::Memory(memory)).at(refused.at)
-        }
-        Refused::Stopped => {
-            debug_assert!(false, "a parent holding a scope's usage is never stopped");
-            Refusal::closed(Some(parent))
-        }
-    }
-}
-
 /// Gives back up to `bytes` of what `node` holds, from its own word and then from its
 /// parents. `None` if the scope is closed (its close released everything).
 #[inline(always)]
@@ -164,22 +121,18 @@ pub(crate) struct Move<'a> {
 }
 
 impl<'a> Move<'a> {
-    /// Freezes the scope. `exclusive` says the handle is the scope's only holder: then no one
-    /// else can reserve through it, and the freeze is a plain read.
-    #[allow(
-        clippy::result_large_err,
-        reason = "a refusal is named once, where it is found, on a path that then ends"
-    )]
-    pub(crate) fn begin(own: &'a Own, exclusive: bool) -> Result<Self, Refusal> {
+    /// Freezes the scope; `None` if it is closed. `exclusive` says the handle is the scope's
+    /// only holder: then no one else can reserve through it, and the freeze is a plain read.
+    pub(crate) fn begin(own: &'a Own, exclusive: bool) -> Option<Self> {
         let from = if exclusive {
             own.exclusive()
         } else {
-            own.begin_move().map_err(|_| Refusal::closed(None))?
+            own.begin_move().ok()?
         };
         if from.is_closed() {
-            return Err(Refusal::closed(None));
+            return None;
         }
-        Ok(Move {
+        Some(Move {
             own,
             exclusive,
             from,

@@ -13,14 +13,17 @@
 //! first (and check, at the first reservation, that a protocol or member slot found through a
 //! cache or a scan is still the one looked up: see [`super::groups`]) and give back nothing
 //! before all of them accepted.
+//!
+//! A refusal is reported as data that names no scope ([`OpenFault`], [`AttachRefused`]):
+//! [`super::scope`], above the nodes, names it.
 
 use libp2p_identity::PeerId;
 
 use super::{
-    Root,
+    Fixed, Root,
+    fault::{Fault, OpenFault},
     groups::GroupKind,
     peers::{Found, PeerNode, Peers, member_key},
-    scope::{Asked, Fault, Fixed, Refusal, ScopeRef},
     staged::{self, Move, Staged, detached},
 };
 use crate::{
@@ -78,6 +81,21 @@ impl Attached {
     }
 }
 
+/// A refused [`attach`](StreamNode::attach), as the node reports it (naming no scope; see
+/// [`super::scope::attach_refusal`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AttachRefused {
+    /// The stream is closed.
+    Closed,
+    /// The group (`refused.at` 0: refused, or gone since it was found) or its member (1)
+    /// refused `usage`; `at` says where they are (a gone group's member slot is meaningless).
+    Parent {
+        at: Attached,
+        refused: PathRefusal,
+        usage: Usage,
+    },
+}
+
 /// What an attachment did, for the trace and the metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Attachment {
@@ -90,10 +108,11 @@ impl StreamNode {
     /// Opens a stream scope for `peer`: one stream on the scope's own limit and on its peer,
     /// transient and system. The peer is found through this thread's cache first; if the
     /// cached node turns out collected, through the registry. Returns where the peer was
-    /// found (a new one is in the trace).
+    /// found (a new one is in the trace). A refusal gives the node back, unopened, with what
+    /// refused (so that it can be named: [`super::scope::ScopeRef::open_refusal`]).
     #[allow(
         clippy::result_large_err,
-        reason = "a refusal is named once, where it is found, on a path that then ends"
+        reason = "the refused node goes back to be named (under loom, nodes are large)"
     )]
     pub(crate) fn open(
         root: &Arc<Root>,
@@ -101,7 +120,7 @@ impl StreamNode {
         id: u64,
         direction: Direction,
         slot: Slot,
-    ) -> Result<(Arc<StreamNode>, Found), Refusal> {
+    ) -> Result<(Arc<StreamNode>, Found), (StreamNode, OpenFault)> {
         let streams = Streams::one(direction);
         let own_limit = Streams::read_limit(&root.stream_limit);
         let (mut node, mut found) = {
@@ -110,19 +129,13 @@ impl StreamNode {
         };
         if let Err(hit) = streams.check(Streams::ZERO, own_limit) {
             Peers::keep_registered(root, peer, &node.peer, found);
-            return Err(Refusal::limit(
-                node.scope(),
-                true,
-                hit,
-                Asked::Streams(streams),
-            ));
+            return Err((node, OpenFault::Own(hit)));
         }
         loop {
             let refused = match node.with_path(TRANSIENT, Reserve(streams, slot)) {
                 Ok(()) => return Ok((Arc::new(node), found)),
                 Err(refused) => refused,
             };
-            let parent = node.scope_at(TRANSIENT, refused.at);
             match refused.why {
                 Refused::Stopped if refused.at == 0 => {
                     // The peer was collected since it was found: find it again.
@@ -131,11 +144,8 @@ impl StreamNode {
                     node = StreamNode::new(fresh, id, direction);
                     found = how;
                 }
-                Refused::Stopped => return Err(Refusal::closed(Some(parent))),
-                Refused::Limit(hit) => {
-                    return Err(
-                        Refusal::limit(parent, false, hit, Asked::Streams(streams)).at(refused.at)
-                    );
+                Refused::Stopped | Refused::Limit(_) => {
+                    return Err((node, OpenFault::Path(refused)));
                 }
             }
         }
@@ -219,12 +229,8 @@ impl StreamNode {
     /// group's scope for the stream's peer (each made if needed); a protocol then leaves
     /// transient. `exclusive` says the handle is the scope's only holder. The caller has
     /// checked the stage (no protocol yet; for a service, a protocol and no service yet).
-    /// A refusal names the refusing scope (its `at` says which: 0 the group, 1 the member)
-    /// and leaves the stream as it was.
-    #[allow(
-        clippy::result_large_err,
-        reason = "a refusal is named once, where it is found, on a path that then ends"
-    )]
+    /// A refusal says which scope refused (its `at`: 0 the group, 1 the member) and leaves
+    /// the stream as it was.
     #[inline(always)]
     pub(crate) fn attach(
         &self,
@@ -232,8 +238,10 @@ impl StreamNode {
         kind: GroupKind,
         name: &str,
         slot: Slot,
-    ) -> Result<Attachment, Refusal> {
-        let moving = Move::begin(&self.own, exclusive)?;
+    ) -> Result<Attachment, AttachRefused> {
+        let Some(moving) = Move::begin(&self.own, exclusive) else {
+            return Err(AttachRefused::Closed);
+        };
         let usage = self.usage(moving.from.bytes());
         let root = self.root();
         let groups = root.groups(kind);
@@ -243,12 +251,20 @@ impl StreamNode {
             let (group_ref, created) =
                 groups.find_or_insert(name, |name| root.group_limit(kind, name));
             created_group |= created;
+            // A group or member gone since it was found is a refusal by the group.
+            let gone = |member| AttachRefused::Parent {
+                at: Attached {
+                    group: group_ref.slot,
+                    member,
+                },
+                refused: PathRefusal {
+                    at: 0,
+                    why: Refused::Stopped,
+                },
+                usage,
+            };
             let Some(group) = groups.get(group_ref.slot) else {
-                return Err(Refusal::closed(Some(ScopeRef::Group(
-                    root,
-                    kind,
-                    group_ref.slot,
-                ))));
+                return Err(gone(0));
             };
             // A lookup is a use, refused or not: collection starts counting idle passes again.
             group.touch();
@@ -259,11 +275,7 @@ impl StreamNode {
                 .find_or_insert(key, || root.member_limit(kind, name));
             created_member |= created;
             let Some(member) = self.peer.members.get(member_slot) else {
-                return Err(Refusal::closed(Some(ScopeRef::Group(
-                    root,
-                    kind,
-                    group_ref.slot,
-                ))));
+                return Err(gone(member_slot));
             };
             // go's order: the group, then its member (written out: two steps, no list).
             let (to_group, to_member) =
@@ -315,14 +327,12 @@ impl StreamNode {
                         groups.forget(name);
                         backoff.snooze();
                     }
-                    Refused::Limit(hit) => {
-                        let by = match refused.at {
-                            0 => ScopeRef::Group(root, kind, group_ref.slot),
-                            _ => ScopeRef::Member(&self.peer, kind, group_ref.slot, member_slot),
+                    Refused::Limit(_) => {
+                        let at = Attached {
+                            group: group_ref.slot,
+                            member: member_slot,
                         };
-                        return Err(
-                            Refusal::limit(by, false, hit, Asked::Usage(usage)).at(refused.at)
-                        );
+                        return Err(AttachRefused::Parent { at, refused, usage });
                     }
                 },
             }
@@ -345,6 +355,15 @@ impl StreamNode {
     #[inline(always)]
     pub(crate) fn close(&self, exclusive: bool, slot: Slot) -> Option<OwnState> {
         staged::close(self, exclusive, |bytes| self.usage(bytes), slot)
+    }
+
+    /// Where the stream is attached in its protocol (or service), for names (the cold path):
+    /// the caller read a stage that names the attachment.
+    pub(crate) fn attachment(&self, kind: GroupKind) -> Attached {
+        match kind {
+            GroupKind::Protocol => self.slots(&self.protocol),
+            GroupKind::Service => self.slots(&self.service),
+        }
     }
 
     /// The protocol (or service) and member slots of a stage that names them.
@@ -384,10 +403,6 @@ impl Staged for StreamNode {
         self.limit_cell().memory()
     }
 
-    fn scope(&self) -> ScopeRef<'_> {
-        ScopeRef::Stream(self)
-    }
-
     #[inline(always)]
     fn with_path<W: Walk>(&self, stage: u8, walk: W) -> W::Output {
         let peer = &self.peer.scope;
@@ -412,23 +427,6 @@ impl Staged for StreamNode {
                     sharded: &[protocol, service, system],
                 })
             }
-        }
-    }
-
-    fn scope_at(&self, stage: u8, index: usize) -> ScopeRef<'_> {
-        let root = self.root();
-        let member = |kind, at: Attached| ScopeRef::Member(&self.peer, kind, at.group, at.member);
-        let group = |kind, at: Attached| ScopeRef::Group(root, kind, at.group);
-        let protocol = || self.slots(&self.protocol);
-        let service = || self.slots(&self.service);
-        match (stage, index) {
-            (_, 0) => ScopeRef::Peer(&self.peer),
-            (TRANSIENT, 1) => ScopeRef::Fixed(root, Fixed::Transient),
-            (PROTOCOL, 1) | (SERVICE, 1) => member(GroupKind::Protocol, protocol()),
-            (PROTOCOL, 2) | (SERVICE, 3) => group(GroupKind::Protocol, protocol()),
-            (SERVICE, 2) => member(GroupKind::Service, service()),
-            (SERVICE, 4) => group(GroupKind::Service, service()),
-            _ => ScopeRef::Fixed(root, Fixed::System),
         }
     }
 }

@@ -9,12 +9,13 @@ use crate::{
     error::Error,
     gate::{IpCount, endpoint_ip},
     graph::{
-        Root,
+        Fixed, Root,
         conn::{self, ConnNode},
+        fault::{Asked, Fault, Refusal, RefusedBy},
         peers::Found,
-        scope::{Fault, Fixed, Refusal, RefusedBy, ScopeRef},
+        scope::{self, ScopeRef},
         span::{AnchorRef, Moved},
-        staged::{self, Staged},
+        staged::Staged,
     },
     sync::{Arc, Slot, fence, thread_slot},
     types::{Direction, ScopeName},
@@ -193,7 +194,8 @@ impl ConnectionScope {
                 }
                 Ok(())
             }
-            Err(refusal) => {
+            Err(refused) => {
+                let refusal = scope::peer_refusal(root, refused);
                 let by_peer = matches!(&refusal.by, RefusedBy::Other(ScopeName::Peer(_)));
                 let moving_to_standard =
                     !allowlisted_peer && node.state().stage() == conn::ALLOWLISTED;
@@ -275,7 +277,7 @@ impl ConnectionScope {
                 let len = node.with_path(stage, Len);
                 notify::changed(
                     root,
-                    (0..len).map(|i| node.scope_at(stage, i)),
+                    (0..len).map(|i| ScopeRef::Conn(node).path_at(stage, i)),
                     change,
                     false,
                 );
@@ -326,7 +328,8 @@ fn open_in(
             );
             Ok(node)
         }
-        Err(refusal) => {
+        Err((node, fault)) => {
+            let refusal = ScopeRef::Conn(&node).open_refusal(fault, Asked::Conns(node.conns()));
             let err = notify::error_after(root, ScopeName::Conn(id), refusal, false, |index| {
                 notify::traced(ScopeRef::Fixed(
                     root,
@@ -422,7 +425,7 @@ impl Walks for &ConnectionScope {
 
     #[inline(always)]
     fn refusal(&self, fault: Fault, memory: Memory) -> Refusal {
-        staged::refusal(&*self.node, fault, memory)
+        scope::memory_refusal(AnchorRef::Conn(&self.node), fault, memory)
     }
 }
 

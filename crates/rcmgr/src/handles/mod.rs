@@ -7,7 +7,7 @@
 //! scope as an [`AnchorRef`], which dispatches on its kind. Then, and only then, it tells: the
 //! metrics reporter (once per public call), the trace (each scope's change, in go's order),
 //! and on a refusal the public error, built on the cold path from the compact fault the walk
-//! returned, which the node names ([`Refusal`]) and [`notify`] turns into the error.
+//! returned, which [`scope`] names ([`Refusal`]) and [`notify`] turns into the error.
 
 mod conn;
 pub(crate) mod notify;
@@ -23,8 +23,9 @@ use crate::{
     error::{Error, ScopeClosed},
     graph::{
         Root,
-        scope::Refusal,
-        span::{Anchor, AnchorRef, Base, Moved, OnSpan, SpanFault, SpanNode, SpanOn},
+        fault::Refusal,
+        scope::{self, ScopeRef},
+        span::{Anchor, AnchorFault, AnchorRef, Base, Moved, OnSpan, SpanFault, SpanNode, SpanOn},
     },
     limits::BaseLimit,
     sync::{Arc, Slot, thread_slot},
@@ -125,12 +126,13 @@ trait Walks: Copy {
     /// Releases up to `bytes` (clamped at the scope), and what it took further up.
     fn release(&self, bytes: u64, slot: Slot) -> Moved;
     /// The refusal `fault`, reported for a reservation of `memory`, stands for (always
-    /// inlined, calling the node's cold function: the walks themselves never escape to it).
+    /// inlined, calling the cold function of [`scope`] that names it: the walks themselves
+    /// never escape to it).
     fn refusal(&self, fault: Self::Fault, memory: Memory) -> Refusal;
 }
 
 impl Walks for AnchorRef<'_> {
-    type Fault = Refusal;
+    type Fault = AnchorFault;
 
     #[inline(always)]
     fn root(&self) -> &Root {
@@ -143,7 +145,7 @@ impl Walks for AnchorRef<'_> {
     }
 
     #[inline(always)]
-    fn reserve(&self, memory: Memory, slot: Slot) -> Result<Moved, Refusal> {
+    fn reserve(&self, memory: Memory, slot: Slot) -> Result<Moved, AnchorFault> {
         self.reserve_memory(memory, slot)
     }
 
@@ -153,8 +155,8 @@ impl Walks for AnchorRef<'_> {
     }
 
     #[inline(always)]
-    fn refusal(&self, refusal: Refusal, _: Memory) -> Refusal {
-        refusal
+    fn refusal(&self, fault: AnchorFault, memory: Memory) -> Refusal {
+        scope::anchor_refusal(*self, fault, memory)
     }
 }
 
@@ -238,13 +240,13 @@ macro_rules! impl_resource_scope {
                 crate::handles::Span::begin(crate::handles::Reach::at(self))
             }
             fn stat(&self) -> crate::types::ScopeStat {
-                crate::handles::Reach::at(self).stat()
+                crate::graph::scope::ScopeRef::from(crate::handles::Reach::at(self)).stat()
             }
             fn name(&self) -> crate::types::ScopeName {
-                crate::handles::Reach::at(self).scope().name()
+                crate::graph::scope::ScopeRef::from(crate::handles::Reach::at(self)).name()
             }
             fn limit(&self) -> crate::limits::BaseLimit {
-                crate::handles::Reach::at(self).limit()
+                crate::graph::scope::ScopeRef::from(crate::handles::Reach::at(self)).limit()
             }
             fn set_limit(&self, limit: crate::limits::BaseLimit) {
                 crate::handles::Reach::at(self).set_limit(limit)
@@ -339,7 +341,7 @@ fn reserve_observed<W: Walks>(on: W, memory: Memory) -> Result<(), Error> {
 #[cold]
 fn trace_reserved(at: AnchorRef<'_>, memory: Memory) {
     let root = at.root();
-    let (owning, parents) = at.trace_scopes();
+    let (owning, parents) = scope::trace_scopes(at);
     let change = notify::memory_change(memory);
     notify::changed(root, parents, change, true);
     notify::changed(root, owning.into_iter().rev(), change, true);
@@ -348,10 +350,16 @@ fn trace_reserved(at: AnchorRef<'_>, memory: Memory) {
 /// The public error of a reservation on `at` that was refused as `refusal`.
 #[cold]
 fn reserve_error(at: AnchorRef<'_>, refusal: Refusal) -> Error {
-    notify::error_after(at.root(), at.scope().name(), refusal, false, |index| {
-        let (_, parents) = at.trace_scopes();
-        notify::traced(parents.get(index).copied().unwrap_or(at.scope()))
-    })
+    notify::error_after(
+        at.root(),
+        ScopeRef::from(at).name(),
+        refusal,
+        false,
+        |index| {
+            let (_, parents) = scope::trace_scopes(at);
+            notify::traced(parents.get(index).copied().unwrap_or(ScopeRef::from(at)))
+        },
+    )
 }
 
 /// A caller's release (or a guard's): clamped at the scope it names; an excess is reported.
@@ -396,7 +404,7 @@ fn released_less(at: AnchorRef<'_>, released: u64, held: u64) {
 #[cold]
 fn trace_released(at: AnchorRef<'_>, bytes: u64) {
     let root = at.root();
-    let (owning, parents) = at.trace_scopes();
+    let (owning, parents) = scope::trace_scopes(at);
     let change = notify::memory_change(Memory::new(bytes, Priority::ALWAYS));
     notify::changed(root, owning, change, false);
     notify::changed(root, parents, change, false);
@@ -410,7 +418,7 @@ fn over_released(at: AnchorRef<'_>, released: u64, held: u64) {
     at.root().count_over_release(excess);
     tracing::debug!(
         target: "rcmgr",
-        scope = %at.scope().name(),
+        scope = %ScopeRef::from(at).name(),
         released,
         held,
         excess,
@@ -489,10 +497,13 @@ impl Span {
         let root = owner.root();
         let _operation = root.observer.operation();
         let node = SpanNode::begin(owner).map_err(|_| {
-            Error::ScopeClosed(Box::new(ScopeClosed::new(owner.scope().name(), None)))
+            Error::ScopeClosed(Box::new(ScopeClosed::new(
+                ScopeRef::from(owner).name(),
+                None,
+            )))
         })?;
         let span = Span { node };
-        notify::created(root, span.at().scope());
+        notify::created(root, ScopeRef::from(span.at()));
         Ok(span)
     }
 
@@ -518,12 +529,12 @@ impl Span {
         };
         if root.observer.tracer().is_some() {
             if moved.bytes > 0 {
-                let (owning, parents) = at.trace_scopes();
+                let (owning, parents) = scope::trace_scopes(at);
                 let change = notify::memory_change(Memory::new(moved.bytes, Priority::ALWAYS));
                 notify::changed(root, owning.into_iter().skip(1), change, false);
                 notify::changed(root, parents, change, false);
             }
-            notify::destroyed(root, || at.scope().name());
+            notify::destroyed(root, || ScopeRef::from(at).name());
         }
         notify::conn_memory(root, moved.conn);
     }
@@ -594,7 +605,7 @@ impl<B: Base> Walks for SpanWalks<'_, B> {
 
     #[inline(always)]
     fn refusal(&self, fault: SpanFault, memory: Memory) -> Refusal {
-        self.node.refusal(fault, memory)
+        scope::span_refusal(self.node, fault, memory)
     }
 }
 

@@ -7,7 +7,8 @@ use crate::{
     error::{Error, LimitExceeded, ScopeClosed},
     graph::{
         Root,
-        scope::{Asked, Refusal, RefusedBy, ScopeRef, Why},
+        fault::{Asked, Refusal, RefusedBy, Why},
+        scope::ScopeRef,
     },
     observe::Change,
     types::{Priority, ScopeName, ScopeStat},

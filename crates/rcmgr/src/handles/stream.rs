@@ -7,12 +7,13 @@ use crate::{
     account::{Len, Memory, Streams},
     error::Error,
     graph::{
-        Root,
+        Fixed, Root,
+        fault::{Asked, Fault, Refusal, RefusedBy},
         groups::GroupKind,
         peers::Found,
-        scope::{Fault, Fixed, Refusal, RefusedBy, ScopeRef},
+        scope::{self, ScopeRef},
         span::{AnchorRef, GroupView, Moved},
-        staged::{self, Staged},
+        staged::Staged,
         stream::{self, Attachment, StreamNode},
     },
     observe::MetricsReporter,
@@ -67,13 +68,16 @@ impl StreamScope {
                         notify::created(root, ScopeRef::Peer(&node.peer));
                     }
                     let change = notify::streams_change(Streams::one(direction));
-                    let scopes = (0..3).map(|index| node.scope_at(stream::TRANSIENT, index));
+                    let scopes = (0..3)
+                        .map(|index| ScopeRef::Stream(&node).path_at(stream::TRANSIENT, index));
                     notify::changed(root, scopes, change, true);
                     notify::changed(root, [ScopeRef::Stream(&node)], change, true);
                 }
                 Ok(StreamScope { node })
             }
-            Err(refusal) => {
+            Err((node, fault)) => {
+                let asked = Asked::Streams(Streams::one(direction));
+                let refusal = ScopeRef::Stream(&node).open_refusal(fault, asked);
                 let err =
                     notify::error_after(root, ScopeName::Stream(id), refusal, false, |index| {
                         // The parents that took the stream before one refused: the peer, then
@@ -223,7 +227,8 @@ impl StreamScope {
                 }
                 Ok(())
             }
-            Err(refusal) => {
+            Err(refused) => {
+                let refusal = scope::attach_refusal(node, kind, refused);
                 let refused = match refusal.by {
                     RefusedBy::Other(_) => Some(refusal.at),
                     RefusedBy::Itself => None,
@@ -306,7 +311,7 @@ impl StreamScope {
             let len = node.with_path(stage, Len);
             notify::changed(
                 root,
-                (0..len).map(|i| node.scope_at(stage, i)),
+                (0..len).map(|i| ScopeRef::Stream(node).path_at(stage, i)),
                 change,
                 false,
             );
@@ -414,7 +419,7 @@ impl Walks for &StreamScope {
 
     #[inline(always)]
     fn refusal(&self, fault: Fault, memory: Memory) -> Refusal {
-        staged::refusal(&*self.node, fault, memory)
+        scope::memory_refusal(AnchorRef::Stream(&self.node), fault, memory)
     }
 }
 

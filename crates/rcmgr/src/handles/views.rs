@@ -8,9 +8,8 @@ use libp2p_identity::PeerId;
 use super::Handle;
 use crate::{
     graph::{
-        Root,
+        Fixed, Root,
         peers::{PeerNode, member_key},
-        scope::Fixed,
         span::{Anchor, AnchorRef, GroupView, PeerView},
     },
     sync::Arc,

@@ -158,7 +158,7 @@ impl PartialLimitConfig {
     /// ```
     pub fn to_json_string(&self) -> String {
         let mut out = String::new();
-        self.document().write(&mut out, None, 0);
+        JsonValue::of_config(self).write(&mut out, None, 0);
         out
     }
 
@@ -173,7 +173,7 @@ impl PartialLimitConfig {
     /// ```
     pub fn to_json_pretty(&self) -> String {
         let mut out = String::new();
-        self.document().write(&mut out, Some("  "), 0);
+        JsonValue::of_config(self).write(&mut out, Some("  "), 0);
         out
     }
 
@@ -194,66 +194,6 @@ impl PartialLimitConfig {
         std::fs::write(path, self.to_json_pretty())
             .map_err(|error| Error::from(io_error(&error).in_file(path.to_path_buf())))
     }
-
-    /// The JSON document go writes for this configuration.
-    fn document(&self) -> JsonValue {
-        let mut entries = Vec::new();
-        for (name, map) in self.named_maps() {
-            if !map.is_empty() {
-                let members = map
-                    .iter()
-                    .map(|(key, limits)| (key.clone(), limits.document()))
-                    .collect();
-                entries.push((name.to_owned(), JsonValue::Object(members)));
-            }
-        }
-        if !self.peer.is_empty() {
-            // go rewrites the keys as base58 strings before sorting them.
-            let mut members: Vec<_> = self
-                .peer
-                .iter()
-                .map(|(peer, limits)| (peer.to_base58(), limits.document()))
-                .collect();
-            members.sort_by(|(a, _), (b, _)| a.cmp(b));
-            entries.push((PEER_MAP.to_owned(), JsonValue::Object(members)));
-        }
-        for (name, limits) in self.fixed_scopes() {
-            if !limits.is_default() {
-                entries.push((name.to_owned(), limits.document()));
-            }
-        }
-        JsonValue::Object(entries)
-    }
-}
-
-impl ResourceLimits {
-    /// The JSON object go writes for these limits: defaults left out, memory as a string.
-    fn document(&self) -> JsonValue {
-        let members = LIMIT_FIELDS
-            .iter()
-            .zip(self.as_array())
-            .enumerate()
-            .filter(|(_, (_, value))| !value.is_default())
-            .map(|(index, (name, value))| {
-                ((*name).to_owned(), value.document(index == MEMORY_FIELD))
-            })
-            .collect();
-        JsonValue::Object(members)
-    }
-}
-
-impl LimitVal {
-    /// The JSON go writes for this value; `as_string` for memory, which go writes as a decimal
-    /// string.
-    fn document(self, as_string: bool) -> JsonValue {
-        match self.canonical() {
-            LimitVal::Default => JsonValue::Text("default".to_owned()),
-            LimitVal::Unlimited => JsonValue::Text("unlimited".to_owned()),
-            LimitVal::BlockAll => JsonValue::Text("blockAll".to_owned()),
-            LimitVal::Value(value) if as_string => JsonValue::Text(value.to_string()),
-            LimitVal::Value(value) => JsonValue::Number(value),
-        }
-    }
 }
 
 /// The little JSON this format needs, written once and emitted either as exact bytes
@@ -262,6 +202,67 @@ enum JsonValue {
     Object(Vec<(String, JsonValue)>),
     Number(u64),
     Text(String),
+}
+
+impl JsonValue {
+    /// The JSON document go writes for `config`.
+    fn of_config(config: &PartialLimitConfig) -> JsonValue {
+        let mut entries = Vec::new();
+        for (name, map) in config.named_maps() {
+            if !map.is_empty() {
+                let members = map
+                    .iter()
+                    .map(|(key, limits)| (key.clone(), JsonValue::of_limits(limits)))
+                    .collect();
+                entries.push((name.to_owned(), JsonValue::Object(members)));
+            }
+        }
+        if !config.peer.is_empty() {
+            // go rewrites the keys as base58 strings before sorting them.
+            let mut members: Vec<_> = config
+                .peer
+                .iter()
+                .map(|(peer, limits)| (peer.to_base58(), JsonValue::of_limits(limits)))
+                .collect();
+            members.sort_by(|(a, _), (b, _)| a.cmp(b));
+            entries.push((PEER_MAP.to_owned(), JsonValue::Object(members)));
+        }
+        for (name, limits) in config.fixed_scopes() {
+            if !limits.is_default() {
+                entries.push((name.to_owned(), JsonValue::of_limits(limits)));
+            }
+        }
+        JsonValue::Object(entries)
+    }
+
+    /// The JSON object go writes for `limits`: defaults left out, memory as a string.
+    fn of_limits(limits: &ResourceLimits) -> JsonValue {
+        let members = LIMIT_FIELDS
+            .iter()
+            .zip(limits.as_array())
+            .enumerate()
+            .filter(|(_, (_, value))| !value.is_default())
+            .map(|(index, (name, value))| {
+                (
+                    (*name).to_owned(),
+                    JsonValue::of_value(value, index == MEMORY_FIELD),
+                )
+            })
+            .collect();
+        JsonValue::Object(members)
+    }
+
+    /// The JSON go writes for `value`; `as_string` for memory, which go writes as a decimal
+    /// string.
+    fn of_value(value: LimitVal, as_string: bool) -> JsonValue {
+        match value.canonical() {
+            LimitVal::Default => JsonValue::Text("default".to_owned()),
+            LimitVal::Unlimited => JsonValue::Text("unlimited".to_owned()),
+            LimitVal::BlockAll => JsonValue::Text("blockAll".to_owned()),
+            LimitVal::Value(value) if as_string => JsonValue::Text(value.to_string()),
+            LimitVal::Value(value) => JsonValue::Number(value),
+        }
+    }
 }
 
 impl JsonValue {
@@ -348,21 +349,21 @@ impl Serialize for JsonValue {
 /// The document [`PartialLimitConfig::to_json_string`] writes, through any serde serializer.
 impl Serialize for PartialLimitConfig {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.document().serialize(serializer)
+        JsonValue::of_config(self).serialize(serializer)
     }
 }
 
 /// The object go writes for these limits (defaults left out, `Memory` as a string).
 impl Serialize for ResourceLimits {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.document().serialize(serializer)
+        JsonValue::of_limits(self).serialize(serializer)
     }
 }
 
 /// `"default"`, `"unlimited"`, `"blockAll"` or the number, as go writes a lone `LimitVal`.
 impl Serialize for LimitVal {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.document(false).serialize(serializer)
+        JsonValue::of_value(*self, false).serialize(serializer)
     }
 }
 

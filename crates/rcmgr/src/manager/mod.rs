@@ -22,10 +22,10 @@ use crate::{
     error::Error,
     gate::{Allowlist, Clock, Gate, TimeSource},
     graph::{
-        Root,
+        Fixed, Root,
         groups::{GroupKind, Groups},
         peers::member_key,
-        scope::{Fixed, ScopeRef},
+        scope::ScopeRef,
         span::{GroupView, PeerView},
     },
     handles::{
