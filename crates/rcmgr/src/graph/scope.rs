@@ -85,19 +85,7 @@ impl<'a> ScopeRef<'a> {
             ScopeRef::Peer(peer) => ScopeName::Peer(peer.id),
             ScopeRef::Conn(conn) => ScopeName::Conn(conn.id),
             ScopeRef::Stream(stream) => ScopeName::Stream(stream.id),
-            ScopeRef::Span(span) => {
-                let mut indices = Vec::new();
-                let mut level = Some(span);
-                while let Some(span) = level {
-                    indices.push(span.index());
-                    level = span.parent();
-                }
-                let mut name = ScopeRef::from(span.owner()).name();
-                for index in indices.into_iter().rev() {
-                    name = ScopeName::Span(SpanName::new(name, index));
-                }
-                name
-            }
+            ScopeRef::Span(span) => span_name(span),
         }
     }
 
@@ -205,6 +193,7 @@ impl<'a> ScopeRef<'a> {
 
 /// The parent at `index` of `conn`'s path at `stage`, in go's walk order (see
 /// [`super::conn`]).
+#[inline]
 fn conn_path_at(conn: &ConnNode, stage: u8, index: usize) -> ScopeRef<'_> {
     let fixed = |which| ScopeRef::Fixed(&conn.root, which);
     match (stage, index, conn.peer()) {
@@ -220,6 +209,7 @@ fn conn_path_at(conn: &ConnNode, stage: u8, index: usize) -> ScopeRef<'_> {
 
 /// The parent at `index` of `stream`'s path at `stage`, in go's walk order (see
 /// [`super::stream`]).
+#[inline]
 fn stream_path_at(stream: &StreamNode, stage: u8, index: usize) -> ScopeRef<'_> {
     let root = stream.root();
     let member = |kind, at: Attached| ScopeRef::Member(&stream.peer, kind, at.group, at.member);
@@ -235,6 +225,24 @@ fn stream_path_at(stream: &StreamNode, stage: u8, index: usize) -> ScopeRef<'_> 
         (stream::SERVICE, 4) => group(GroupKind::Service, service()),
         _ => ScopeRef::Fixed(root, Fixed::System),
     }
+}
+
+/// A span's name: its owner's, then every level's number, from the outside in (a loop over
+/// the levels, never a recursion). Out of line: the names of the other scopes are what the
+/// trace builds on every operation.
+#[inline(never)]
+fn span_name(span: &SpanNode) -> ScopeName {
+    let mut indices = Vec::new();
+    let mut level = Some(span);
+    while let Some(span) = level {
+        indices.push(span.index());
+        level = span.parent();
+    }
+    let mut name = ScopeRef::from(span.owner()).name();
+    for index in indices.into_iter().rev() {
+        name = ScopeName::Span(SpanName::new(name, index));
+    }
+    name
 }
 
 /// The scope at `index` of a view's path (the scope itself at 0), for names.
@@ -430,14 +438,18 @@ pub(crate) fn trace_scopes(at: AnchorRef<'_>) -> (Vec<ScopeRef<'_>>, Vec<ScopeRe
             owning.push(scope);
             let stage = conn.state().stage();
             let len = conn.with_path(stage, Len);
-            (0..len).map(|index| scope.path_at(stage, index)).collect()
+            (0..len)
+                .map(|index| conn_path_at(conn, stage, index))
+                .collect()
         }
         AnchorRef::Stream(stream) => {
             let scope = ScopeRef::Stream(stream);
             owning.push(scope);
             let stage = stream.state().stage();
             let len = stream.with_path(stage, Len);
-            (0..len).map(|index| scope.path_at(stage, index)).collect()
+            (0..len)
+                .map(|index| stream_path_at(stream, stage, index))
+                .collect()
         }
         view => {
             owning.push(ScopeRef::from(view));

@@ -359,6 +359,7 @@ impl StreamNode {
 
     /// Where the stream is attached in its protocol (or service), for names (the cold path):
     /// the caller read a stage that names the attachment.
+    #[inline]
     pub(crate) fn attachment(&self, kind: GroupKind) -> Attached {
         match kind {
             GroupKind::Protocol => self.slots(&self.protocol),
