@@ -198,6 +198,19 @@ fn a_peer_refused_by_its_own_scope_after_the_move_leaves_the_connection_where_it
     assert!(conn.is_allowlisted());
     assert!(rm.transient().stat().is_empty());
     assert!(rm.system().stat().is_empty());
+    // A retry is refused the same way and changes nothing either (defect 4 of issue 12: it
+    // returned Ok, zeroed another connection's transient count and left no system edge).
+    let again = conn.set_peer(other).unwrap_err();
+    assert_eq!(
+        again
+            .limit_exceeded()
+            .expect("a scope refusal")
+            .refused_by(),
+        &ScopeName::Peer(other)
+    );
+    assert!(conn.is_allowlisted());
+    assert!(rm.transient().stat().is_empty());
+    assert!(rm.system().stat().is_empty());
     drop(conn);
     assert!(rm.system().stat().is_empty());
     assert!(rm.transient().stat().is_empty());
