@@ -30,12 +30,12 @@ mod table;
 
 use std::{
     fmt,
-    net::{IpAddr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     time::{Duration, Instant},
 };
 
 use ipnet::IpNet;
-use multiaddr::{Multiaddr, Protocol};
+use multiaddr::Multiaddr;
 
 pub use allowlist::Allowlist;
 pub(crate) use subnet::IpCount;
@@ -57,14 +57,52 @@ use crate::{
 /// not start with an IP.
 ///
 /// IPv4-mapped IPv6 addresses stay IPv6, as in go.
+///
+/// Read from the address's bytes rather than through `Multiaddr::iter`, which decodes a
+/// whole [`Protocol`](multiaddr::Protocol) to look at its code: this runs on every `open_connection`. A
+/// `Multiaddr` holds only valid, minimally encoded components (its constructors check), so
+/// a first byte below 0x80 is the whole protocol code and the three codes read here are
+/// exactly the components the iterator would yield.
 #[inline]
 pub(crate) fn endpoint_ip(endpoint: &Multiaddr) -> Option<IpAddr> {
-    for component in endpoint.iter() {
-        match component {
-            Protocol::Ip6zone(_) => continue,
-            Protocol::Ip4(ip) => return Some(IpAddr::V4(ip)),
-            Protocol::Ip6(ip) => return Some(IpAddr::V6(ip)),
+    /// The multicodec codes of `/ip4`, `/ip6` and `/ip6zone`.
+    const IP4: u8 = 4;
+    const IP6: u8 = 41;
+    const IP6ZONE: u8 = 42;
+    let mut rest: &[u8] = endpoint.as_ref();
+    loop {
+        let (&code, after) = rest.split_first()?;
+        match code {
+            IP4 => {
+                let octets: [u8; 4] = after.get(..4)?.try_into().ok()?;
+                return Some(IpAddr::V4(Ipv4Addr::from(octets)));
+            }
+            IP6 => {
+                let octets: [u8; 16] = after.get(..16)?.try_into().ok()?;
+                return Some(IpAddr::V6(Ipv6Addr::from(octets)));
+            }
+            IP6ZONE => {
+                let (length, zone) = read_varint(after)?;
+                rest = zone.get(length..)?;
+            }
             _ => return None,
+        }
+    }
+}
+
+/// An unsigned LEB128 varint (a multiaddr length prefix) and the bytes after it; `None` if
+/// the input ends first or the value does not fit a `usize`.
+fn read_varint(bytes: &[u8]) -> Option<(usize, &[u8])> {
+    let mut value: usize = 0;
+    for (i, &byte) in bytes.iter().enumerate().take(10) {
+        let shift = u32::try_from(7 * i).ok()?;
+        let bits = usize::from(byte & 0x7f).checked_shl(shift)?;
+        if bits >> shift != usize::from(byte & 0x7f) {
+            return None;
+        }
+        value |= bits;
+        if byte & 0x80 == 0 {
+            return Some((value, bytes.get(i + 1..)?));
         }
     }
     None
@@ -459,5 +497,51 @@ mod tests {
         assert_eq!(ip_of("/tcp/1/ip4/1.2.3.4"), None);
         assert_eq!(ip_of("/memory/7"), None);
         assert_eq!(ip_of(""), None);
+    }
+
+    /// What `endpoint_ip` reads from the bytes, read through the multiaddr's own decoder.
+    fn ip_through_iter(endpoint: &Multiaddr) -> Option<IpAddr> {
+        use multiaddr::Protocol;
+        for component in endpoint.iter() {
+            match component {
+                Protocol::Ip6zone(_) => continue,
+                Protocol::Ip4(ip) => return Some(IpAddr::V4(ip)),
+                Protocol::Ip6(ip) => return Some(IpAddr::V6(ip)),
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn the_bytes_give_the_ip_the_decoder_gives() {
+        let long_zone = "z".repeat(300);
+        let endpoints = [
+            "/ip4/0.0.0.0".to_owned(),
+            "/ip4/255.255.255.255/udp/1/quic-v1".to_owned(),
+            "/ip6/::/tcp/1".to_owned(),
+            "/ip6/2001:db8::ff/tcp/1".to_owned(),
+            "/ip6zone/a/ip6zone/b/ip6/fe80::2".to_owned(),
+            format!("/ip6zone/{long_zone}/ip6/fe80::3/tcp/1"),
+            format!("/ip6zone/{long_zone}/ip4/1.2.3.4"),
+            format!("/ip6zone/{long_zone}/tcp/1"),
+            "/ip6zone/eth0".to_owned(),
+            "/dns6/example.com/tcp/1".to_owned(),
+            "/unix/tmp%2Fsock".to_owned(),
+            "/p2p-circuit".to_owned(),
+            "/tcp/4001".to_owned(),
+            "/udp/1/ip6/::1".to_owned(),
+        ];
+        for endpoint in endpoints {
+            let endpoint: Multiaddr = endpoint.parse().expect("a valid multiaddr");
+            assert_eq!(
+                endpoint_ip(&endpoint),
+                ip_through_iter(&endpoint),
+                "{endpoint}"
+            );
+        }
+        assert_eq!(read_varint(&[0xac, 0x02, 7]), Some((300, &[7][..])));
+        assert_eq!(read_varint(&[0x80]), None);
+        assert_eq!(read_varint(&[0xff; 11]), None);
     }
 }
