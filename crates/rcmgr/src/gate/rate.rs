@@ -21,7 +21,7 @@ use ipnet::IpNet;
 
 use super::{
     swept::{Forgettable, SweptMap},
-    table::{NetKey, subnet_of},
+    table::{NetKey, subnet_of, truncated_contains},
 };
 use crate::{
     error::AddressRange,
@@ -126,6 +126,7 @@ impl Forgettable for Bucket {
 /// A network prefix with a bucket of its own.
 #[derive(Debug)]
 struct PrefixBucket {
+    /// The prefix, truncated.
     network: IpNet,
     rule: Option<Rule>,
     bucket: Bucket,
@@ -216,7 +217,11 @@ impl RateLimiter {
     ) -> Result<(), (AddressRange, RateLimit)> {
         if let Some(ip) = ip {
             let mut matched = false;
-            for prefix in self.prefixes.iter().filter(|p| p.network.contains(&ip)) {
+            for prefix in self
+                .prefixes
+                .iter()
+                .filter(|p| truncated_contains(&p.network, ip))
+            {
                 matched = true;
                 if let Some(rule) = &prefix.rule
                     && !prefix.bucket.try_take(rule, now_ns)

@@ -299,6 +299,21 @@ pub(crate) fn mask_v6(bits: u128, length: u8) -> u128 {
     }
 }
 
+/// Whether the truncated `network` contains `ip` (never across families): `ipnet`'s
+/// `contains` as two masks and a compare, for the lookups made on every connection.
+#[inline]
+pub(crate) fn truncated_contains(network: &IpNet, ip: IpAddr) -> bool {
+    match (network, ip) {
+        (IpNet::V4(net), IpAddr::V4(ip)) => {
+            mask_v4(u32::from(ip), net.prefix_len()) == u32::from(net.network())
+        }
+        (IpNet::V6(net), IpAddr::V6(ip)) => {
+            mask_v6(u128::from(ip), net.prefix_len()) == u128::from(net.network())
+        }
+        _ => false,
+    }
+}
+
 /// The subnet of `length` bits that contains `ip` (lengths past the family's bits are taken
 /// as the whole address).
 #[inline]
@@ -371,5 +386,36 @@ mod tests {
             subnet_of("2001:db8:1:2::1".parse().expect("ip"), 48),
             net("2001:db8:1::/48")
         );
+    }
+
+    #[test]
+    fn containment_agrees_with_ipnet() {
+        let networks = [
+            "0.0.0.0/0",
+            "10.0.0.0/8",
+            "10.1.2.3/32",
+            "::/0",
+            "2001:db8::/33",
+            "::1/128",
+        ];
+        let ips = [
+            "10.1.2.3",
+            "10.1.2.4",
+            "11.0.0.0",
+            "::1",
+            "2001:db8:7fff::1",
+            "2001:db8:8000::1",
+        ];
+        for network in networks {
+            let network = net(network).trunc();
+            for ip in ips {
+                let ip: IpAddr = ip.parse().expect("ip");
+                assert_eq!(
+                    truncated_contains(&network, ip),
+                    network.contains(&ip),
+                    "{network} {ip}"
+                );
+            }
+        }
     }
 }
