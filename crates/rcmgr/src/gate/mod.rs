@@ -41,9 +41,9 @@ pub use allowlist::Allowlist;
 pub(crate) use subnet::IpCount;
 
 use self::{
-    rate::{Expiry, RateLimiter, Rule, SubnetBuckets, duration_ns},
+    rate::{Expiry, RateLimiter, Refusal, Rule, SubnetBuckets, duration_ns},
     subnet::{ConnCounts, Full},
-    table::{NetTable, subnet_of},
+    table::{LengthSet, NetTable, subnet_of},
 };
 use crate::{
     error::{AddressRange, Error, IpLimitExceeded, RateLimited},
@@ -291,9 +291,8 @@ impl Policy {
 pub(crate) struct Gate {
     policy: LimitSlot<Policy>,
     allowlist: Allowlist,
+    /// The connection counts, and the connection rate limiter's subnet buckets.
     counts: ConnCounts,
-    /// The connection rate limiter's subnet buckets.
-    rate_buckets: SubnetBuckets,
     /// The source-address verification limiter's buckets.
     verify_buckets: SubnetBuckets,
     time: TimeSource,
@@ -309,7 +308,6 @@ impl Gate {
             policy: LimitSlot::new(Arc::new(Policy::compile(limits))),
             allowlist,
             counts: ConnCounts::new(),
-            rate_buckets: SubnetBuckets::new(),
             verify_buckets: SubnetBuckets::new(),
             time,
         }
@@ -330,50 +328,91 @@ impl Gate {
     /// Steps 2 and 3 of the module docs for a connection from `endpoint` (whose IP is `ip`):
     /// the rate limit, then the count. The admission releases the count if it is dropped
     /// before the connection takes it.
+    ///
+    /// The clock is read once, and only if a rate limit is on. When the last subnet bucket
+    /// checked and the first subnet counted are the same subnet's, one lookup of its entry
+    /// takes both, in go's order (see [`RateLimiter::check`]).
     #[inline]
     pub(crate) fn admit(
         &self,
         ip: Option<IpAddr>,
         endpoint: &Multiaddr,
     ) -> Result<Admission<'_>, Error> {
+        let full = |ip: IpAddr, full: Full| {
+            Error::IpLimitExceeded(Box::new(IpLimitExceeded::new(
+                endpoint.clone(),
+                ip,
+                full.range,
+                (full.current, full.limit),
+            )))
+        };
         self.policy.with(|policy| {
-            if policy.rate.is_active() {
-                policy
-                    .rate
-                    .check(ip, &self.rate_buckets, self.time.now_ns())
-                    .map_err(|(range, limit)| {
-                        Error::RateLimited(Box::new(RateLimited::new(
-                            endpoint.clone(),
-                            ip,
-                            range,
-                            limit,
-                        )))
-                    })?;
-            }
-            let count = match ip {
-                Some(ip) if policy.counting => self.count(policy, ip).map_err(|full| {
-                    Error::IpLimitExceeded(Box::new(IpLimitExceeded::new(
-                        endpoint.clone(),
-                        ip,
-                        full.range,
-                        (full.current, full.limit),
-                    )))
-                })?,
+            let target = match ip {
+                Some(ip) if policy.counting => Some((ip, policy.target(ip, &self.allowlist))),
                 _ => None,
+            };
+            let first_subnet = match &target {
+                Some((_, Target::Subnets(limits))) => limits.first().copied(),
+                _ => None,
+            };
+            let (fused, at) = if policy.rate.is_active() {
+                let now_ns = self.time.now_ns();
+                let fused = policy
+                    .rate
+                    .check(ip, &self.counts, now_ns, first_subnet)
+                    .map_err(|refusal| match refusal {
+                        Refusal::Rate(range, limit) => Error::RateLimited(Box::new(
+                            RateLimited::new(endpoint.clone(), ip, range, limit),
+                        )),
+                        Refusal::Full(ip, refused) => full(ip, refused),
+                    })?;
+                (fused, policy.rate.expiry(now_ns))
+            } else {
+                // No clock read: an insertion's sweep judges buckets at time 0, which only
+                // keeps more of them (no new ones take tokens meanwhile).
+                (false, policy.rate.expiry(0))
+            };
+            let count = match target {
+                Some((ip, target)) => self
+                    .count(ip, target, fused, at)
+                    .map_err(|refused| full(ip, refused))?,
+                None => None,
             };
             Ok(Admission { gate: self, count })
         })
     }
 
-    fn count(&self, policy: &Policy, ip: IpAddr) -> Result<Option<IpCount>, Full> {
-        match policy.target(ip, &self.allowlist) {
+    /// Counts a connection from `ip` against `target`; with `fused`, the first of its subnets
+    /// has been counted already (by the rate check).
+    #[inline]
+    fn count(
+        &self,
+        ip: IpAddr,
+        target: Target<'_>,
+        fused: bool,
+        at: Expiry,
+    ) -> Result<Option<IpCount>, Full> {
+        match target {
             Target::Network { limit, .. } if limit >= BaseLimit::UNLIMITED => Ok(None),
             Target::Network {
                 network,
                 range,
                 limit,
-            } => self.counts.add_to_network(network, range, limit).map(Some),
-            Target::Subnets(limits) => self.counts.add_to_subnets(ip, limits),
+            } => self
+                .counts
+                .add_to_network(network, range, limit, at)
+                .map(Some),
+            Target::Subnets(limits) => {
+                let mut taken = LengthSet::EMPTY;
+                let rest = match limits.split_first() {
+                    Some((&(length, _), rest)) if fused => {
+                        taken.insert(length);
+                        rest
+                    }
+                    _ => limits,
+                };
+                self.counts.add_to_subnets(ip, rest, taken, at)
+            }
         }
     }
 
@@ -429,8 +468,7 @@ impl Gate {
     pub(crate) fn collect(&self) {
         let now_ns = self.time.now_ns();
         let grace_ns = self.policy.with(|policy| policy.rate.grace_ns());
-        self.counts.sweep();
-        self.rate_buckets.sweep(Expiry { now_ns, grace_ns });
+        self.counts.sweep(Expiry { now_ns, grace_ns });
         self.verify_buckets.sweep(Expiry {
             now_ns,
             grace_ns: duration_ns(VERIFY_GRACE),
