@@ -42,7 +42,7 @@ pub(crate) use subnet::IpCount;
 
 use self::{
     rate::{Expiry, RateLimiter, Refusal, Rule, SubnetBuckets, duration_ns},
-    subnet::{ConnCounts, Full},
+    subnet::{ConnCounts, Full, subnets_count},
     table::{LengthSet, NetTable, subnet_of},
 };
 use crate::{
@@ -411,6 +411,10 @@ impl Gate {
                     }
                     _ => limits,
                 };
+                if rest.is_empty() {
+                    // Nothing more to take (and nothing to give back on a refusal).
+                    return Ok(subnets_count(ip, taken));
+                }
                 self.counts.add_to_subnets(ip, rest, taken, at)
             }
         }

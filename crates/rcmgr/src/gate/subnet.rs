@@ -194,7 +194,7 @@ impl ConnCounts {
             taken.lengths.insert(length);
         }
         let lengths = std::mem::replace(&mut taken.lengths, LengthSet::EMPTY);
-        Ok((!lengths.is_empty()).then_some(IpCount::Subnets { ip, lengths }))
+        Ok(subnets_count(ip, lengths))
     }
 
     /// Releases what `count` took, once.
@@ -246,6 +246,12 @@ impl ConnCounts {
             tracing::error!(?key, "BUG: released a per-ip connection count not held");
         }
     }
+}
+
+/// The count of the subnets of `ip` in `lengths`, if there are any.
+#[inline]
+pub(crate) fn subnets_count(ip: IpAddr, lengths: LengthSet) -> Option<IpCount> {
+    (!lengths.is_empty()).then_some(IpCount::Subnets { ip, lengths })
 }
 
 /// The subnet counts taken so far by one `add_to_subnets`, given back if it does not finish.
