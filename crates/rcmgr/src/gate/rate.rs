@@ -350,9 +350,15 @@ impl SubnetBuckets {
     }
 }
 
-/// A duration in nanoseconds, saturating.
+/// A duration in nanoseconds, saturating (in 64-bit arithmetic: the gate reads the clock
+/// through it on every connection).
+#[inline]
 pub(crate) fn duration_ns(duration: std::time::Duration) -> u64 {
-    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+    duration
+        .as_secs()
+        .checked_mul(1_000_000_000)
+        .and_then(|ns| ns.checked_add(u64::from(duration.subsec_nanos())))
+        .unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -405,6 +411,18 @@ mod tests {
             let bucket = Bucket::new();
             assert!(bucket.try_take(&rule, u64::MAX / 2));
         }
+    }
+
+    #[test]
+    fn durations_saturate_at_the_largest_count_of_nanoseconds() {
+        use std::time::Duration;
+        assert_eq!(duration_ns(Duration::new(3, 7)), 3 * SECOND + 7);
+        assert_eq!(duration_ns(Duration::from_nanos(u64::MAX)), u64::MAX);
+        assert_eq!(duration_ns(Duration::MAX), u64::MAX);
+        assert_eq!(
+            duration_ns(Duration::new(u64::MAX / SECOND, 999_999_999)),
+            u64::MAX
+        );
     }
 
     #[test]
