@@ -29,6 +29,7 @@ mod swept;
 mod table;
 
 use std::{
+    cell::RefCell,
     fmt,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     time::{Duration, Instant},
@@ -48,7 +49,7 @@ use self::{
 use crate::{
     error::{AddressRange, Error, IpLimitExceeded, RateLimited},
     limits::{BaseLimit, ConcreteLimitConfig, ConnLimitPerSubnet, Family, IpLimits},
-    sync::{Arc, LimitSlot},
+    sync::{Arc, AtomicU64, LimitSlot, Ordering, per_thread, unique_number},
     types::RateLimit,
 };
 
@@ -286,10 +287,20 @@ impl Policy {
     }
 }
 
+per_thread! {
+    /// The policy this thread's last admission used: (gate id, generation, policy).
+    static RECENT_POLICY: RefCell<Option<(u64, u64, Arc<Policy>)>> = RefCell::new(None);
+}
+
 /// The gate of one manager: its compiled address limits, allowlist, counters and buckets.
 #[derive(Debug)]
 pub(crate) struct Gate {
     policy: LimitSlot<Policy>,
+    /// How many times `policy` has been replaced: what a thread's cached copy of it is
+    /// checked against ([`Gate::with_policy`]).
+    generation: AtomicU64,
+    /// This gate among every gate of the process, for the per-thread policy cache.
+    id: u64,
     allowlist: Allowlist,
     /// The connection counts, and the connection rate limiter's subnet buckets.
     counts: ConnCounts,
@@ -306,6 +317,8 @@ impl Gate {
     ) -> Self {
         Gate {
             policy: LimitSlot::new(Arc::new(Policy::compile(limits))),
+            generation: AtomicU64::new(0),
+            id: unique_number(),
             allowlist,
             counts: ConnCounts::new(),
             verify_buckets: SubnetBuckets::new(),
@@ -322,7 +335,49 @@ impl Gate {
     pub(crate) fn set_limits(&self, limits: &ConcreteLimitConfig) {
         if !self.policy.with(|policy| policy.is_compiled_from(limits)) {
             self.policy.store(Arc::new(Policy::compile(limits)));
+            // Ordering: Release — publishes the store above to `with_policy`'s Acquire load of
+            // the generation: a thread that sees the new generation loads the new policy.
+            self.generation.fetch_add(1, Ordering::Release);
         }
+    }
+
+    /// Runs `f` on the current policy: on this thread's cached copy if it is this gate's and
+    /// no swap was published since it was loaded, else on a fresh load, which is then cached.
+    /// The cache costs a thread-local read and a compare where the `ArcSwap` load costs its
+    /// debt-slot protocol; it holds one policy per thread (of the last gate that thread
+    /// admitted through) until that thread's next miss or its end.
+    #[inline]
+    fn with_policy<R>(&self, f: impl Fn(&Policy) -> R) -> R {
+        // Ordering: Acquire — pairs with the Release increment in `set_limits`: once this
+        // reads a generation, the policy loaded below is at least the one stored before it.
+        let generation = self.generation.load(Ordering::Acquire);
+        let hit = RECENT_POLICY
+            .try_with(|recent| {
+                let recent = recent.try_borrow().ok()?;
+                let (gate, loaded_at, policy) = recent.as_ref()?;
+                (*gate == self.id && *loaded_at == generation).then(|| f(policy))
+            })
+            .ok()
+            .flatten();
+        match hit {
+            Some(result) => result,
+            None => self.with_loaded_policy(generation, &f),
+        }
+    }
+
+    /// `with_policy`'s miss: loads the policy, runs `f` on it and caches it as loaded at
+    /// `generation`. Out of line (and `f` behind a vtable) so that the hit path inlines `f`.
+    #[cold]
+    #[inline(never)]
+    fn with_loaded_policy<R>(&self, generation: u64, f: &dyn Fn(&Policy) -> R) -> R {
+        let policy = self.policy.load_full();
+        let result = f(&policy);
+        let _ = RECENT_POLICY.try_with(|recent| {
+            if let Ok(mut recent) = recent.try_borrow_mut() {
+                *recent = Some((self.id, generation, policy));
+            }
+        });
+        result
     }
 
     /// Steps 2 and 3 of the module docs for a connection from `endpoint` (whose IP is `ip`):
@@ -346,7 +401,7 @@ impl Gate {
                 (full.current, full.limit),
             )))
         };
-        self.policy.with(|policy| {
+        self.with_policy(|policy| {
             let target = match ip {
                 Some(ip) if policy.counting => Some((ip, policy.target(ip, &self.allowlist))),
                 _ => None,
@@ -539,6 +594,44 @@ mod tests {
         assert_eq!(ip_of("/tcp/1/ip4/1.2.3.4"), None);
         assert_eq!(ip_of("/memory/7"), None);
         assert_eq!(ip_of(""), None);
+    }
+
+    fn per_address(conns: u64) -> ConcreteLimitConfig {
+        let mut limits = ConcreteLimitConfig::infinite();
+        limits.ip = IpLimits::default();
+        limits.ip.subnet_v4 = vec![ConnLimitPerSubnet {
+            prefix_length: 32,
+            conn_count: conns,
+        }];
+        limits
+    }
+
+    #[test]
+    fn a_swap_reaches_threads_that_cached_the_old_policy_and_gates_do_not_share_it() {
+        let endpoint: Multiaddr = "/ip4/192.0.2.1/tcp/1".parse().expect("a valid multiaddr");
+        let ip = endpoint_ip(&endpoint);
+        let one = Gate::new(&per_address(1), Allowlist::new(), TimeSource::monotonic());
+        let two = Gate::new(&per_address(2), Allowlist::new(), TimeSource::monotonic());
+        let first = one.admit(ip, &endpoint).expect("the first connection");
+        assert!(matches!(
+            one.admit(ip, &endpoint),
+            Err(Error::IpLimitExceeded(_))
+        ));
+        // Another gate on this thread uses its own policy, not the one cached for `one`.
+        let kept: Vec<_> = (0..2)
+            .map(|_| {
+                two.admit(ip, &endpoint)
+                    .expect("within the other gate's limit")
+            })
+            .collect();
+        assert!(two.admit(ip, &endpoint).is_err());
+        // Back to `one`, whose policy is replaced: the next admission sees the new limit.
+        assert!(one.admit(ip, &endpoint).is_err());
+        one.set_limits(&per_address(2));
+        let second = one.admit(ip, &endpoint).expect("within the new limit");
+        assert!(one.admit(ip, &endpoint).is_err());
+        drop((first, second, kept));
+        assert!(one.conn_counts().is_empty() && two.conn_counts().is_empty());
     }
 
     /// What `endpoint_ip` reads from the bytes, read through the multiaddr's own decoder.
