@@ -5,7 +5,10 @@
 
 use loom::thread;
 use loom_tests::{Outcomes, assert_all_released, assert_within, check, manager, peer};
-use rcmgr::{BaseLimit, ConcreteLimitConfig, Direction, Priority, ResourceScope, ScopeName};
+use rcmgr::{
+    BaseLimit, ConcreteLimitConfig, ConnLimitPerSubnet, ConnRateLimits, Direction, Error, IpLimits,
+    Multiaddr, Priority, ResourceScope, ScopeName,
+};
 
 /// The system limit before the swap: one stream in all (inbound unlimited), 100 bytes.
 fn old_system_limit() -> BaseLimit {
@@ -165,4 +168,65 @@ fn set_limit_racing_a_cache_refresh_keeps_the_pinned_limit() {
         assert_all_released(&rm);
     });
     outcomes.assert_exactly(&["refused by the pin", "reserved before the pin"]);
+}
+
+/// Limits that count connections per IPv4 address (at most `conns` each) and nothing else.
+fn per_address(conns: u64) -> ConcreteLimitConfig {
+    let mut limits = ConcreteLimitConfig::infinite();
+    limits.ip = IpLimits::default();
+    limits.ip.rate = ConnRateLimits::disabled();
+    limits.ip.subnet_v4 = vec![ConnLimitPerSubnet {
+        prefix_length: 32,
+        conn_count: conns,
+    }];
+    limits
+}
+
+/// One connection from an address is open, which left this thread with a cached copy of the
+/// gate's policy (one connection per address), when `set_limits` raises the limit to two on
+/// another thread while this one opens a second connection from the same address.
+///
+/// The second connection is admitted under the new limit or refused under the old one, and
+/// once `set_limits` has returned the new limit applies here too, cached copy or not: a
+/// connection refused during the swap is admitted after it, and a third one is refused.
+#[test]
+fn set_limits_reaches_a_thread_that_cached_the_old_gate_policy() {
+    let outcomes = Outcomes::new();
+    let record = outcomes.clone();
+    check(move || {
+        let rm = manager(per_address(1));
+        let endpoint: Multiaddr = "/ip4/192.0.2.1/tcp/1".parse().expect("a valid address");
+        let open = || rm.open_connection(Direction::Inbound, false, &endpoint);
+        let first = open().expect("the old limit admits one connection");
+
+        let swapper = {
+            let rm = rm.clone();
+            thread::spawn(move || rm.set_limits(per_address(2)))
+        };
+        let during = open();
+        swapper.join().expect("the swapping thread finished");
+
+        let second = match during {
+            Ok(second) => {
+                record.record("admitted under the new limit");
+                second
+            }
+            Err(refused) => {
+                record.record("refused under the old limit");
+                assert!(matches!(refused, Error::IpLimitExceeded(_)), "{refused}");
+                open().expect("after the swap, the new limit admits a second connection")
+            }
+        };
+        assert!(
+            matches!(open(), Err(Error::IpLimitExceeded(_))),
+            "the new limit admits two connections, no more"
+        );
+        drop((first, second));
+        assert!(rm.ip_conn_counts().is_empty(), "every count released");
+        assert_all_released(&rm);
+    });
+    outcomes.assert_exactly(&[
+        "admitted under the new limit",
+        "refused under the old limit",
+    ]);
 }

@@ -296,3 +296,47 @@ fn verification_follows_the_default_limits() {
     // Loopback is unlimited: never asked.
     assert!((0..1_000).all(|_| !ask("127.0.0.1:1") && !ask("[::1]:1")));
 }
+
+#[test]
+fn a_subnet_counted_with_its_token_keeps_go_order_and_gives_counts_back() {
+    // The /32 bucket and the /32 count share one entry, taken in one lookup: go's order
+    // (subnet bucket, global bucket, then the counts) and all-or-nothing counting still hold.
+    let mut ip = IpLimits::default();
+    ip.subnet_v4 = vec![
+        ConnLimitPerSubnet {
+            prefix_length: 32,
+            conn_count: 2,
+        },
+        ConnLimitPerSubnet {
+            prefix_length: 24,
+            conn_count: 1,
+        },
+    ];
+    ip.rate.global = RateLimit { rps: 1.0, burst: 3 };
+    let (rm, _clock) = manager(ip);
+    let endpoint = addr("/ip4/192.0.2.7/tcp/1");
+    let held = rm
+        .open_connection(Direction::Inbound, true, &endpoint)
+        .expect("first");
+    // The /24 is full: the /32 count taken with the token is given back.
+    let err = rm
+        .open_connection(Direction::Inbound, true, &endpoint)
+        .unwrap_err();
+    let refused = err.ip_limit_exceeded().expect("ip limit");
+    assert_eq!(refused.range(), AddressRange::Subnet(net("192.0.2.0/24")));
+    assert_eq!(rm.ip_conn_counts()[&net("192.0.2.7/32")], 1);
+    // The global bucket (burst 3) refuses the fourth attempt after the /32 token: nothing is
+    // counted for it.
+    drop(held);
+    let third = rm
+        .open_connection(Direction::Inbound, true, &endpoint)
+        .expect("third");
+    let err = rm
+        .open_connection(Direction::Inbound, true, &endpoint)
+        .unwrap_err();
+    let refused = err.rate_limited().expect("rate");
+    assert_eq!(refused.range(), AddressRange::All);
+    assert_eq!(rm.ip_conn_counts()[&net("192.0.2.7/32")], 1);
+    drop(third);
+    assert!(rm.ip_conn_counts().is_empty());
+}

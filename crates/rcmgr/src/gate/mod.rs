@@ -29,26 +29,27 @@ mod swept;
 mod table;
 
 use std::{
+    cell::RefCell,
     fmt,
-    net::{IpAddr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     time::{Duration, Instant},
 };
 
 use ipnet::IpNet;
-use multiaddr::{Multiaddr, Protocol};
+use multiaddr::Multiaddr;
 
 pub use allowlist::Allowlist;
 pub(crate) use subnet::IpCount;
 
 use self::{
-    rate::{Expiry, RateLimiter, Rule, SubnetBuckets, duration_ns},
-    subnet::{ConnCounts, Full},
-    table::{NetTable, subnet_of},
+    rate::{Expiry, RateLimiter, Refusal, Rule, SubnetBuckets, duration_ns},
+    subnet::{ConnCounts, Full, subnets_count},
+    table::{LengthSet, NetTable, subnet_of},
 };
 use crate::{
     error::{AddressRange, Error, IpLimitExceeded, RateLimited},
     limits::{BaseLimit, ConcreteLimitConfig, ConnLimitPerSubnet, Family, IpLimits},
-    sync::{Arc, LimitSlot},
+    sync::{Arc, AtomicU64, LimitSlot, Ordering, per_thread, unique_number},
     types::RateLimit,
 };
 
@@ -57,14 +58,52 @@ use crate::{
 /// not start with an IP.
 ///
 /// IPv4-mapped IPv6 addresses stay IPv6, as in go.
+///
+/// Read from the address's bytes rather than through `Multiaddr::iter`, which decodes a
+/// whole [`Protocol`](multiaddr::Protocol) to look at its code: this runs on every `open_connection`. A
+/// `Multiaddr` holds only valid, minimally encoded components (its constructors check), so
+/// a first byte below 0x80 is the whole protocol code and the three codes read here are
+/// exactly the components the iterator would yield.
 #[inline]
 pub(crate) fn endpoint_ip(endpoint: &Multiaddr) -> Option<IpAddr> {
-    for component in endpoint.iter() {
-        match component {
-            Protocol::Ip6zone(_) => continue,
-            Protocol::Ip4(ip) => return Some(IpAddr::V4(ip)),
-            Protocol::Ip6(ip) => return Some(IpAddr::V6(ip)),
+    /// The multicodec codes of `/ip4`, `/ip6` and `/ip6zone`.
+    const IP4: u8 = 4;
+    const IP6: u8 = 41;
+    const IP6ZONE: u8 = 42;
+    let mut rest: &[u8] = endpoint.as_ref();
+    loop {
+        let (&code, after) = rest.split_first()?;
+        match code {
+            IP4 => {
+                let octets: [u8; 4] = after.get(..4)?.try_into().ok()?;
+                return Some(IpAddr::V4(Ipv4Addr::from(octets)));
+            }
+            IP6 => {
+                let octets: [u8; 16] = after.get(..16)?.try_into().ok()?;
+                return Some(IpAddr::V6(Ipv6Addr::from(octets)));
+            }
+            IP6ZONE => {
+                let (length, zone) = read_varint(after)?;
+                rest = zone.get(length..)?;
+            }
             _ => return None,
+        }
+    }
+}
+
+/// An unsigned LEB128 varint (a multiaddr length prefix) and the bytes after it; `None` if
+/// the input ends first or the value does not fit a `usize`.
+fn read_varint(bytes: &[u8]) -> Option<(usize, &[u8])> {
+    let mut value: usize = 0;
+    for (i, &byte) in bytes.iter().enumerate().take(10) {
+        let shift = u32::try_from(7 * i).ok()?;
+        let bits = usize::from(byte & 0x7f).checked_shl(shift)?;
+        if bits >> shift != usize::from(byte & 0x7f) {
+            return None;
+        }
+        value |= bits;
+        if byte & 0x80 == 0 {
+            return Some((value, bytes.get(i + 1..)?));
         }
     }
     None
@@ -248,14 +287,23 @@ impl Policy {
     }
 }
 
+per_thread! {
+    /// The policy this thread's last admission used: (gate id, generation, policy).
+    static RECENT_POLICY: RefCell<Option<(u64, u64, Arc<Policy>)>> = RefCell::new(None);
+}
+
 /// The gate of one manager: its compiled address limits, allowlist, counters and buckets.
 #[derive(Debug)]
 pub(crate) struct Gate {
     policy: LimitSlot<Policy>,
+    /// How many times `policy` has been replaced: what a thread's cached copy of it is
+    /// checked against ([`Gate::with_policy`]).
+    generation: AtomicU64,
+    /// This gate among every gate of the process, for the per-thread policy cache.
+    id: u64,
     allowlist: Allowlist,
+    /// The connection counts, and the connection rate limiter's subnet buckets.
     counts: ConnCounts,
-    /// The connection rate limiter's subnet buckets.
-    rate_buckets: SubnetBuckets,
     /// The source-address verification limiter's buckets.
     verify_buckets: SubnetBuckets,
     time: TimeSource,
@@ -269,9 +317,10 @@ impl Gate {
     ) -> Self {
         Gate {
             policy: LimitSlot::new(Arc::new(Policy::compile(limits))),
+            generation: AtomicU64::new(0),
+            id: unique_number(),
             allowlist,
             counts: ConnCounts::new(),
-            rate_buckets: SubnetBuckets::new(),
             verify_buckets: SubnetBuckets::new(),
             time,
         }
@@ -286,56 +335,143 @@ impl Gate {
     pub(crate) fn set_limits(&self, limits: &ConcreteLimitConfig) {
         if !self.policy.with(|policy| policy.is_compiled_from(limits)) {
             self.policy.store(Arc::new(Policy::compile(limits)));
+            // Ordering: Release — publishes the store above to `with_policy`'s Acquire load of
+            // the generation: a thread that sees the new generation loads the new policy.
+            self.generation.fetch_add(1, Ordering::Release);
         }
+    }
+
+    /// Runs `f` on the current policy: on this thread's cached copy if it is this gate's and
+    /// no swap was published since it was loaded, else on a fresh load, which is then cached.
+    /// The cache costs a thread-local read and a compare where the `ArcSwap` load costs its
+    /// debt-slot protocol; it holds one policy per thread (of the last gate that thread
+    /// admitted through) until that thread's next miss or its end.
+    #[inline]
+    fn with_policy<R>(&self, f: impl Fn(&Policy) -> R) -> R {
+        // Ordering: Acquire — pairs with the Release increment in `set_limits`: once this
+        // reads a generation, the policy loaded below is at least the one stored before it.
+        let generation = self.generation.load(Ordering::Acquire);
+        let hit = RECENT_POLICY
+            .try_with(|recent| {
+                let recent = recent.try_borrow().ok()?;
+                let (gate, loaded_at, policy) = recent.as_ref()?;
+                (*gate == self.id && *loaded_at == generation).then(|| f(policy))
+            })
+            .ok()
+            .flatten();
+        match hit {
+            Some(result) => result,
+            None => self.with_loaded_policy(generation, &f),
+        }
+    }
+
+    /// `with_policy`'s miss: loads the policy, runs `f` on it and caches it as loaded at
+    /// `generation`. Out of line (and `f` behind a vtable) so that the hit path inlines `f`.
+    #[cold]
+    #[inline(never)]
+    fn with_loaded_policy<R>(&self, generation: u64, f: &dyn Fn(&Policy) -> R) -> R {
+        let policy = self.policy.load_full();
+        let result = f(&policy);
+        let _ = RECENT_POLICY.try_with(|recent| {
+            if let Ok(mut recent) = recent.try_borrow_mut() {
+                *recent = Some((self.id, generation, policy));
+            }
+        });
+        result
     }
 
     /// Steps 2 and 3 of the module docs for a connection from `endpoint` (whose IP is `ip`):
     /// the rate limit, then the count. The admission releases the count if it is dropped
     /// before the connection takes it.
+    ///
+    /// The clock is read once, and only if a rate limit is on. When the last subnet bucket
+    /// checked and the first subnet counted are the same subnet's, one lookup of its entry
+    /// takes both, in go's order (see [`RateLimiter::check`]).
     #[inline]
     pub(crate) fn admit(
         &self,
         ip: Option<IpAddr>,
         endpoint: &Multiaddr,
     ) -> Result<Admission<'_>, Error> {
-        self.policy.with(|policy| {
-            if policy.rate.is_active() {
-                policy
-                    .rate
-                    .check(ip, &self.rate_buckets, self.time.now_ns())
-                    .map_err(|(range, limit)| {
-                        Error::RateLimited(Box::new(RateLimited::new(
-                            endpoint.clone(),
-                            ip,
-                            range,
-                            limit,
-                        )))
-                    })?;
-            }
-            let count = match ip {
-                Some(ip) if policy.counting => self.count(policy, ip).map_err(|full| {
-                    Error::IpLimitExceeded(Box::new(IpLimitExceeded::new(
-                        endpoint.clone(),
-                        ip,
-                        full.range,
-                        (full.current, full.limit),
-                    )))
-                })?,
+        let full = |ip: IpAddr, full: Full| {
+            Error::IpLimitExceeded(Box::new(IpLimitExceeded::new(
+                endpoint.clone(),
+                ip,
+                full.range,
+                (full.current, full.limit),
+            )))
+        };
+        self.with_policy(|policy| {
+            let target = match ip {
+                Some(ip) if policy.counting => Some((ip, policy.target(ip, &self.allowlist))),
                 _ => None,
+            };
+            let first_subnet = match &target {
+                Some((_, Target::Subnets(limits))) => limits.first().copied(),
+                _ => None,
+            };
+            let (fused, at) = if policy.rate.is_active() {
+                let now_ns = self.time.now_ns();
+                let fused = policy
+                    .rate
+                    .check(ip, &self.counts, now_ns, first_subnet)
+                    .map_err(|refusal| match refusal {
+                        Refusal::Rate(range, limit) => Error::RateLimited(Box::new(
+                            RateLimited::new(endpoint.clone(), ip, range, limit),
+                        )),
+                        Refusal::Full(ip, refused) => full(ip, refused),
+                    })?;
+                (fused, policy.rate.expiry(now_ns))
+            } else {
+                // No clock read: an insertion's sweep judges buckets at time 0, which only
+                // keeps more of them (no new ones take tokens meanwhile).
+                (false, policy.rate.expiry(0))
+            };
+            let count = match target {
+                Some((ip, target)) => self
+                    .count(ip, target, fused, at)
+                    .map_err(|refused| full(ip, refused))?,
+                None => None,
             };
             Ok(Admission { gate: self, count })
         })
     }
 
-    fn count(&self, policy: &Policy, ip: IpAddr) -> Result<Option<IpCount>, Full> {
-        match policy.target(ip, &self.allowlist) {
+    /// Counts a connection from `ip` against `target`; with `fused`, the first of its subnets
+    /// has been counted already (by the rate check).
+    #[inline]
+    fn count(
+        &self,
+        ip: IpAddr,
+        target: Target<'_>,
+        fused: bool,
+        at: Expiry,
+    ) -> Result<Option<IpCount>, Full> {
+        match target {
             Target::Network { limit, .. } if limit >= BaseLimit::UNLIMITED => Ok(None),
             Target::Network {
                 network,
                 range,
                 limit,
-            } => self.counts.add_to_network(network, range, limit).map(Some),
-            Target::Subnets(limits) => self.counts.add_to_subnets(ip, limits),
+            } => self
+                .counts
+                .add_to_network(network, range, limit, at)
+                .map(Some),
+            Target::Subnets(limits) => {
+                let mut taken = LengthSet::EMPTY;
+                let rest = match limits.split_first() {
+                    Some((&(length, _), rest)) if fused => {
+                        taken.insert(length);
+                        rest
+                    }
+                    _ => limits,
+                };
+                if rest.is_empty() {
+                    // Nothing more to take (and nothing to give back on a refusal).
+                    return Ok(subnets_count(ip, taken));
+                }
+                self.counts.add_to_subnets(ip, rest, taken, at)
+            }
         }
     }
 
@@ -391,8 +527,7 @@ impl Gate {
     pub(crate) fn collect(&self) {
         let now_ns = self.time.now_ns();
         let grace_ns = self.policy.with(|policy| policy.rate.grace_ns());
-        self.counts.sweep();
-        self.rate_buckets.sweep(Expiry { now_ns, grace_ns });
+        self.counts.sweep(Expiry { now_ns, grace_ns });
         self.verify_buckets.sweep(Expiry {
             now_ns,
             grace_ns: duration_ns(VERIFY_GRACE),
@@ -459,5 +594,89 @@ mod tests {
         assert_eq!(ip_of("/tcp/1/ip4/1.2.3.4"), None);
         assert_eq!(ip_of("/memory/7"), None);
         assert_eq!(ip_of(""), None);
+    }
+
+    fn per_address(conns: u64) -> ConcreteLimitConfig {
+        let mut limits = ConcreteLimitConfig::infinite();
+        limits.ip = IpLimits::default();
+        limits.ip.subnet_v4 = vec![ConnLimitPerSubnet {
+            prefix_length: 32,
+            conn_count: conns,
+        }];
+        limits
+    }
+
+    #[test]
+    fn a_swap_reaches_threads_that_cached_the_old_policy_and_gates_do_not_share_it() {
+        let endpoint: Multiaddr = "/ip4/192.0.2.1/tcp/1".parse().expect("a valid multiaddr");
+        let ip = endpoint_ip(&endpoint);
+        let one = Gate::new(&per_address(1), Allowlist::new(), TimeSource::monotonic());
+        let two = Gate::new(&per_address(2), Allowlist::new(), TimeSource::monotonic());
+        let first = one.admit(ip, &endpoint).expect("the first connection");
+        assert!(matches!(
+            one.admit(ip, &endpoint),
+            Err(Error::IpLimitExceeded(_))
+        ));
+        // Another gate on this thread uses its own policy, not the one cached for `one`.
+        let kept: Vec<_> = (0..2)
+            .map(|_| {
+                two.admit(ip, &endpoint)
+                    .expect("within the other gate's limit")
+            })
+            .collect();
+        assert!(two.admit(ip, &endpoint).is_err());
+        // Back to `one`, whose policy is replaced: the next admission sees the new limit.
+        assert!(one.admit(ip, &endpoint).is_err());
+        one.set_limits(&per_address(2));
+        let second = one.admit(ip, &endpoint).expect("within the new limit");
+        assert!(one.admit(ip, &endpoint).is_err());
+        drop((first, second, kept));
+        assert!(one.conn_counts().is_empty() && two.conn_counts().is_empty());
+    }
+
+    /// What `endpoint_ip` reads from the bytes, read through the multiaddr's own decoder.
+    fn ip_through_iter(endpoint: &Multiaddr) -> Option<IpAddr> {
+        use multiaddr::Protocol;
+        for component in endpoint.iter() {
+            match component {
+                Protocol::Ip6zone(_) => continue,
+                Protocol::Ip4(ip) => return Some(IpAddr::V4(ip)),
+                Protocol::Ip6(ip) => return Some(IpAddr::V6(ip)),
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn the_bytes_give_the_ip_the_decoder_gives() {
+        let long_zone = "z".repeat(300);
+        let endpoints = [
+            "/ip4/0.0.0.0".to_owned(),
+            "/ip4/255.255.255.255/udp/1/quic-v1".to_owned(),
+            "/ip6/::/tcp/1".to_owned(),
+            "/ip6/2001:db8::ff/tcp/1".to_owned(),
+            "/ip6zone/a/ip6zone/b/ip6/fe80::2".to_owned(),
+            format!("/ip6zone/{long_zone}/ip6/fe80::3/tcp/1"),
+            format!("/ip6zone/{long_zone}/ip4/1.2.3.4"),
+            format!("/ip6zone/{long_zone}/tcp/1"),
+            "/ip6zone/eth0".to_owned(),
+            "/dns6/example.com/tcp/1".to_owned(),
+            "/unix/tmp%2Fsock".to_owned(),
+            "/p2p-circuit".to_owned(),
+            "/tcp/4001".to_owned(),
+            "/udp/1/ip6/::1".to_owned(),
+        ];
+        for endpoint in endpoints {
+            let endpoint: Multiaddr = endpoint.parse().expect("a valid multiaddr");
+            assert_eq!(
+                endpoint_ip(&endpoint),
+                ip_through_iter(&endpoint),
+                "{endpoint}"
+            );
+        }
+        assert_eq!(read_varint(&[0xac, 0x02, 7]), Some((300, &[7][..])));
+        assert_eq!(read_varint(&[0x80]), None);
+        assert_eq!(read_varint(&[0xff; 11]), None);
     }
 }

@@ -12,16 +12,19 @@
 //!
 //! A bucket is updated by one compare-and-swap loop on its word, Relaxed: it publishes
 //! nothing and each decision reads the word's latest value. Subnet buckets live in a
-//! [`SweptMap`] and are updated while the shard guard is held, so a sweep, which removes them
-//! under the exclusive guard, never removes one between its lookup and its update.
+//! [`SweptMap`] (the connection rate limiter's in the entries of the connection counts,
+//! [`ConnCounts`]; the verification limiter's in a [`SubnetBuckets`]) and are updated while the
+//! shard guard is held, so a sweep, which removes them under the exclusive guard, never removes
+//! one between its lookup and its update.
 
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
 use super::{
+    subnet::{ConnCounts, Full},
     swept::{Forgettable, SweptMap},
-    table::{NetKey, subnet_of},
+    table::{NetKey, subnet_of, truncated_contains},
 };
 use crate::{
     error::AddressRange,
@@ -111,29 +114,38 @@ pub(crate) struct Expiry {
     pub(crate) grace_ns: u64,
 }
 
+impl Bucket {
+    /// Whether the bucket is one a fresh bucket would equal at `at`: never used (or full
+    /// since the start), or full for longer than the grace period. A time earlier than now
+    /// only keeps more buckets.
+    #[inline]
+    pub(crate) fn is_idle(&self, at: Expiry) -> bool {
+        // Ordering: Relaxed — see `try_take`; a sweep calls it under the exclusive guard.
+        let full_at = self.full_at_ns.load(Ordering::Relaxed);
+        full_at == 0 || full_at.saturating_add(at.grace_ns) < at.now_ns
+    }
+}
+
 impl Forgettable for Bucket {
     type At = Expiry;
 
-    /// Whether the bucket has been full for longer than the grace period: a new one would
-    /// start full too.
     fn is_idle(&self, at: Expiry) -> bool {
-        // Ordering: Relaxed — see `try_take`; a sweep calls it under the exclusive guard.
-        let full_at = self.full_at_ns.load(Ordering::Relaxed);
-        full_at.saturating_add(at.grace_ns) < at.now_ns
+        Bucket::is_idle(self, at)
     }
 }
 
 /// A network prefix with a bucket of its own.
 #[derive(Debug)]
 struct PrefixBucket {
+    /// The prefix, truncated.
     network: IpNet,
     rule: Option<Rule>,
     bucket: Bucket,
 }
 
 /// A compiled [`ConnRateLimits`]. The network-prefix and global buckets live here (a limit
-/// swap that changes the rate limits starts them full); subnet buckets live in a
-/// [`SubnetBuckets`] map that outlasts swaps.
+/// swap that changes the rate limits starts them full); subnet buckets live in the entries of
+/// [`ConnCounts`], which outlast swaps.
 #[derive(Debug)]
 pub(crate) struct RateLimiter {
     prefixes: Vec<PrefixBucket>,
@@ -198,7 +210,8 @@ impl RateLimiter {
         self.grace_ns
     }
 
-    fn expiry(&self, now_ns: u64) -> Expiry {
+    /// The time `now_ns` with this limiter's grace period.
+    pub(crate) fn expiry(&self, now_ns: u64) -> Expiry {
         Expiry {
             now_ns,
             grace_ns: self.grace_ns,
@@ -208,46 +221,98 @@ impl RateLimiter {
     /// Takes a token for a connection from `ip` (or from an endpoint without an IP) at
     /// `now_ns`, in go's order; the refusing range and its limit otherwise. Tokens taken
     /// before a refusal stay taken, as in go: the attempt was made.
+    ///
+    /// With `fused`, the connection's first subnet count `(length, limit)`: if the last
+    /// subnet bucket checked is that subnet's, the count is taken there too, in the same
+    /// lookup, right after the global bucket (which is where it would come next). Returns
+    /// whether it was.
     pub(crate) fn check(
         &self,
         ip: Option<IpAddr>,
-        subnets: &SubnetBuckets,
+        states: &ConnCounts,
         now_ns: u64,
-    ) -> Result<(), (AddressRange, RateLimit)> {
+        fused: Option<(u8, u64)>,
+    ) -> Result<bool, Refusal> {
         if let Some(ip) = ip {
             let mut matched = false;
-            for prefix in self.prefixes.iter().filter(|p| p.network.contains(&ip)) {
+            for prefix in self
+                .prefixes
+                .iter()
+                .filter(|p| truncated_contains(&p.network, ip))
+            {
                 matched = true;
                 if let Some(rule) = &prefix.rule
                     && !prefix.bucket.try_take(rule, now_ns)
                 {
-                    return Err((AddressRange::NetworkPrefix(prefix.network), rule.limit));
+                    return Err(Refusal::Rate(
+                        AddressRange::NetworkPrefix(prefix.network),
+                        rule.limit,
+                    ));
                 }
             }
             if matched {
-                return Ok(());
+                return Ok(false);
             }
             let rules = match ip {
-                IpAddr::V4(_) => &self.subnets_v4,
-                IpAddr::V6(_) => &self.subnets_v6,
+                IpAddr::V4(_) => &self.subnets_v4[..],
+                IpAddr::V6(_) => &self.subnets_v6[..],
             };
-            for (length, rule) in rules {
+            let at = self.expiry(now_ns);
+            for (index, (length, rule)) in rules.iter().enumerate() {
                 let subnet = subnet_of(ip, *length);
-                if !subnets.try_take(subnet, rule, self.expiry(now_ns)) {
-                    return Err((AddressRange::Subnet(subnet), rule.limit));
+                let counted = fused
+                    .filter(|(count_length, _)| index + 1 == rules.len() && count_length == length);
+                let taken = states.with_subnet(subnet, at, |state| {
+                    if !state.bucket().try_take(rule, now_ns) {
+                        return Err(Refusal::Rate(AddressRange::Subnet(subnet), rule.limit));
+                    }
+                    let Some((_, limit)) = counted else {
+                        return Ok(false);
+                    };
+                    self.take_global(now_ns)?;
+                    state.add_conn(limit).map_err(|current| {
+                        Refusal::Full(
+                            ip,
+                            Full {
+                                range: AddressRange::Subnet(subnet),
+                                current,
+                                limit,
+                            },
+                        )
+                    })?;
+                    Ok(true)
+                })?;
+                if taken {
+                    return Ok(true);
                 }
             }
         }
+        self.take_global(now_ns)?;
+        Ok(false)
+    }
+
+    /// Takes a token from the global bucket, if there is one.
+    #[inline]
+    fn take_global(&self, now_ns: u64) -> Result<(), Refusal> {
         match &self.global {
             Some((rule, bucket)) if !bucket.try_take(rule, now_ns) => {
-                Err((AddressRange::All, rule.limit))
+                Err(Refusal::Rate(AddressRange::All, rule.limit))
             }
             _ => Ok(()),
         }
     }
 }
 
-/// The buckets of the subnets (or networks) seen recently.
+/// Why an admission was refused: a rate limit (the range and its limit), or the full subnet
+/// of an IP, counted together with its token (see [`RateLimiter::check`]).
+#[derive(Debug)]
+pub(crate) enum Refusal {
+    Rate(AddressRange, RateLimit),
+    Full(IpAddr, Full),
+}
+
+/// The buckets of the subnets (or networks) seen recently, apart from any counts (the source
+/// verification limiter's).
 #[derive(Debug)]
 pub(crate) struct SubnetBuckets {
     buckets: SweptMap<NetKey, Bucket>,
@@ -285,9 +350,15 @@ impl SubnetBuckets {
     }
 }
 
-/// A duration in nanoseconds, saturating.
+/// A duration in nanoseconds, saturating (in 64-bit arithmetic: the gate reads the clock
+/// through it on every connection).
+#[inline]
 pub(crate) fn duration_ns(duration: std::time::Duration) -> u64 {
-    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+    duration
+        .as_secs()
+        .checked_mul(1_000_000_000)
+        .and_then(|ns| ns.checked_add(u64::from(duration.subsec_nanos())))
+        .unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -340,6 +411,18 @@ mod tests {
             let bucket = Bucket::new();
             assert!(bucket.try_take(&rule, u64::MAX / 2));
         }
+    }
+
+    #[test]
+    fn durations_saturate_at_the_largest_count_of_nanoseconds() {
+        use std::time::Duration;
+        assert_eq!(duration_ns(Duration::new(3, 7)), 3 * SECOND + 7);
+        assert_eq!(duration_ns(Duration::from_nanos(u64::MAX)), u64::MAX);
+        assert_eq!(duration_ns(Duration::MAX), u64::MAX);
+        assert_eq!(
+            duration_ns(Duration::new(u64::MAX / SECOND, 999_999_999)),
+            u64::MAX
+        );
     }
 
     #[test]

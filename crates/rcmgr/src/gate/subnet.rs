@@ -1,21 +1,26 @@
 //! Connections at once per subnet and per network: the counters of the per-IP limits, and
-//! the [`IpCount`] a connection keeps of what it was counted against.
+//! the [`IpCount`] a connection keeps of what it was counted against. The entry of a subnet
+//! also holds that subnet's connection rate-limit bucket, so that a connection whose rate
+//! limit and count name the same subnet (an IPv4 address under go's defaults) finds both in
+//! one lookup.
 //!
 //! # Synchronization
 //!
 //! Each counter is an atomic in a [`SweptMap`]. A count is taken and checked against its limit
 //! by one compare-and-swap, made while the map's shard guard is held (shared for an existing
-//! counter, exclusive when the counter is created), and a counter at zero is removed by a
-//! sweep under the exclusive guard only if it still reads zero there. So an increment can
-//! never land on a counter that has just been removed, and the map holds the addresses with
-//! connections plus those that had some since the last sweep. The counts publish nothing:
-//! Relaxed; the shard locks order creation and removal.
+//! counter, exclusive when the counter is created), and an entry is removed by a sweep under
+//! the exclusive guard only if it still reads zero connections and a full bucket there. So an
+//! increment can never land on a counter that has just been removed, and the map holds the
+//! addresses with connections or recent connection attempts plus those that had some since
+//! the last sweep. The counts publish nothing: Relaxed; the shard locks order creation and
+//! removal.
 
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
 use super::{
+    rate::{Bucket, Expiry},
     swept::{Forgettable, SweptMap},
     table::{LengthSet, hash_network, subnet_of},
 };
@@ -60,17 +65,56 @@ pub(crate) struct Full {
     pub(crate) limit: u64,
 }
 
-/// One subnet's or network's connections.
+/// One subnet's or network's connections, and the subnet's connection rate-limit bucket
+/// (full, and unused, for a network and for a subnet length without a rate limit).
 #[derive(Debug)]
-struct Counter(AtomicU64);
+pub(crate) struct AddressState {
+    conns: AtomicU64,
+    bucket: Bucket,
+}
 
-impl Forgettable for Counter {
-    type At = ();
+impl AddressState {
+    fn new() -> Self {
+        AddressState {
+            conns: AtomicU64::new(0),
+            bucket: Bucket::new(),
+        }
+    }
 
-    fn is_idle(&self, (): ()) -> bool {
+    /// The subnet's connection rate-limit bucket.
+    #[inline]
+    pub(crate) fn bucket(&self) -> &Bucket {
+        &self.bucket
+    }
+
+    /// Adds one connection if that keeps the count within `limit`; the count found otherwise
+    /// (0 for a limit of 0, which allows nothing). Called under the shard guard.
+    #[inline]
+    pub(crate) fn add_conn(&self, limit: u64) -> Result<(), u64> {
+        if limit == 0 {
+            return Err(0);
+        }
+        // Ordering: Relaxed — a count checked on its own word; the shard guard held here
+        // orders it against the entry's removal.
+        sync::update(&self.conns, Ordering::Relaxed, |current| {
+            if current.saturating_add(1) > limit {
+                Err(current)
+            } else {
+                Ok(current + 1)
+            }
+        })
+        .map(drop)
+    }
+}
+
+impl Forgettable for AddressState {
+    type At = Expiry;
+
+    /// No connections and a bucket that a fresh one would equal.
+    fn is_idle(&self, at: Expiry) -> bool {
         // Ordering: Relaxed — checked under the exclusive shard guard, which every update of
         // this counter is made under too (shared).
-        self.0.load(Ordering::Relaxed) == 0
+        self.conns.load(Ordering::Relaxed) == 0 && self.bucket.is_idle(at)
     }
 }
 
@@ -78,7 +122,7 @@ impl Forgettable for Counter {
 /// the next sweep, of those that held some).
 #[derive(Debug)]
 pub(crate) struct ConnCounts {
-    counters: SweptMap<CountKey, Counter>,
+    counters: SweptMap<CountKey, AddressState>,
 }
 
 impl ConnCounts {
@@ -88,9 +132,23 @@ impl ConnCounts {
         }
     }
 
-    /// Forgets the counters at zero.
-    pub(crate) fn sweep(&self) {
-        self.counters.sweep(());
+    /// Forgets the entries at zero connections whose bucket is idle at `at`.
+    pub(crate) fn sweep(&self, at: Expiry) {
+        self.counters.sweep(at);
+    }
+
+    /// Runs `visit` on the entry of `subnet` under its shard guard, creating it (no
+    /// connections, a full bucket) if there is none; `at` is when a sweep that the insertion
+    /// triggers judges buckets idle.
+    #[inline]
+    pub(crate) fn with_subnet<R>(
+        &self,
+        subnet: IpNet,
+        at: Expiry,
+        visit: impl Fn(&AddressState) -> R,
+    ) -> R {
+        self.counters
+            .with_or_insert(&CountKey::Subnet(subnet), AddressState::new, visit, at)
     }
 
     /// Counts one connection against `network`, whose limit is `limit`.
@@ -99,8 +157,9 @@ impl ConnCounts {
         network: IpNet,
         range: AddressRange,
         limit: u64,
+        at: Expiry,
     ) -> Result<IpCount, Full> {
-        self.add(CountKey::Network(network), limit)
+        self.add(CountKey::Network(network), limit, at)
             .map_err(|current| Full {
                 range,
                 current,
@@ -110,20 +169,23 @@ impl ConnCounts {
     }
 
     /// Counts one connection from `ip` against the subnet of each `(length, limit)`, all or
-    /// nothing: if one subnet is full, the counts already taken are given back.
+    /// nothing: if one subnet is full, the counts already taken are given back, those of
+    /// `taken` (counted by the caller) included.
     pub(crate) fn add_to_subnets(
         &self,
         ip: IpAddr,
         limits: &[(u8, u64)],
+        taken: LengthSet,
+        at: Expiry,
     ) -> Result<Option<IpCount>, Full> {
         let mut taken = Taken {
             counts: self,
             ip,
-            lengths: LengthSet::EMPTY,
+            lengths: taken,
         };
         for &(length, limit) in limits {
             let subnet = subnet_of(ip, length);
-            self.add(CountKey::Subnet(subnet), limit)
+            self.add(CountKey::Subnet(subnet), limit, at)
                 .map_err(|current| Full {
                     range: AddressRange::Subnet(subnet),
                     current,
@@ -132,7 +194,7 @@ impl ConnCounts {
             taken.lengths.insert(length);
         }
         let lengths = std::mem::replace(&mut taken.lengths, LengthSet::EMPTY);
-        Ok((!lengths.is_empty()).then_some(IpCount::Subnets { ip, lengths }))
+        Ok(subnets_count(ip, lengths))
     }
 
     /// Releases what `count` took, once.
@@ -153,7 +215,7 @@ impl ConnCounts {
         self.counters.for_each(|key, count| {
             let (CountKey::Subnet(net) | CountKey::Network(net)) = key;
             // Ordering: Relaxed — a reading for display; nothing is read through it.
-            let conns = count.0.load(Ordering::Relaxed);
+            let conns = count.conns.load(Ordering::Relaxed);
             if conns > 0 {
                 counts.push((*net, conns));
             }
@@ -162,35 +224,20 @@ impl ConnCounts {
     }
 
     /// Adds one to a counter if that keeps it within `limit`; the count found otherwise.
-    fn add(&self, key: CountKey, limit: u64) -> Result<(), u64> {
+    fn add(&self, key: CountKey, limit: u64, at: Expiry) -> Result<(), u64> {
         if limit == 0 {
-            // Nothing is allowed; no counter is created for a refusal.
+            // What `add_conn` answers, without creating an entry for a refusal.
             return Err(0);
         }
-        self.counters.with_or_insert(
-            &key,
-            || Counter(AtomicU64::new(0)),
-            |count| {
-                // Ordering: Relaxed — a count checked on its own word; the shard guard held
-                // here orders it against the counter's removal.
-                sync::update(&count.0, Ordering::Relaxed, |current| {
-                    if current.saturating_add(1) > limit {
-                        Err(current)
-                    } else {
-                        Ok(current + 1)
-                    }
-                })
-                .map(drop)
-            },
-            (),
-        )
+        self.counters
+            .with_or_insert(&key, AddressState::new, |state| state.add_conn(limit), at)
     }
 
-    /// Takes one from a counter (a sweep removes it once it is at zero).
+    /// Takes one from a counter (a sweep removes its entry once it is idle).
     fn sub(&self, key: CountKey) {
         let released = self.counters.with(&key, |count| {
-            // Ordering: Relaxed — as in `add`.
-            sync::update(&count.0, Ordering::Relaxed, |current| {
+            // Ordering: Relaxed — as in `AddressState::add_conn`.
+            sync::update(&count.conns, Ordering::Relaxed, |current| {
                 current.checked_sub(1).ok_or(())
             })
         });
@@ -199,6 +246,12 @@ impl ConnCounts {
             tracing::error!(?key, "BUG: released a per-ip connection count not held");
         }
     }
+}
+
+/// The count of the subnets of `ip` in `lengths`, if there are any.
+#[inline]
+pub(crate) fn subnets_count(ip: IpAddr, lengths: LengthSet) -> Option<IpCount> {
+    (!lengths.is_empty()).then_some(IpCount::Subnets { ip, lengths })
 }
 
 /// The subnet counts taken so far by one `add_to_subnets`, given back if it does not finish.

@@ -136,11 +136,18 @@ impl Hasher for SeededHasher {
     }
 }
 
+/// Up to how many networks a family's lookup scans a list rather than probing the hash table
+/// once per length: a handful of masks and compares cost less than one hash and probe.
+const FEW_NETWORKS: usize = 8;
+
 /// The networks of one address family, with a value each.
 #[derive(Clone, Debug)]
 struct FamilyTable<A, V> {
     lengths: LengthSet,
     networks: HashMap<(u8, A), V, Seeded>,
+    /// While there are at most [`FEW_NETWORKS`] networks, their keys, longest first (what a
+    /// lookup scans); empty otherwise.
+    few: Vec<(u8, A)>,
 }
 
 impl<A: Copy + Eq + std::hash::Hash, V> FamilyTable<A, V> {
@@ -148,10 +155,22 @@ impl<A: Copy + Eq + std::hash::Hash, V> FamilyTable<A, V> {
         FamilyTable {
             lengths: LengthSet::EMPTY,
             networks: HashMap::with_hasher(hasher),
+            few: Vec::new(),
         }
     }
 
+    #[inline]
     fn longest_match(&self, truncate: impl Fn(u8) -> A) -> Option<(u8, &V)> {
+        if self.networks.len() <= FEW_NETWORKS {
+            let &(length, bits) = self
+                .few
+                .iter()
+                .find(|&&(length, bits)| truncate(length) == bits)?;
+            return self
+                .networks
+                .get(&(length, bits))
+                .map(|value| (length, value));
+        }
         self.lengths.longest_first().find_map(|length| {
             self.networks
                 .get(&(length, truncate(length)))
@@ -161,6 +180,15 @@ impl<A: Copy + Eq + std::hash::Hash, V> FamilyTable<A, V> {
 
     fn get_or_insert(&mut self, length: u8, bits: A, value: impl FnOnce() -> V) -> &mut V {
         self.lengths.insert(length);
+        if !self.networks.contains_key(&(length, bits)) {
+            if self.networks.len() < FEW_NETWORKS {
+                self.few.push((length, bits));
+                self.few
+                    .sort_by_key(|&(length, _)| std::cmp::Reverse(length));
+            } else {
+                self.few.clear();
+            }
+        }
         self.networks.entry((length, bits)).or_insert_with(value)
     }
 
@@ -169,7 +197,18 @@ impl<A: Copy + Eq + std::hash::Hash, V> FamilyTable<A, V> {
         if !self.networks.keys().any(|(other, _)| *other == length) {
             self.lengths.remove(length);
         }
+        self.list_few();
         Some(removed)
+    }
+
+    /// Lists the keys in [`few`](Self::few) if there are few enough.
+    fn list_few(&mut self) {
+        self.few.clear();
+        if self.networks.len() <= FEW_NETWORKS {
+            self.few.extend(self.networks.keys().copied());
+            self.few
+                .sort_by_key(|&(length, _)| std::cmp::Reverse(length));
+        }
     }
 }
 
@@ -299,6 +338,21 @@ pub(crate) fn mask_v6(bits: u128, length: u8) -> u128 {
     }
 }
 
+/// Whether the truncated `network` contains `ip` (never across families): `ipnet`'s
+/// `contains` as two masks and a compare, for the lookups made on every connection.
+#[inline]
+pub(crate) fn truncated_contains(network: &IpNet, ip: IpAddr) -> bool {
+    match (network, ip) {
+        (IpNet::V4(net), IpAddr::V4(ip)) => {
+            mask_v4(u32::from(ip), net.prefix_len()) == u32::from(net.network())
+        }
+        (IpNet::V6(net), IpAddr::V6(ip)) => {
+            mask_v6(u128::from(ip), net.prefix_len()) == u128::from(net.network())
+        }
+        _ => false,
+    }
+}
+
 /// The subnet of `length` bits that contains `ip` (lengths past the family's bits are taken
 /// as the whole address).
 #[inline]
@@ -371,5 +425,77 @@ mod tests {
             subnet_of("2001:db8:1:2::1".parse().expect("ip"), 48),
             net("2001:db8:1::/48")
         );
+    }
+
+    #[test]
+    fn few_and_many_networks_give_the_same_longest_match() {
+        let networks: Vec<IpNet> = (0..20u8)
+            .map(|i| net(&format!("10.{i}.0.0/{}", 8 + i)).trunc())
+            .chain(["10.128.0.0/9", "0.0.0.0/0", "2001:db8::/32", "::/0"].map(net))
+            .collect();
+        let ips: Vec<IpAddr> = [
+            "10.0.0.1",
+            "10.3.0.1",
+            "10.19.1.1",
+            "11.0.0.1",
+            "2001:db8::1",
+            "::2",
+        ]
+        .map(|ip| ip.parse().expect("ip"))
+        .to_vec();
+        let brute = |present: &[IpNet], ip: IpAddr| {
+            present
+                .iter()
+                .filter(|network| network.contains(&ip))
+                .max_by_key(|network| network.prefix_len())
+                .copied()
+        };
+        let mut table = NetTable::new();
+        let mut present = Vec::new();
+        for network in &networks {
+            table.get_or_insert(*network, || ());
+            present.push(*network);
+            for &ip in &ips {
+                assert_eq!(table.longest_match(ip).map(|(n, _)| n), brute(&present, ip));
+            }
+        }
+        while let Some(network) = present.pop() {
+            assert_eq!(table.remove(network), Some(()));
+            for &ip in &ips {
+                assert_eq!(table.longest_match(ip).map(|(n, _)| n), brute(&present, ip));
+            }
+        }
+        assert!(table.is_empty());
+    }
+
+    #[test]
+    fn containment_agrees_with_ipnet() {
+        let networks = [
+            "0.0.0.0/0",
+            "10.0.0.0/8",
+            "10.1.2.3/32",
+            "::/0",
+            "2001:db8::/33",
+            "::1/128",
+        ];
+        let ips = [
+            "10.1.2.3",
+            "10.1.2.4",
+            "11.0.0.0",
+            "::1",
+            "2001:db8:7fff::1",
+            "2001:db8:8000::1",
+        ];
+        for network in networks {
+            let network = net(network).trunc();
+            for ip in ips {
+                let ip: IpAddr = ip.parse().expect("ip");
+                assert_eq!(
+                    truncated_contains(&network, ip),
+                    network.contains(&ip),
+                    "{network} {ip}"
+                );
+            }
+        }
     }
 }
