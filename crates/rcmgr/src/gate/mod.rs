@@ -23,6 +23,7 @@
 //! (`/ip4/R/tcp/…/p2p/…/p2p-circuit`) is counted as the relay's, as in go.
 
 mod allowlist;
+mod bucket;
 mod rate;
 mod subnet;
 mod swept;
@@ -42,7 +43,8 @@ pub use allowlist::Allowlist;
 pub(crate) use subnet::IpCount;
 
 use self::{
-    rate::{Expiry, RateLimiter, Refusal, Rule, SubnetBuckets, duration_ns},
+    bucket::{Expiry, Rule, duration_ns},
+    rate::{RateLimiter, Refusal, SubnetBuckets},
     subnet::{ConnCounts, Full, subnets_count},
     table::{LengthSet, NetTable, subnet_of},
 };

@@ -20,7 +20,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::{
-    rate::{Bucket, Expiry},
+    bucket::{Bucket, Expiry},
     swept::{Forgettable, SweptMap},
     table::{LengthSet, hash_network, subnet_of},
 };
