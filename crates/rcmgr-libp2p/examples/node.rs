@@ -119,6 +119,8 @@ pub(crate) struct Counts {
     pub(crate) echoes_refused: AtomicU64,
     pub(crate) echoes_ok: AtomicU64,
     pub(crate) echoes_failed: AtomicU64,
+    /// Echo streams that failed after they were opened and were tried once more.
+    pub(crate) echoes_retried: AtomicU64,
     pub(crate) pings_ok: AtomicU64,
     pub(crate) identified: AtomicU64,
     pub(crate) connections_refused: AtomicU64,
@@ -176,11 +178,12 @@ async fn main() -> Result<(), Box<dyn Error>> {
     .map_err(|error| error as Box<dyn Error>)?;
     let counts = &running.counts;
     println!(
-        "echoes served {}, refused {}; echoes answered {}, failed {}; pings {}; flood opened {}, refused {}",
+        "echoes served {}, refused {}; echoes answered {}, failed {}, retried {}; pings {}; flood opened {}, refused {}",
         Counts::get(&counts.echoes_served),
         Counts::get(&counts.echoes_refused),
         Counts::get(&counts.echoes_ok),
         Counts::get(&counts.echoes_failed),
+        Counts::get(&counts.echoes_retried),
         Counts::get(&counts.pings_ok),
         Counts::get(&counts.flood_opened),
         Counts::get(&counts.flood_refused),
@@ -350,6 +353,12 @@ async fn echo(mut stream: Stream, mut buffer: ReservedBuffer) -> std::io::Result
 }
 
 /// Echoes a message to `peer` every `every`, counting answers and failures.
+///
+/// An echo whose stream opened but then failed is tried once more: libp2p-stream hands the
+/// application one inbound stream per protocol at a time and resets the next one if it arrives
+/// before the first was taken (two peers' streams in one poll of the swarm are enough), so the
+/// retry waits a moment first. A stream that fails to open is not retried: rcmgr's refusals
+/// are final, and look like an unsupported protocol.
 async fn echo_every(
     mut control: libp2p_stream::Control,
     peer: PeerId,
@@ -360,20 +369,54 @@ async fn echo_every(
     let mut tick = tokio::time::interval(every);
     while !stop.load(Ordering::Relaxed) {
         tick.tick().await;
-        let answered = tokio::time::timeout(Duration::from_secs(5), async {
-            let mut stream = control.open_stream(peer, ECHO).await?;
-            stream.write_all(b"hello through rcmgr").await?;
-            stream.close().await?;
-            let mut answer = Vec::new();
-            stream.read_to_end(&mut answer).await?;
-            Ok::<_, Box<dyn Error + Send + Sync>>(answer == b"hello through rcmgr")
-        })
-        .await;
+        let mut answered = echo_once(&mut control, peer).await;
+        if matches!(answered, Err(EchoFailure::AfterOpen)) {
+            Counts::add(&counts.echoes_retried);
+            tokio::time::sleep(every / 4).await;
+            answered = echo_once(&mut control, peer).await;
+        }
         match answered {
-            Ok(Ok(true)) => Counts::add(&counts.echoes_ok),
+            Ok(true) => Counts::add(&counts.echoes_ok),
             _ => Counts::add(&counts.echoes_failed),
         }
     }
+}
+
+/// Why an echo got no answer.
+#[derive(Debug)]
+enum EchoFailure {
+    /// The stream did not open (refused, or the connection is gone).
+    Open,
+    /// The stream opened, then failed (reset by the other side, say).
+    AfterOpen,
+    /// No answer within five seconds.
+    TimedOut,
+}
+
+/// One echo on a new stream: whether the answer was what was sent.
+async fn echo_once(
+    control: &mut libp2p_stream::Control,
+    peer: PeerId,
+) -> Result<bool, EchoFailure> {
+    let exchange = async {
+        let mut stream = control
+            .open_stream(peer, ECHO)
+            .await
+            .map_err(|_| EchoFailure::Open)?;
+        let mut answer = Vec::new();
+        let talked: std::io::Result<()> = async {
+            stream.write_all(b"hello through rcmgr").await?;
+            stream.close().await?;
+            stream.read_to_end(&mut answer).await?;
+            Ok(())
+        }
+        .await;
+        talked.map_err(|_| EchoFailure::AfterOpen)?;
+        Ok(answer == b"hello through rcmgr")
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .unwrap_or(Err(EchoFailure::TimedOut))
 }
 
 /// Opens echo streams to `peer` as fast as it can, with several at once, and keeps every one it
