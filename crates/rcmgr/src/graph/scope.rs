@@ -136,6 +136,27 @@ impl<'a> ScopeRef<'a> {
         }
     }
 
+    /// The stage a connection or stream is in now (0 for any other scope, which has none).
+    fn stage_now(self) -> u8 {
+        match self {
+            ScopeRef::Conn(conn) => conn.state().stage(),
+            ScopeRef::Stream(stream) => stream.state().stage(),
+            _ => 0,
+        }
+    }
+
+    /// The parents of a connection's or stream's path at its stage now, in go's walk order
+    /// (none for any other scope).
+    fn path_now(self) -> Vec<ScopeRef<'a>> {
+        let stage = self.stage_now();
+        let len = match self {
+            ScopeRef::Conn(conn) => conn.with_path(stage, Len),
+            ScopeRef::Stream(stream) => stream.with_path(stage, Len),
+            _ => 0,
+        };
+        (0..len).map(|index| self.path_at(stage, index)).collect()
+    }
+
     /// A refusal by this scope's limit; `is_asked` says it is the scope the caller asked.
     #[cold]
     pub(crate) fn limit_refusal(self, is_asked: bool, hit: Hit, asked: Asked) -> Refusal {
@@ -178,15 +199,9 @@ impl<'a> ScopeRef<'a> {
     pub(crate) fn open_refusal(self, fault: OpenFault, asked: Asked) -> Refusal {
         match fault {
             OpenFault::Own(hit) => self.limit_refusal(true, hit, asked),
-            OpenFault::Path(refused) => {
-                let stage = match self {
-                    ScopeRef::Conn(conn) => conn.state().stage(),
-                    ScopeRef::Stream(stream) => stream.state().stage(),
-                    _ => 0,
-                };
-                self.path_at(stage, refused.at)
-                    .parent_refusal(refused, asked)
-            }
+            OpenFault::Path(refused) => self
+                .path_at(self.stage_now(), refused.at)
+                .parent_refusal(refused, asked),
         }
     }
 }
@@ -433,23 +448,10 @@ pub(crate) fn trace_scopes(at: AnchorRef<'_>) -> (Vec<ScopeRef<'_>>, Vec<ScopeRe
         base = span.owner();
     }
     let parents = match base {
-        AnchorRef::Conn(conn) => {
-            let scope = ScopeRef::Conn(conn);
+        AnchorRef::Conn(_) | AnchorRef::Stream(_) => {
+            let scope = ScopeRef::from(base);
             owning.push(scope);
-            let stage = conn.state().stage();
-            let len = conn.with_path(stage, Len);
-            (0..len)
-                .map(|index| conn_path_at(conn, stage, index))
-                .collect()
-        }
-        AnchorRef::Stream(stream) => {
-            let scope = ScopeRef::Stream(stream);
-            owning.push(scope);
-            let stage = stream.state().stage();
-            let len = stream.with_path(stage, Len);
-            (0..len)
-                .map(|index| stream_path_at(stream, stage, index))
-                .collect()
+            scope.path_now()
         }
         view => {
             owning.push(ScopeRef::from(view));
