@@ -62,6 +62,12 @@ impl Rule {
             limit,
         })
     }
+
+    /// The limit as configured, for errors.
+    #[inline]
+    pub(crate) fn limit(&self) -> RateLimit {
+        self.limit
+    }
 }
 
 /// One token bucket.
@@ -102,31 +108,17 @@ pub(crate) struct Expiry {
     pub(crate) grace_ns: u64,
 }
 
-impl Bucket {
+impl Forgettable for Bucket {
+    type At = Expiry;
+
     /// Whether the bucket is one a fresh bucket would equal at `at`: never used (or full
     /// since the start), or full for longer than the grace period. A time earlier than now
     /// only keeps more buckets.
     #[inline]
-    pub(crate) fn is_idle(&self, at: Expiry) -> bool {
+    fn is_idle(&self, at: Expiry) -> bool {
         // Ordering: Relaxed — see `try_take`; a sweep calls it under the exclusive guard.
         let full_at = self.full_at_ns.load(Ordering::Relaxed);
         full_at == 0 || full_at.saturating_add(at.grace_ns) < at.now_ns
-    }
-}
-
-impl Forgettable for Bucket {
-    type At = Expiry;
-
-    fn is_idle(&self, at: Expiry) -> bool {
-        Bucket::is_idle(self, at)
-    }
-}
-
-impl Rule {
-    /// The limit as configured, for errors.
-    #[inline]
-    pub(crate) fn limit(&self) -> RateLimit {
-        self.limit
     }
 }
 

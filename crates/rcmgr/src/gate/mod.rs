@@ -413,17 +413,17 @@ impl Gate {
                 _ => None,
             };
             let (fused, at) = if policy.rate.is_active() {
-                let now_ns = self.time.now_ns();
+                let at = policy.rate.expiry(self.time.now_ns());
                 let fused = policy
                     .rate
-                    .check(ip, &self.counts, now_ns, first_subnet)
+                    .check(ip, &self.counts, at, first_subnet)
                     .map_err(|refusal| match refusal {
                         Refusal::Rate(range, limit) => Error::RateLimited(Box::new(
                             RateLimited::new(endpoint.clone(), ip, range, limit),
                         )),
                         Refusal::Full(ip, refused) => full(ip, refused),
                     })?;
-                (fused, policy.rate.expiry(now_ns))
+                (fused, at)
             } else {
                 // No clock read: an insertion's sweep judges buckets at time 0, which only
                 // keeps more of them (no new ones take tokens meanwhile).

@@ -110,7 +110,7 @@ impl RateLimiter {
     }
 
     /// Takes a token for a connection from `ip` (or from an endpoint without an IP) at
-    /// `now_ns`, in go's order; the refusing range and its limit otherwise. Tokens taken
+    /// `at.now_ns` (`at` is also when an insertion's sweep judges entries idle), in go's order; the refusing range and its limit otherwise. Tokens taken
     /// before a refusal stay taken, as in go: the attempt was made.
     ///
     /// With `fused`, the connection's first subnet count `(length, limit)`: if the last
@@ -121,9 +121,10 @@ impl RateLimiter {
         &self,
         ip: Option<IpAddr>,
         states: &ConnCounts,
-        now_ns: u64,
+        at: Expiry,
         fused: Option<(u8, u64)>,
     ) -> Result<bool, Refusal> {
+        let now_ns = at.now_ns;
         if let Some(ip) = ip {
             let mut matched = false;
             for prefix in self
@@ -148,7 +149,6 @@ impl RateLimiter {
                 IpAddr::V4(_) => &self.subnets_v4[..],
                 IpAddr::V6(_) => &self.subnets_v6[..],
             };
-            let at = self.expiry(now_ns);
             for (index, (length, rule)) in rules.iter().enumerate() {
                 let subnet = subnet_of(ip, *length);
                 let counted = fused
